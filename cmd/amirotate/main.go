@@ -1,0 +1,43 @@
+// Command amirotate rotates EC2 AMIs: the local simulator, a local run of
+// the real state machine, the demo and the fleet benchmark.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `amirotate: scheduled, safe AMI rotation
+
+Usage:
+  amirotate sim   [--addr 127.0.0.1:4566] [--regions r1,r2] [--image-delay 3s] [--seed-demo]
+  amirotate run   --policy FILE [--rotation-time RFC3339] [--instance ID]... [--dry-run] [--json FILE]
+  amirotate demo
+  amirotate bench [--instances 1000] [--regions 3] [--json FILE]
+
+Run 'amirotate <command> -h' for a command's flags.
+`
+
+// commands maps each subcommand to its entry point; each lives in its own file.
+var commands = map[string]func(ctx context.Context, args []string) error{}
+
+func main() {
+	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	cmd, ok := commands[os.Args[1]]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "amirotate: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := cmd(ctx, os.Args[2:]); err != nil {
+		fmt.Fprintf(os.Stderr, "amirotate %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}

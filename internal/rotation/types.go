@@ -1,0 +1,145 @@
+package rotation
+
+import "time"
+
+// Policy is one rotation policy, as users write it (JSON, decoded strictly).
+// Field names are part of the product's contract: extend, never rename.
+type Policy struct {
+	Name                string            `json:"name"`
+	Selector            Selector          `json:"selector"`
+	NoReboot            bool              `json:"noReboot"`
+	CopyTo              []CopyTarget      `json:"copyTo,omitempty"`
+	Retention           Retention         `json:"retention"`
+	CopyRetention       *Retention        `json:"copyRetention,omitempty"`
+	Tags                map[string]string `json:"tags,omitempty"`
+	CopyInstanceTags    []string          `json:"copyInstanceTags,omitempty"`
+	DeprecateAfterDays  int               `json:"deprecateAfterDays,omitempty"`
+	ShareWith           []string          `json:"shareWith,omitempty"`
+	AllowPublic         bool              `json:"allowPublic,omitempty"`
+	Publish             Publish           `json:"publish"`
+	BatchSize           int               `json:"batchSize,omitempty"`
+	PollIntervalSeconds int               `json:"pollIntervalSeconds,omitempty"`
+	TimeoutMinutes      int               `json:"timeoutMinutes,omitempty"`
+	DryRun              bool              `json:"dryRun,omitempty"`
+}
+
+// Selector picks the instances a policy rotates: every tag must match;
+// the value "*" matches any value.
+type Selector struct {
+	Tags map[string]string `json:"tags"`
+}
+
+// CopyTarget is a region the new images are copied into.
+type CopyTarget struct {
+	Region   string `json:"region"`
+	KMSKeyID string `json:"kmsKeyId,omitempty"`
+}
+
+// Retention keeps the newest Keep images and/or those younger than MaxAgeDays.
+type Retention struct {
+	Keep       int `json:"keep,omitempty"`
+	MaxAgeDays int `json:"maxAgeDays,omitempty"`
+}
+
+// Publish says where the newest image of each instance is announced.
+type Publish struct {
+	SSMParameter    string `json:"ssmParameter,omitempty"`
+	LaunchTemplates bool   `json:"launchTemplates,omitempty"`
+}
+
+// Triggers of an execution.
+const (
+	TriggerSchedule  = "schedule"
+	TriggerTagChange = "tag-change"
+	TriggerManual    = "manual"
+)
+
+// Rotation identifies one run of a policy. Its ID is the rotation time in
+// UTC to the minute (20261125T0300Z): names, tags and copy tokens derive
+// from it, so a rerun of the same rotation finds what the first one made.
+type Rotation struct {
+	ID        string    `json:"id"`
+	Time      time.Time `json:"time"`
+	Trigger   string    `json:"trigger"`
+	StartedAt time.Time `json:"startedAt"` // execution start: poll's timeout counts from here
+	Home      string    `json:"home"`      // region the source images are made in
+}
+
+// Image states as records carry them. pending/available/failed are EC2's;
+// the others are amirotate's own outcomes.
+const (
+	StatePending   = "pending"
+	StateAvailable = "available"
+	StateFailed    = "failed"    // ended failed in EC2; deregistered and cleaned up
+	StateTimedOut  = "timed-out" // still pending after timeoutMinutes
+	StateRefused   = "refused"   // instance not rotated (does not match, wrong state, gone)
+	StateDeferred  = "deferred"  // copy not started yet: destination at its concurrent-copy limit
+	StateError     = "error"     // an EC2 call for this item failed for good
+	StatePlanned   = "planned"   // dry run: would be created
+)
+
+// Record is one image of one instance in one region, the unit that flows
+// between the steps. Copies carry SourceImageID.
+type Record struct {
+	InstanceID    string   `json:"instanceId"`
+	Region        string   `json:"region"`
+	ImageID       string   `json:"imageId,omitempty"`
+	Name          string   `json:"name,omitempty"`
+	State         string   `json:"state"`
+	SnapshotIDs   []string `json:"snapshotIds,omitempty"`
+	SourceImageID string   `json:"sourceImageId,omitempty"`
+	Error         string   `json:"error,omitempty"`
+}
+
+// Image is a managed image as the retention planner sees it: plain data
+// read from EC2 by the retention step.
+type Image struct {
+	ID                      string
+	Region                  string
+	Name                    string
+	State                   string
+	CreatedAt               time.Time // EC2 CreationDate
+	Tags                    map[string]string
+	SnapshotIDs             []string
+	DeregistrationProtected bool
+}
+
+// PlanInput is everything the retention planner decides from.
+type PlanInput struct {
+	Policy Policy
+	// Now is the rotation time: ages count from it, so a rerun plans the same.
+	Now time.Time
+	// Images: every image the step listed in the policy's regions, including
+	// images of instances outside Scope (needed to see shared snapshots).
+	Images []Image
+	// References: image id → what uses it ("instance i-...",
+	// "launch-template lt-...:3", "ssm-parameter /a/b", "auto-scaling-group g").
+	References map[string][]string
+	// Scope: the instances whose images may be pruned; nil means every instance.
+	Scope map[string]bool
+	// Hold: instance id → why none of its images may go (its new image of
+	// this rotation failed or timed out).
+	Hold map[string]string
+}
+
+// Decision is the plan for one image.
+type Decision struct {
+	ImageID    string
+	Region     string
+	InstanceID string
+	Delete     bool
+	Reason     string
+	// SnapshotIDs to delete with the image: its snapshots no other image uses.
+	SnapshotIDs []string
+}
+
+// ScopeReport is what retention did (or would do, in a dry run) for one
+// instance in one region.
+type ScopeReport struct {
+	InstanceID       string            `json:"instanceId"`
+	Region           string            `json:"region"`
+	Deleted          []string          `json:"deleted,omitempty"`
+	Kept             map[string]string `json:"kept,omitempty"`   // image id → reason
+	Failed           map[string]string `json:"failed,omitempty"` // image id → error
+	SnapshotsDeleted int               `json:"snapshotsDeleted,omitempty"`
+}

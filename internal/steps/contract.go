@@ -1,0 +1,99 @@
+package steps
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/amirotate/amirotate/internal/rotation"
+)
+
+// The types in this file are the state machine's data contract: each Task's
+// input and output as the ASL (statemachine/rotation.asl.json) passes them.
+
+// DiscoverIn is the execution input as the first state hands it over, with
+// the execution's start time (the default rotation time of a manual run).
+type DiscoverIn struct {
+	Input     json.RawMessage `json:"input"`
+	StartTime time.Time       `json:"startTime"`
+}
+
+// DiscoverOut is the validated rotation and its targets in batches.
+type DiscoverOut struct {
+	Policy   rotation.Policy   `json:"policy"`
+	Rotation rotation.Rotation `json:"rotation"`
+	Batches  []BatchItem       `json:"batches"`
+	// Refused are explicit instance ids that do not (or no longer) match the policy.
+	Refused []rotation.Record `json:"refused,omitempty"`
+	// RetainOthers asks for a retention pass over the policy's images of
+	// instances outside this rotation's targets (those that left the
+	// selector or were terminated): true for schedule and selector runs.
+	RetainOthers bool     `json:"retainOthers"`
+	Targets      []string `json:"targets"`
+}
+
+// BatchItem is one Map item: the instances one iteration rotates.
+type BatchItem struct {
+	InstanceIDs []string `json:"instanceIds"`
+}
+
+// Batch is the state of one Map iteration. snapshot, poll, copy, tag,
+// publish and retention each take it and return it updated.
+type Batch struct {
+	Policy      rotation.Policy   `json:"policy"`
+	Rotation    rotation.Rotation `json:"rotation"`
+	InstanceIDs []string          `json:"instanceIds"`
+	// Images are the sources and their copies, kept grouped by state.
+	Images []rotation.Record `json:"images"`
+	// Counts of Images by state, for the state machine's Choice and for people.
+	Counts map[string]int `json:"counts,omitempty"`
+	// Pending is how many images are still pending (not timed out).
+	Pending int `json:"pending"`
+	// ToCopy is how many copies still have to be started (missing or deferred).
+	ToCopy int `json:"toCopy"`
+	// WaitSeconds is the next Wait, backing off from pollIntervalSeconds.
+	WaitSeconds int `json:"waitSeconds"`
+	Polls       int `json:"polls"`
+
+	Published []Publication         `json:"published,omitempty"`
+	Retention []rotation.ScopeReport `json:"retention,omitempty"`
+	Cleanup   []rotation.Record     `json:"cleanup,omitempty"` // failed images deregistered by poll
+	// Error is set by the state machine's Catch: {"Error": name, "Cause": message}.
+	Error *StepError `json:"error,omitempty"`
+}
+
+// StepError is what a Catch with ResultPath $.error stores.
+type StepError struct {
+	Error string `json:"Error"`
+	Cause string `json:"Cause"`
+}
+
+// Publication is what publish did for one instance in one region.
+type Publication struct {
+	InstanceID      string               `json:"instanceId"`
+	Region          string               `json:"region"`
+	ImageID         string               `json:"imageId"`
+	SSMParameter    string               `json:"ssmParameter,omitempty"`
+	SSMVersion      int64                `json:"ssmVersion,omitempty"`
+	LaunchTemplates []LaunchTemplateUsed `json:"launchTemplates,omitempty"`
+	Changed         bool                 `json:"changed"` // false: already published (idempotent rerun)
+	Error           string               `json:"error,omitempty"`
+}
+
+// LaunchTemplateUsed is a launch template version publish made the default.
+type LaunchTemplateUsed struct {
+	ID      string `json:"id"`
+	Version int64  `json:"version"`
+}
+
+// RetentionIn is the input of the retention pass over instances outside
+// this rotation's targets (see DiscoverOut.RetainOthers).
+type RetentionOthersIn struct {
+	Policy   rotation.Policy   `json:"policy"`
+	Rotation rotation.Rotation `json:"rotation"`
+	Exclude  []string          `json:"exclude"` // this rotation's targets
+}
+
+// RetentionOthersOut reports that pass.
+type RetentionOthersOut struct {
+	Retention []rotation.ScopeReport `json:"retention"`
+}
