@@ -54,9 +54,9 @@ type Batch struct {
 	WaitSeconds int `json:"waitSeconds"`
 	Polls       int `json:"polls"`
 
-	Published []Publication         `json:"published,omitempty"`
+	Published []Publication          `json:"published,omitempty"`
 	Retention []rotation.ScopeReport `json:"retention,omitempty"`
-	Cleanup   []rotation.Record     `json:"cleanup,omitempty"` // failed images deregistered by poll
+	Cleanup   []rotation.Record      `json:"cleanup,omitempty"` // failed images deregistered by poll
 	// Error is set by the state machine's Catch: {"Error": name, "Cause": message}.
 	Error *StepError `json:"error,omitempty"`
 }
