@@ -23,7 +23,7 @@ type DiscoverOut struct {
 	Rotation rotation.Rotation `json:"rotation"`
 	Batches  []BatchItem       `json:"batches"`
 	// Refused are explicit instance ids that do not (or no longer) match the policy.
-	Refused []rotation.Record `json:"refused,omitempty"`
+	Refused []rotation.Record `json:"refused"`
 	// RetainOthers asks for a retention pass over the policy's images of
 	// instances outside this rotation's targets (those that left the
 	// selector or were terminated): true for schedule and selector runs.
@@ -96,4 +96,80 @@ type RetentionOthersIn struct {
 // RetentionOthersOut reports that pass.
 type RetentionOthersOut struct {
 	Retention []rotation.ScopeReport `json:"retention"`
+	// Orphans: region → amirotate snapshots deleted because their image is gone.
+	Orphans map[string][]string `json:"orphans,omitempty"`
+}
+
+// ReportIn is the report step's input: either one finished batch (the Map
+// iteration's last state) or the whole rotation (after the Map).
+type ReportIn struct {
+	Batch *Batch `json:"batch,omitempty"`
+
+	Rotation *rotation.Rotation  `json:"rotation,omitempty"`
+	Policy   *rotation.Policy    `json:"policy,omitempty"`
+	Refused  []rotation.Record   `json:"refused,omitempty"`
+	Results  []BatchResult       `json:"results,omitempty"`
+	Others   *RetentionOthersOut `json:"others,omitempty"`
+}
+
+// Instance outcomes, as BatchResult and Summary count them.
+const (
+	OutcomeOK       = "ok"        // new image and every copy available
+	OutcomePlanned  = "planned"   // dry run: what would be made
+	OutcomeFailed   = "failed"    // an image ended failed (cleaned up)
+	OutcomeTimedOut = "timed-out" // an image still pending at timeoutMinutes
+	OutcomeRefused  = "refused"   // not rotated: no longer matches the policy, or gone
+	OutcomeError    = "error"     // an EC2 call or a step failed for good
+)
+
+// BatchResult is one Map iteration's compact output. Details stay in the
+// iteration's own states (execution history); the Map's aggregate holds
+// only this, so it stays far below 256 KiB however large the fleet.
+type BatchResult struct {
+	Instances        int            `json:"instances"`
+	Outcomes         map[string]int `json:"outcomes"`
+	ImagesCreated    int            `json:"imagesCreated"`
+	CopiesCreated    int            `json:"copiesCreated"`
+	ImagesDeleted    int            `json:"imagesDeleted"`
+	SnapshotsDeleted int            `json:"snapshotsDeleted"`
+	Published        int            `json:"published"`
+	RetentionFailed  int            `json:"retentionFailed"`
+	// Problems names every instance whose outcome is not ok, up to MaxProblems.
+	Problems []Problem `json:"problems,omitempty"`
+	Error    string    `json:"error,omitempty"`
+}
+
+// Problem is one instance (and region) that did not end well, and why.
+type Problem struct {
+	InstanceID string `json:"instanceId"`
+	Region     string `json:"region,omitempty"`
+	Outcome    string `json:"outcome"`
+	Reason     string `json:"reason"`
+}
+
+// Summary is what happened in the whole rotation: the execution's result
+// and the detail of the EventBridge event.
+type Summary struct {
+	Policy           string         `json:"policy"`
+	Rotation         string         `json:"rotation"`
+	Trigger          string         `json:"trigger"`
+	DryRun           bool           `json:"dryRun"`
+	Instances        int            `json:"instances"`
+	Outcomes         map[string]int `json:"outcomes"`
+	ImagesCreated    int            `json:"imagesCreated"`
+	CopiesCreated    int            `json:"copiesCreated"`
+	ImagesDeleted    int            `json:"imagesDeleted"`
+	SnapshotsDeleted int            `json:"snapshotsDeleted"`
+	OrphansDeleted   int            `json:"orphanSnapshotsDeleted"`
+	Published        int            `json:"published"`
+	RetentionFailed  int            `json:"retentionFailed"`
+	Problems         []Problem      `json:"problems,omitempty"`
+	MoreProblems     int            `json:"moreProblems,omitempty"`
+	Failed           bool           `json:"failed"`
+	Cause            string         `json:"cause,omitempty"`
+}
+
+// ReportOut wraps the rotation summary so the state machine finds it at $.summary.
+type ReportOut struct {
+	Summary Summary `json:"summary"`
 }

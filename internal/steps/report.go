@@ -1,0 +1,234 @@
+package steps
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/amirotate/amirotate/internal/rotation"
+)
+
+// MaxProblems bounds the problems a batch result or a summary lists by
+// name; the counts always cover every instance.
+const MaxProblems = 100
+
+// Report condenses a finished batch into a BatchResult, and the batch
+// results of a rotation into its Summary. It calls no AWS API.
+type Report struct{}
+
+// Handle answers a BatchResult for {"batch": ...} and a ReportOut otherwise.
+func (Report) Handle(_ context.Context, in ReportIn) (json.RawMessage, error) {
+	var out any
+	switch {
+	case in.Batch != nil:
+		out = BatchResultOf(*in.Batch)
+	case in.Rotation != nil && in.Policy != nil:
+		out = ReportOut{Summary: Summarize(in)}
+	default:
+		return nil, rotation.InvalidInputError{Msg: `report: input needs "batch", or "rotation" and "policy"`}
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return nil, fmt.Errorf("encoding report: %w", err)
+	}
+	return b, nil
+}
+
+// InstanceOutcome decides how one instance of a batch fared, from its
+// records: the source image in the home region and a copy per copyTo region.
+func InstanceOutcome(b Batch, instanceID string) (outcome string, region string, reason string) {
+	var source *rotation.Record
+	copies := map[string]*rotation.Record{}
+	for i := range b.Images {
+		r := &b.Images[i]
+		if r.InstanceID != instanceID {
+			continue
+		}
+		if r.SourceImageID == "" {
+			source = r
+		} else {
+			copies[r.Region] = r
+		}
+	}
+	if source == nil {
+		if b.Error != nil {
+			return OutcomeError, b.Rotation.Home, b.Error.Error + ": " + b.Error.Cause
+		}
+		return OutcomeError, b.Rotation.Home, "no image was made"
+	}
+	if o, why := recordOutcome(*source); o != OutcomeOK {
+		return o, source.Region, why
+	}
+	for _, t := range b.Policy.CopyTo {
+		c, ok := copies[t.Region]
+		if !ok {
+			if b.Policy.DryRun {
+				continue
+			}
+			if b.Error != nil {
+				return OutcomeError, t.Region, b.Error.Error + ": " + b.Error.Cause
+			}
+			return OutcomeError, t.Region, "no copy was made"
+		}
+		if o, why := recordOutcome(*c); o != OutcomeOK {
+			return o, c.Region, why
+		}
+	}
+	if b.Policy.DryRun {
+		return OutcomePlanned, "", ""
+	}
+	if b.Error != nil {
+		// Images are fine, but a later step (tag, publish, retention) failed.
+		return OutcomeError, "", b.Error.Error + ": " + b.Error.Cause
+	}
+	return OutcomeOK, "", ""
+}
+
+func recordOutcome(r rotation.Record) (string, string) {
+	why := r.Error
+	switch r.State {
+	case rotation.StateAvailable, rotation.StatePlanned:
+		return OutcomeOK, ""
+	case rotation.StateFailed:
+		return OutcomeFailed, orDefault(why, "image ended failed")
+	case rotation.StateTimedOut:
+		return OutcomeTimedOut, orDefault(why, "image still pending at the timeout")
+	case rotation.StateRefused:
+		return OutcomeRefused, orDefault(why, "instance refused")
+	case rotation.StatePending, rotation.StateDeferred:
+		return OutcomeError, "image still " + r.State + " when the batch ended"
+	default:
+		return OutcomeError, orDefault(why, "state "+r.State)
+	}
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+// BatchResultOf condenses a batch.
+func BatchResultOf(b Batch) BatchResult {
+	res := BatchResult{Instances: len(b.InstanceIDs), Outcomes: map[string]int{}}
+	for _, id := range b.InstanceIDs {
+		o, region, why := InstanceOutcome(b, id)
+		res.Outcomes[o]++
+		if o != OutcomeOK && o != OutcomePlanned && len(res.Problems) < MaxProblems {
+			res.Problems = append(res.Problems, Problem{InstanceID: id, Region: region, Outcome: o, Reason: why})
+		}
+	}
+	for _, r := range b.Images {
+		if r.State != rotation.StateAvailable {
+			continue
+		}
+		if r.SourceImageID == "" {
+			res.ImagesCreated++
+		} else {
+			res.CopiesCreated++
+		}
+	}
+	for _, p := range b.Published {
+		if p.Changed {
+			res.Published++
+		}
+	}
+	for _, s := range b.Retention {
+		res.ImagesDeleted += len(s.Deleted)
+		res.SnapshotsDeleted += s.SnapshotsDeleted
+		res.RetentionFailed += len(s.Failed)
+	}
+	if b.Error != nil {
+		res.Error = b.Error.Error + ": " + b.Error.Cause
+	}
+	return res
+}
+
+// Summarize adds up a rotation's batch results. The rotation failed when
+// any instance did not end ok (or planned, in a dry run), when retention
+// could not delete something it should, or when a batch failed.
+func Summarize(in ReportIn) Summary {
+	s := Summary{
+		Policy:   in.Policy.Name,
+		Rotation: in.Rotation.ID,
+		Trigger:  in.Rotation.Trigger,
+		DryRun:   in.Policy.DryRun,
+		Outcomes: map[string]int{},
+	}
+	addProblem := func(p Problem) {
+		if len(s.Problems) < MaxProblems {
+			s.Problems = append(s.Problems, p)
+		} else {
+			s.MoreProblems++
+		}
+	}
+	for _, r := range in.Refused {
+		s.Instances++
+		s.Outcomes[OutcomeRefused]++
+		addProblem(Problem{InstanceID: r.InstanceID, Region: r.Region, Outcome: OutcomeRefused, Reason: r.Error})
+	}
+	var batchErrors []string
+	for _, b := range in.Results {
+		s.Instances += b.Instances
+		for o, n := range b.Outcomes {
+			s.Outcomes[o] += n
+		}
+		s.ImagesCreated += b.ImagesCreated
+		s.CopiesCreated += b.CopiesCreated
+		s.ImagesDeleted += b.ImagesDeleted
+		s.SnapshotsDeleted += b.SnapshotsDeleted
+		s.Published += b.Published
+		s.RetentionFailed += b.RetentionFailed
+		for _, p := range b.Problems {
+			addProblem(p)
+		}
+		// Problems beyond a batch's own cap are still counted.
+		notOK := b.Instances - b.Outcomes[OutcomeOK] - b.Outcomes[OutcomePlanned]
+		if extra := notOK - len(b.Problems); extra > 0 {
+			s.MoreProblems += extra
+		}
+		if b.Error != "" {
+			batchErrors = append(batchErrors, b.Error)
+		}
+	}
+	if in.Others != nil {
+		for _, r := range in.Others.Retention {
+			s.ImagesDeleted += len(r.Deleted)
+			s.SnapshotsDeleted += r.SnapshotsDeleted
+			s.RetentionFailed += len(r.Failed)
+		}
+		for _, ids := range in.Others.Orphans {
+			s.OrphansDeleted += len(ids)
+		}
+	}
+	notOK := s.Instances - s.Outcomes[OutcomeOK] - s.Outcomes[OutcomePlanned]
+	s.Failed = notOK > 0 || s.RetentionFailed > 0 || len(batchErrors) > 0
+	if s.Failed {
+		s.Cause = cause(s, notOK, batchErrors)
+	}
+	return s
+}
+
+func cause(s Summary, notOK int, batchErrors []string) string {
+	var parts []string
+	if notOK > 0 {
+		var kinds []string
+		for o, n := range s.Outcomes {
+			if o != OutcomeOK && o != OutcomePlanned && n > 0 {
+				kinds = append(kinds, fmt.Sprintf("%d %s", n, o))
+			}
+		}
+		sort.Strings(kinds)
+		parts = append(parts, fmt.Sprintf("%d of %d instances not rotated (%s)", notOK, s.Instances, strings.Join(kinds, ", ")))
+	}
+	if s.RetentionFailed > 0 {
+		parts = append(parts, fmt.Sprintf("retention could not delete %d images", s.RetentionFailed))
+	}
+	if len(batchErrors) > 0 {
+		parts = append(parts, fmt.Sprintf("%d batches failed, first: %s", len(batchErrors), batchErrors[0]))
+	}
+	return strings.Join(parts, "; ")
+}

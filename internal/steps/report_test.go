@@ -1,0 +1,124 @@
+package steps
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/amirotate/amirotate/internal/rotation"
+)
+
+func reportBatch() Batch {
+	return Batch{
+		Policy:      rotation.Policy{Name: "web", CopyTo: []rotation.CopyTarget{{Region: "eu-west-1"}}},
+		Rotation:    rotation.Rotation{ID: "20261125T0300Z", Home: "us-east-1", Trigger: rotation.TriggerSchedule},
+		InstanceIDs: []string{"i-ok", "i-failed", "i-nocopy", "i-copyfailed"},
+		Images: []rotation.Record{
+			{InstanceID: "i-ok", Region: "us-east-1", ImageID: "ami-1", State: rotation.StateAvailable},
+			{InstanceID: "i-ok", Region: "eu-west-1", ImageID: "ami-2", SourceImageID: "ami-1", State: rotation.StateAvailable},
+			{InstanceID: "i-failed", Region: "us-east-1", ImageID: "ami-3", State: rotation.StateFailed, Error: "Client.InternalError: snapshot failed"},
+			{InstanceID: "i-nocopy", Region: "us-east-1", ImageID: "ami-4", State: rotation.StateAvailable},
+			{InstanceID: "i-copyfailed", Region: "us-east-1", ImageID: "ami-5", State: rotation.StateAvailable},
+			{InstanceID: "i-copyfailed", Region: "eu-west-1", ImageID: "ami-6", SourceImageID: "ami-5", State: rotation.StateTimedOut},
+		},
+		Retention: []rotation.ScopeReport{{InstanceID: "i-ok", Region: "us-east-1", Deleted: []string{"ami-old"}, SnapshotsDeleted: 2}},
+		Published: []Publication{{InstanceID: "i-ok", Region: "us-east-1", ImageID: "ami-1", Changed: true}},
+	}
+}
+
+func TestReport_BatchResultNamesEveryInstanceThatIsNotOK(t *testing.T) {
+	res := BatchResultOf(reportBatch())
+	want := map[string]int{OutcomeOK: 1, OutcomeFailed: 1, OutcomeError: 1, OutcomeTimedOut: 1}
+	for o, n := range want {
+		if res.Outcomes[o] != n {
+			t.Errorf("outcome %s = %d, want %d (all: %v)", o, res.Outcomes[o], n, res.Outcomes)
+		}
+	}
+	got := map[string]string{}
+	for _, p := range res.Problems {
+		got[p.InstanceID] = p.Outcome + "@" + p.Region
+	}
+	wantProblems := map[string]string{
+		"i-failed":     "failed@us-east-1",
+		"i-nocopy":     "error@eu-west-1",
+		"i-copyfailed": "timed-out@eu-west-1",
+	}
+	for id, w := range wantProblems {
+		if got[id] != w {
+			t.Errorf("problem of %s = %q, want %q", id, got[id], w)
+		}
+	}
+	if res.ImagesCreated != 3 || res.CopiesCreated != 1 || res.ImagesDeleted != 1 || res.SnapshotsDeleted != 2 || res.Published != 1 {
+		t.Errorf("counts = %+v", res)
+	}
+}
+
+func TestReport_StepErrorMakesUnfinishedInstancesErrors(t *testing.T) {
+	b := reportBatch()
+	b.Images = b.Images[:2] // only i-ok got its images before the step failed
+	b.Error = &StepError{Error: "RetryableError", Cause: "DescribeImages: throttled"}
+	res := BatchResultOf(b)
+	if res.Outcomes[OutcomeError] != 3 {
+		t.Fatalf("outcomes = %v, want 3 errors", res.Outcomes)
+	}
+	if !strings.Contains(res.Error, "RetryableError") {
+		t.Errorf("batch error = %q", res.Error)
+	}
+}
+
+func TestReport_SummaryFailsWhenAnythingFailed(t *testing.T) {
+	ok := BatchResult{Instances: 2, Outcomes: map[string]int{OutcomeOK: 2}, ImagesCreated: 2}
+	bad := BatchResultOf(reportBatch())
+	rot := rotation.Rotation{ID: "20261125T0300Z", Trigger: rotation.TriggerSchedule}
+	pol := rotation.Policy{Name: "web"}
+	tests := []struct {
+		name       string
+		in         ReportIn
+		wantFailed bool
+		wantCause  string
+	}{
+		{"all ok", ReportIn{Rotation: &rot, Policy: &pol, Results: []BatchResult{ok, ok}}, false, ""},
+		{"one batch with problems", ReportIn{Rotation: &rot, Policy: &pol, Results: []BatchResult{ok, bad}}, true, "3 of 6 instances not rotated"},
+		{"refused instance", ReportIn{Rotation: &rot, Policy: &pol, Results: []BatchResult{ok},
+			Refused: []rotation.Record{{InstanceID: "i-x", State: rotation.StateRefused, Error: "does not match"}}}, true, "1 refused"},
+		{"retention failure in others pass", ReportIn{Rotation: &rot, Policy: &pol, Results: []BatchResult{ok},
+			Others: &RetentionOthersOut{Retention: []rotation.ScopeReport{{Failed: map[string]string{"ami-1": "boom"}}}}}, true, "retention could not delete 1"},
+		{"failed batch", ReportIn{Rotation: &rot, Policy: &pol, Results: []BatchResult{{Instances: 1, Outcomes: map[string]int{OutcomeError: 1}, Error: "FatalError: denied"}}}, true, "1 batches failed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := Summarize(tt.in)
+			if s.Failed != tt.wantFailed {
+				t.Fatalf("failed = %v, want %v (%+v)", s.Failed, tt.wantFailed, s)
+			}
+			if !strings.Contains(s.Cause, tt.wantCause) {
+				t.Errorf("cause = %q, want it to contain %q", s.Cause, tt.wantCause)
+			}
+		})
+	}
+}
+
+func TestReport_HandleAnswersBothShapes(t *testing.T) {
+	b := reportBatch()
+	out, err := Report{}.Handle(context.Background(), ReportIn{Batch: &b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res BatchResult
+	if err := json.Unmarshal(out, &res); err != nil || res.Instances != 4 {
+		t.Fatalf("batch result %s: %v", out, err)
+	}
+	rot, pol := b.Rotation, b.Policy
+	out, err = Report{}.Handle(context.Background(), ReportIn{Rotation: &rot, Policy: &pol, Results: []BatchResult{res}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ro ReportOut
+	if err := json.Unmarshal(out, &ro); err != nil || !ro.Summary.Failed {
+		t.Fatalf("summary %s: %v", out, err)
+	}
+	if _, err := (Report{}).Handle(context.Background(), ReportIn{}); err == nil {
+		t.Fatal("empty input: want an InvalidInputError")
+	}
+}
