@@ -1,0 +1,296 @@
+// Package lambdahost serves Go Lambda handlers over the Lambda Invoke API,
+// so that the AWS SDK for JavaScript inside the local Step Functions runner
+// (or any Lambda client pointed at it with AWS_ENDPOINT_URL_LAMBDA) calls
+// the same handler code AWS runs.
+//
+// Only what a Step Functions Task uses is served: synchronous invocation
+// (RequestResponse) at POST /2015-03-31/functions/{name}/invocations, where
+// {name} is a function name, a URL-encoded function ARN or a qualified ARN.
+// Handler results and errors go through aws-lambda-go's own Handler, so the
+// payload and the errorType a state machine sees are what Lambda reports.
+package lambdahost
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"reflect"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-lambda-go/lambda/messages"
+	"github.com/aws/aws-lambda-go/lambdacontext"
+)
+
+// Lambda's synchronous invocation payload limit (request and response).
+const maxPayload = 6 * 1024 * 1024
+
+// ExitErrorType is what Lambda reports when the runtime process dies during
+// an invocation; Fault uses it to make a function crash like that.
+const ExitErrorType = "Runtime.ExitError"
+
+// Host is an http.Handler serving a fixed set of functions.
+type Host struct {
+	handlers map[string]any
+
+	mu          sync.Mutex
+	invocations map[string]int
+	errors      map[string]int
+	faults      []*Fault
+	maxRequest  int
+	maxResponse int
+	requestSeq  atomic.Int64
+}
+
+// New serves handlers, keyed by function name. Each handler is anything
+// lambda.NewHandler accepts, typically a step's Handle method value.
+func New(handlers map[string]any) *Host {
+	h := &Host{
+		handlers:    make(map[string]any, len(handlers)),
+		invocations: map[string]int{},
+		errors:      map[string]int{},
+	}
+	for name, fn := range handlers {
+		h.handlers[name] = fn
+	}
+	return h
+}
+
+// Fault makes the next Count invocations of Function fail as if the runtime
+// process crashed (Runtime.ExitError). With AfterHandler the handler runs
+// first and its response is lost, as when the process dies after the work is
+// done: the retry must then find that work and not repeat it.
+type Fault struct {
+	Function     string
+	Count        int
+	AfterHandler bool
+}
+
+// Inject adds a fault.
+func (h *Host) Inject(f Fault) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := f
+	h.faults = append(h.faults, &c)
+}
+
+// Stats is what the host observed.
+type Stats struct {
+	// Invocations per function name, crashed and failed ones included.
+	Invocations map[string]int `json:"invocations"`
+	// Errors per function name: invocations answered with X-Amz-Function-Error.
+	Errors map[string]int `json:"errors"`
+	// MaxRequestBytes and MaxResponseBytes are the largest payloads seen.
+	MaxRequestBytes  int `json:"maxRequestBytes"`
+	MaxResponseBytes int `json:"maxResponseBytes"`
+}
+
+// Stats returns a copy of the counters.
+func (h *Host) Stats() Stats {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := Stats{
+		Invocations:      make(map[string]int, len(h.invocations)),
+		Errors:           make(map[string]int, len(h.errors)),
+		MaxRequestBytes:  h.maxRequest,
+		MaxResponseBytes: h.maxResponse,
+	}
+	for k, v := range h.invocations {
+		s.Invocations[k] = v
+	}
+	for k, v := range h.errors {
+		s.Errors[k] = v
+	}
+	return s
+}
+
+// Functions lists the served function names, sorted.
+func (h *Host) Functions() []string {
+	names := make([]string, 0, len(h.handlers))
+	for n := range h.handlers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+const invokePrefix = "/2015-03-31/functions/"
+
+func (h *Host) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// EscapedPath keeps an encoded ARN's %3A intact until FunctionName decodes it.
+	path := r.URL.EscapedPath()
+	if !strings.HasPrefix(path, invokePrefix) || !strings.HasSuffix(path, "/invocations") {
+		writeServiceError(w, http.StatusNotFound, "ResourceNotFoundException", "unknown path "+r.URL.Path)
+		return
+	}
+	if r.Method != http.MethodPost {
+		writeServiceError(w, http.StatusMethodNotAllowed, "InvalidRequestContentException", "invocations take POST")
+		return
+	}
+	raw, err := url.PathUnescape(strings.TrimSuffix(strings.TrimPrefix(path, invokePrefix), "/invocations"))
+	if err != nil {
+		writeServiceError(w, http.StatusBadRequest, "InvalidParameterValueException", "function name: "+err.Error())
+		return
+	}
+	if t := r.Header.Get("X-Amz-Invocation-Type"); t != "" && t != "RequestResponse" {
+		writeServiceError(w, http.StatusBadRequest, "InvalidParameterValueException", "only RequestResponse invocations are served, not "+t)
+		return
+	}
+	name := FunctionName(raw)
+	fn, ok := h.handlers[name]
+	if !ok {
+		writeServiceError(w, http.StatusNotFound, "ResourceNotFoundException", fmt.Sprintf("Function not found: %s (served: %s)", raw, strings.Join(h.Functions(), ", ")))
+		return
+	}
+	payload, err := io.ReadAll(io.LimitReader(r.Body, maxPayload+1))
+	if err != nil {
+		writeServiceError(w, http.StatusBadRequest, "InvalidRequestContentException", err.Error())
+		return
+	}
+	if len(payload) > maxPayload {
+		writeServiceError(w, http.StatusRequestEntityTooLarge, "RequestTooLargeException", "request payload exceeds 6 MB")
+		return
+	}
+	fault := h.begin(name, len(payload))
+	requestID := fmt.Sprintf("local-%08d", h.requestSeq.Add(1))
+
+	var body []byte
+	var fnErr *messages.InvokeResponse_Error
+	if fault != nil && !fault.AfterHandler {
+		fnErr = exitError(requestID)
+	} else {
+		lc := &lambdacontext.LambdaContext{AwsRequestID: requestID, InvokedFunctionArn: raw}
+		body, fnErr = invoke(lambdacontext.NewContext(r.Context(), lc), fn, payload)
+		if fault != nil {
+			body, fnErr = nil, exitError(requestID)
+		}
+	}
+	w.Header().Set("X-Amz-Request-Id", requestID)
+	w.Header().Set("X-Amz-Executed-Version", "$LATEST")
+	w.Header().Set("Content-Type", "application/json")
+	if fnErr != nil {
+		body, _ = json.Marshal(struct {
+			ErrorType    string `json:"errorType"`
+			ErrorMessage string `json:"errorMessage"`
+		}{fnErr.Type, fnErr.Message})
+		w.Header().Set("X-Amz-Function-Error", "Unhandled")
+	}
+	if len(body) > maxPayload {
+		body, _ = json.Marshal(map[string]string{
+			"errorType":    "Function.ResponseSizeTooLarge",
+			"errorMessage": fmt.Sprintf("Response payload size (%d bytes) exceeded maximum allowed payload size (%d bytes).", len(body), maxPayload),
+		})
+		w.Header().Set("X-Amz-Function-Error", "Unhandled")
+		fnErr = &messages.InvokeResponse_Error{}
+	}
+	h.end(name, len(body), fnErr != nil)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// FunctionName reduces what a client sends as FunctionName (a name, a full
+// or partial ARN, possibly qualified with a version or alias) to the name.
+func FunctionName(s string) string {
+	if i := strings.Index(s, ":function:"); i >= 0 {
+		s = s[i+len(":function:"):]
+	} else if strings.HasPrefix(s, "function:") {
+		s = strings.TrimPrefix(s, "function:")
+	} else if parts := strings.Split(s, ":"); len(parts) == 2 {
+		// account-id:function-name partial ARN, or name:qualifier.
+		if isAccountID(parts[0]) {
+			return parts[1]
+		}
+		return parts[0]
+	}
+	if i := strings.Index(s, ":"); i >= 0 {
+		s = s[:i] // version or alias qualifier
+	}
+	return s
+}
+
+func isAccountID(s string) bool {
+	if len(s) != 12 {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func (h *Host) begin(name string, size int) *Fault {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.invocations[name]++
+	h.maxRequest = max(h.maxRequest, size)
+	for _, f := range h.faults {
+		if f.Function == name && f.Count > 0 {
+			f.Count--
+			return f
+		}
+	}
+	return nil
+}
+
+func (h *Host) end(name string, size int, failed bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.maxResponse = max(h.maxResponse, size)
+	if failed {
+		h.errors[name]++
+	}
+}
+
+// invoke runs one invocation the way aws-lambda-go's runtime loop does: a
+// returned error becomes {errorType: its type name}, a panic becomes the
+// panic value's type name (Lambda then restarts the runtime; here nothing
+// needs restarting). A fresh Handler per call: aws-lambda-go returns bytes of
+// a pooled buffer that a concurrent call on the same Handler may reuse.
+func invoke(ctx context.Context, fn any, payload []byte) (body []byte, fnErr *messages.InvokeResponse_Error) {
+	defer func() {
+		if v := recover(); v != nil {
+			body, fnErr = nil, &messages.InvokeResponse_Error{Type: typeName(v), Message: fmt.Sprint(v)}
+		}
+	}()
+	out, err := lambda.NewHandler(fn).Invoke(ctx, payload)
+	if err != nil {
+		if ive, ok := err.(messages.InvokeResponse_Error); ok {
+			return nil, &ive
+		}
+		return nil, &messages.InvokeResponse_Error{Type: typeName(err), Message: err.Error()}
+	}
+	return append([]byte(nil), out...), nil
+}
+
+// typeName is aws-lambda-go's errorType: the dynamic type's name, through one pointer.
+func typeName(v any) string {
+	t := reflect.TypeOf(v)
+	if t.Kind() == reflect.Pointer {
+		return t.Elem().Name()
+	}
+	return t.Name()
+}
+
+func exitError(requestID string) *messages.InvokeResponse_Error {
+	return &messages.InvokeResponse_Error{
+		Type:    ExitErrorType,
+		Message: fmt.Sprintf("RequestId: %s Error: Runtime exited with error: exit status 2", requestID),
+	}
+}
+
+// writeServiceError answers like the Lambda service itself (not the
+// function): the SDK raises these as exceptions named by the error type.
+func writeServiceError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Amzn-ErrorType", code)
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"Type": "User", "message": msg})
+}
