@@ -1,0 +1,161 @@
+package ec2x
+
+import (
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+)
+
+// Retry configuration shared by every client.
+//
+// EC2 throttles per account, region and action (token buckets: CopyImage
+// refills at 1/s, CreateImage at 5/s, Describe* at 20/s), and during a storm
+// any call may answer 503 RequestLimitExceeded. The SDK's standard retryer
+// retries it with a 1 s throttle base delay (jittered, doubling, capped at
+// MaxBackoff), so what decides whether a batch survives is MaxAttempts and the
+// retry quota:
+//
+//   - MaxAttempts: when a third of the calls is throttled independently, a call
+//     fails only if all its attempts are throttled: (1/3)^3 ≈ 3.7 % with the
+//     default 3 attempts, so a batch of 100 CreateImage calls would almost
+//     surely lose some. With 10 attempts it is (1/3)^10 ≈ 1.7e-5 per call
+//     (≈ 0.7 % for a whole 400-call invocation, which the state machine then
+//     retries). The worst-case wait of one call stays under a minute
+//     (Σ jittered min(2^i s, 20 s) averages ≈ 55 s), well inside a Lambda's
+//     timeout.
+//   - Retry quota: each throttle retry takes 5 tokens, a successful retry
+//     refunds its cost and a first-attempt success adds 1. At a 1/3 throttle
+//     rate the expected drain is about 0.17 token per call, but bursts drain it
+//     fast: the default 500 tokens is 100 back-to-back throttles, which one
+//     burst against CopyImage's 1/s bucket can exceed, after which every call
+//     fails at once with "retry quota exceeded". RetryQuota = 5000 allows a
+//     thousand throttled retries per client (one client per region) before the
+//     quota stops retrying, keeping its purpose of cutting off a real outage.
+const (
+	MaxAttempts = 10
+	MaxBackoff  = 20 * time.Second
+	RetryQuota  = 5000
+)
+
+// Option adjusts the clients NewClients builds.
+type Option func(*clientOptions)
+
+type clientOptions struct {
+	backoff retry.BackoffDelayer
+}
+
+// WithBackoff replaces the retryer's backoff delays (tests use a fast one so a
+// throttling storm runs in milliseconds; attempts and quota stay the same).
+func WithBackoff(b retry.BackoffDelayer) Option {
+	return func(o *clientOptions) { o.backoff = b }
+}
+
+// NewRetryer returns the standard retryer with amirotate's attempts and quota.
+// Each call makes a new retryer (and quota): one per client, as the SDK does.
+func NewRetryer(opts ...Option) aws.Retryer {
+	var co clientOptions
+	for _, o := range opts {
+		o(&co)
+	}
+	return retry.NewStandard(func(so *retry.StandardOptions) {
+		so.MaxAttempts = MaxAttempts
+		so.MaxBackoff = MaxBackoff
+		so.RateLimiter = ratelimit.NewTokenRateLimit(RetryQuota)
+		if co.backoff != nil {
+			so.Backoff = co.backoff
+		}
+	})
+}
+
+// Clients hands out one client per service and region, made on first use
+// from the configuration loaded once at cold start. Endpoints come from that
+// configuration (AWS_ENDPOINT_URL_EC2 / _SSM / _AUTO_SCALING), so the same
+// code talks to AWS or to the simulator. Safe for concurrent use.
+type Clients struct {
+	cfg  aws.Config
+	opts []Option
+
+	mu  sync.Mutex
+	ec2 map[string]*ec2.Client
+	ssm map[string]*ssm.Client
+	asg map[string]*autoscaling.Client
+}
+
+// NewClients returns the factory for cfg; cfg.Region is the home region.
+func NewClients(cfg aws.Config, opts ...Option) *Clients {
+	return &Clients{
+		cfg:  cfg,
+		opts: opts,
+		ec2:  map[string]*ec2.Client{},
+		ssm:  map[string]*ssm.Client{},
+		asg:  map[string]*autoscaling.Client{},
+	}
+}
+
+// Home is the region the source images are made in (the configuration's).
+func (c *Clients) Home() string { return c.cfg.Region }
+
+// Config returns a copy of the configuration the clients are built from.
+func (c *Clients) Config() aws.Config { return c.cfg.Copy() }
+
+// region returns region, or the home region when empty.
+func (c *Clients) region(region string) string {
+	if region == "" {
+		return c.cfg.Region
+	}
+	return region
+}
+
+// EC2 returns the EC2 client of region ("" = home).
+func (c *Clients) EC2(region string) *ec2.Client {
+	region = c.region(region)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cl, ok := c.ec2[region]; ok {
+		return cl
+	}
+	cl := ec2.NewFromConfig(c.cfg, func(o *ec2.Options) {
+		o.Region = region
+		o.Retryer = NewRetryer(c.opts...)
+	})
+	c.ec2[region] = cl
+	return cl
+}
+
+// SSM returns the Systems Manager client of region ("" = home).
+func (c *Clients) SSM(region string) *ssm.Client {
+	region = c.region(region)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cl, ok := c.ssm[region]; ok {
+		return cl
+	}
+	cl := ssm.NewFromConfig(c.cfg, func(o *ssm.Options) {
+		o.Region = region
+		o.Retryer = NewRetryer(c.opts...)
+	})
+	c.ssm[region] = cl
+	return cl
+}
+
+// AutoScaling returns the Auto Scaling client of region ("" = home).
+func (c *Clients) AutoScaling(region string) *autoscaling.Client {
+	region = c.region(region)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cl, ok := c.asg[region]; ok {
+		return cl
+	}
+	cl := autoscaling.NewFromConfig(c.cfg, func(o *autoscaling.Options) {
+		o.Region = region
+		o.Retryer = NewRetryer(c.opts...)
+	})
+	c.asg[region] = cl
+	return cl
+}

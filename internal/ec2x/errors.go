@@ -1,0 +1,176 @@
+package ec2x
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/amirotate/amirotate/internal/rotation"
+)
+
+// RetryableError is a failure that may succeed when the step runs again:
+// throttling or a 5xx that outlived the SDK's retries, a network error, a
+// resource EC2 does not show yet (eventual consistency). Handlers return it
+// as a value, so its type name is the Lambda errorType the state machine's
+// Retry matches.
+type RetryableError struct {
+	Code    string `json:"code,omitempty"` // the AWS error code, when there is one
+	Message string `json:"message"`
+}
+
+func (e RetryableError) Error() string { return e.Message }
+
+// FatalError is a refusal that will not change on a retry (missing
+// permission, malformed request, a limit). The state machine catches it and
+// reports the batch.
+type FatalError struct {
+	Code    string `json:"code,omitempty"`
+	Message string `json:"message"`
+}
+
+func (e FatalError) Error() string { return e.Message }
+
+// Code returns the AWS error code of err ("InvalidAMIID.NotFound"), or ""
+// when err carries none.
+func Code(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return ""
+}
+
+// httpStatus returns the HTTP status of the response err came from, or 0.
+func httpStatus(err error) int {
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) && re.Response != nil {
+		return re.HTTPStatusCode()
+	}
+	return 0
+}
+
+// IsNotFound reports whether err says the resource does not exist (or no
+// longer does): InvalidAMIID.NotFound, InvalidSnapshot.NotFound,
+// InvalidInstanceID.NotFound, InvalidLaunchTemplateId.NotFound,
+// ParameterNotFound, a deregistered image (InvalidAMIID.Unavailable).
+// Deleting something that is not found is success.
+func IsNotFound(err error) bool {
+	c := Code(err)
+	switch {
+	case c == "":
+		return false
+	case strings.HasSuffix(c, ".NotFound"), strings.HasSuffix(c, "NotFoundException"),
+		strings.HasSuffix(c, "NotFound"):
+		return true
+	case c == "InvalidAMIID.Unavailable":
+		return true
+	}
+	return false
+}
+
+// IsThrottled reports whether EC2 (or SSM, Auto Scaling) throttled the call.
+func IsThrottled(err error) bool {
+	if _, ok := retry.DefaultThrottleErrorCodes[Code(err)]; ok {
+		return true
+	}
+	return httpStatus(err) == 429
+}
+
+// IsServerError reports whether the service failed on its side (HTTP 5xx or
+// a server error code).
+func IsServerError(err error) bool {
+	if s := httpStatus(err); s >= 500 && s <= 599 {
+		return true
+	}
+	switch Code(err) {
+	case "InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable", "InternalServerError":
+		return true
+	}
+	return false
+}
+
+// transientCodes are client-side codes that clear by themselves.
+var transientCodes = map[string]bool{
+	"ConcurrentTagAccess":                        true,
+	"ResourceLimitExceeded":                      true, // e.g. concurrent copies; frees up as copies finish
+	"ConcurrentCreateImageNoRebootLimitExceeded": true,
+	"TooManyUpdates":                             true, // SSM: a parameter changed concurrently
+	"IncorrectState":                             true,
+	"RequestTimeout":                             true,
+	"RequestTimeoutException":                    true,
+}
+
+// IsRetryable reports whether running the step again may succeed.
+func IsRetryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var (
+		re  RetryableError
+		fe  FatalError
+		qe  ratelimit.QuotaExceededError
+		ne  net.Error
+		ie  rotation.InvalidInputError
+		ope *smithy.OperationError
+	)
+	switch {
+	case errors.As(err, &re):
+		return true
+	case errors.As(err, &fe), errors.As(err, &ie):
+		return false
+	case IsThrottled(err), IsServerError(err), IsNotFound(err), transientCodes[Code(err)]:
+		return true
+	case errors.As(err, &qe):
+		return true
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return true
+	case Code(err) != "":
+		return false
+	case errors.As(err, &ne):
+		return true
+	case errors.As(err, &ope):
+		// A failure before any API answer (connection reset, DNS, a body cut
+		// short) is transport trouble.
+		return retry.IsErrorRetryables(retry.DefaultRetryables).IsErrorRetryable(err).Bool() ||
+			!errors.As(err, new(*smithyhttp.ResponseError))
+	}
+	return false
+}
+
+// Classify turns any error into one of the three names the state machine
+// matches: rotation.InvalidInputError (kept as it is), RetryableError or
+// FatalError. The result is an unwrapped value, ready to return from a
+// Lambda handler; nil stays nil.
+func Classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var (
+		ie rotation.InvalidInputError
+		re RetryableError
+		fe FatalError
+	)
+	switch {
+	case errors.As(err, &ie):
+		return ie
+	case errors.As(err, &re):
+		if re.Message != err.Error() {
+			re.Message = err.Error()
+		}
+		return re
+	case errors.As(err, &fe):
+		if fe.Message != err.Error() {
+			fe.Message = err.Error()
+		}
+		return fe
+	case IsRetryable(err):
+		return RetryableError{Code: Code(err), Message: err.Error()}
+	}
+	return FatalError{Code: Code(err), Message: err.Error()}
+}

@@ -1,0 +1,69 @@
+package ec2x
+
+import (
+	"path"
+	"reflect"
+	"sort"
+)
+
+// Step names as the functions and the IAM policy know them.
+const (
+	StepDiscover  = "discover"
+	StepSnapshot  = "snapshot"
+	StepPoll      = "poll"
+	StepCopy      = "copy"
+	StepTag       = "tag"
+	StepPublish   = "publish"
+	StepRetention = "retention"
+	StepReport    = "report"
+)
+
+// Permissions maps each step to the client interfaces its handler uses.
+// It is the single source of the IAM policy: infra grants exactly Actions(step).
+var Permissions = map[string][]reflect.Type{
+	StepDiscover:  {typeOf[DiscoverEC2]()},
+	StepSnapshot:  {typeOf[SnapshotEC2]()},
+	StepPoll:      {typeOf[PollEC2]()},
+	StepCopy:      {typeOf[CopyEC2]()},
+	StepTag:       {typeOf[TagEC2]()},
+	StepPublish:   {typeOf[PublishEC2](), typeOf[PublishSSM]()},
+	StepRetention: {typeOf[RetentionEC2](), typeOf[RetentionAutoScaling]()},
+	StepReport:    {},
+}
+
+func typeOf[T any]() reflect.Type { return reflect.TypeFor[T]() }
+
+// Actions returns the sorted IAM actions ("ec2:CreateImage") the step's
+// handler may call, derived from the method names of its interfaces. The
+// service prefix is the SDK package of each method's input type (service/ec2
+// → "ec2", service/ssm → "ssm", service/autoscaling → "autoscaling"), which
+// matches the IAM service prefix for these three services. An unknown step
+// has no actions.
+func Actions(step string) []string {
+	seen := map[string]bool{}
+	for _, it := range Permissions[step] {
+		for i := 0; i < it.NumMethod(); i++ {
+			m := it.Method(i)
+			seen[servicePrefix(m.Type)+":"+m.Name] = true
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for a := range seen {
+		out = append(out, a)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// servicePrefix reads the service from the method's input parameter type
+// (func(context.Context, *ec2.XInput, ...func(*ec2.Options))).
+func servicePrefix(fn reflect.Type) string {
+	if fn.NumIn() < 2 {
+		return ""
+	}
+	in := fn.In(1)
+	for in.Kind() == reflect.Pointer {
+		in = in.Elem()
+	}
+	return path.Base(in.PkgPath())
+}

@@ -1,0 +1,50 @@
+package ec2x
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestActions_DerivedFromInterfaces(t *testing.T) {
+	tests := []struct {
+		step string
+		want []string
+	}{
+		{StepDiscover, []string{"ec2:DescribeInstances"}},
+		{StepSnapshot, []string{"ec2:CreateImage", "ec2:DescribeImages", "ec2:DescribeInstances"}},
+		{StepPoll, []string{"ec2:DeleteSnapshot", "ec2:DeregisterImage", "ec2:DescribeImages", "ec2:DescribeSnapshots"}},
+		{StepCopy, []string{"ec2:CopyImage", "ec2:DescribeImages"}},
+		{StepPublish, []string{
+			"ec2:CreateLaunchTemplateVersion", "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeLaunchTemplates",
+			"ec2:ModifyLaunchTemplate", "ssm:GetParameters", "ssm:PutParameter",
+		}},
+		{StepRetention, []string{
+			"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeLaunchConfigurations",
+			"ec2:DeleteSnapshot", "ec2:DeregisterImage", "ec2:DescribeImageReferences", "ec2:DescribeImages",
+			"ec2:DescribeSnapshots",
+		}},
+		{StepReport, []string{}},
+		{"no-such-step", []string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.step, func(t *testing.T) {
+			got := Actions(tt.step)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Actions(%q) = %v, want %v", tt.step, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestActions_TagStepCoversSharingAndDeprecation(t *testing.T) {
+	got := Actions(StepTag)
+	for _, a := range []string{"ec2:CreateTags", "ec2:DeleteTags", "ec2:EnableImageDeprecation",
+		"ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute", "ec2:DescribeImages"} {
+		if !slices.Contains(got, a) {
+			t.Errorf("Actions(tag) = %v, missing %s", got, a)
+		}
+	}
+	if !slices.IsSorted(got) {
+		t.Errorf("Actions(tag) not sorted: %v", got)
+	}
+}
