@@ -27,7 +27,7 @@ func (Report) Handle(_ context.Context, in ReportIn) (json.RawMessage, error) {
 	case in.Rotation != nil && in.Policy != nil:
 		out = ReportOut{Summary: Summarize(in)}
 	default:
-		return nil, rotation.InvalidInputError{Msg: `report: input needs "batch", or "rotation" and "policy"`}
+		return nil, rotation.Invalid("report", `input needs "batch", or "rotation" and "policy"`)
 	}
 	b, err := json.Marshal(out)
 	if err != nil {
