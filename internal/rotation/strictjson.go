@@ -20,10 +20,17 @@ import (
 // match case-insensitively ("Keep" would silently set keep), and a duplicated
 // key silently wins. A walk over the token stream against v's type finds all
 // of these at once, with their full path.
+//
+// An empty root makes the paths relative to the document ("trigger",
+// "policy.name"); problems with the document itself then name "input".
 func decodeStrict(data []byte, v any, root string) problems {
 	var ps problems
+	top := root
+	if top == "" {
+		top = "input"
+	}
 	if len(bytes.TrimSpace(data)) == 0 {
-		ps.add(root, "is empty; expected a JSON object")
+		ps.add(top, "is empty; expected a JSON object")
 		return ps
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -31,15 +38,15 @@ func decodeStrict(data []byte, v any, root string) problems {
 	t := reflect.TypeOf(v).Elem()
 	first, err := peekDelim(data)
 	if err == nil && first != '{' {
-		ps.add(root, "must be a JSON object")
+		ps.add(top, "must be a JSON object")
 		return ps
 	}
 	if err := walkJSON(dec, t, root, &ps); err != nil {
-		ps.add(root, "is not valid JSON: %v", err)
+		ps.add(top, "is not valid JSON: %v", err)
 		return ps
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		ps.add(root, "has data after the JSON object; send exactly one object")
+		ps.add(top, "has data after the JSON object; send exactly one object")
 		return ps
 	}
 	if len(ps) > 0 {
@@ -50,16 +57,23 @@ func decodeStrict(data []byte, v any, root string) problems {
 	if err := json.Unmarshal(data, v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			field := root
+			field := top
 			if te.Field != "" {
-				field = root + "." + te.Field
+				field = joinPath(root, te.Field)
 			}
 			ps.add(field, "is a JSON %s; expected %s", te.Value, jsonKind(te.Type))
 		} else {
-			ps.add(root, "cannot be decoded: %v", err)
+			ps.add(top, "cannot be decoded: %v", err)
 		}
 	}
 	return ps
+}
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
 }
 
 // peekDelim returns the first non-space byte of data.
@@ -107,7 +121,7 @@ func walkJSON(dec *json.Decoder, t reflect.Type, path string, ps *problems) erro
 			var childPath string
 			switch {
 			case fields != nil:
-				childPath = path + "." + key
+				childPath = joinPath(path, key)
 				ft, known := fields[key]
 				if !known {
 					ps.add(childPath, "unknown field%s", suggest(key, fields))
@@ -117,7 +131,7 @@ func walkJSON(dec *json.Decoder, t reflect.Type, path string, ps *problems) erro
 				childPath = fmt.Sprintf("%s[%q]", path, key)
 				child = t.Elem()
 			default:
-				childPath = path + "." + key
+				childPath = joinPath(path, key)
 			}
 			if seen[key] && t != nil {
 				ps.add(childPath, "appears more than once; keep one")
