@@ -1,0 +1,109 @@
+package infra
+
+import (
+	"path/filepath"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
+	"github.com/aws/jsii-runtime-go"
+)
+
+// functionSpec sizes one Lambda. The handlers are I/O bound (EC2 API calls
+// and their SDK retries), so memory buys little CPU that matters; timeouts
+// follow the worst case of the calls each step makes for one batch (up to
+// 100 instances) under throttling, where one call may spend up to a minute
+// in the SDK retryer (ec2x.MaxAttempts, ec2x.MaxBackoff).
+type functionSpec struct {
+	Name        string
+	Description string
+	MemoryMB    float64
+	Timeout     awscdk.Duration
+}
+
+var functionSpecs = []functionSpec{
+	// One paginated DescribeInstances over the fleet; holds all targets in
+	// memory to cut them into batches.
+	{"discover", "Validates the execution input and finds the policy's instances in batches", 256, awscdk.Duration_Minutes(jsii.Number(2))},
+	// CreateImage per instance of a batch, 5/s bucket: 100 calls take ~20 s,
+	// storms of throttling stretch it.
+	{"snapshot", "Starts CreateImage for each instance of a batch", 256, awscdk.Duration_Minutes(jsii.Number(5))},
+	// One DescribeImages per region, plus clean-up of failed images.
+	{"poll", "Checks pending images, cleans up failed ones, decides the next wait", 256, awscdk.Duration_Minutes(jsii.Number(3))},
+	// CopyImage refills at 1/s per destination: 100 copies × regions.
+	{"copy", "Starts cross-region copies of available images", 256, awscdk.Duration_Minutes(jsii.Number(10))},
+	// Per-image deprecation and sharing calls (mutating bucket, 5/s).
+	{"tag", "Marks the latest images, deprecates and shares them", 256, awscdk.Duration_Minutes(jsii.Number(5))},
+	// SSM and launch template writes per instance and region.
+	{"publish", "Publishes new image ids to SSM parameters and launch templates", 256, awscdk.Duration_Minutes(jsii.Number(5))},
+	// Lists every managed image of the policy per region, their references,
+	// then deregisters and deletes snapshots one by one; the "others" pass
+	// covers a whole policy, so it gets the most memory and the longest time
+	// (a minute under the state machine's 900 s task timeout, so Lambda's own
+	// timeout reports first).
+	{"retention", "Deregisters images past the policy's retention and deletes their snapshots", 512, awscdk.Duration_Minutes(jsii.Number(14))},
+	// Pure computation on the state, no AWS calls.
+	{"report", "Summarizes a batch or a whole rotation", 128, awscdk.Duration_Seconds(jsii.Number(30))},
+}
+
+// newFunction creates a step's function with its own role (only the actions
+// its handler calls), its own log group (retention, JSON logs) and tracing.
+func newFunction(r *Rotation, spec functionSpec, p *RotationProps, perms *permissionContext) awslambda.Function {
+	id := titleCase(spec.Name)
+	logGroup := awslogs.NewLogGroup(r.Construct, jsii.String(id+"Logs"), &awslogs.LogGroupProps{
+		Retention: p.LogRetention,
+	})
+
+	// A role per function, with inline policies instead of the
+	// AWSLambdaBasicExecutionRole managed policy: log writes are limited to
+	// the function's own log group.
+	role := awsiam.NewRole(r.Construct, jsii.String(id+"Role"), &awsiam.RoleProps{
+		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("lambda.amazonaws.com"), nil),
+		Description: jsii.String("amirotate " + spec.Name + " function"),
+		InlinePolicies: &map[string]awsiam.PolicyDocument{
+			"Logs": awsiam.NewPolicyDocument(&awsiam.PolicyDocumentProps{
+				Statements: &[]awsiam.PolicyStatement{
+					awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+						Sid:       jsii.String("WriteOwnLogGroup"),
+						Actions:   jsii.Strings("logs:CreateLogStream", "logs:PutLogEvents"),
+						Resources: jsii.Strings(*logGroup.LogGroupArn()),
+					}),
+				},
+			}),
+		},
+	})
+	if statements := perms.statements(spec.Name); len(statements) > 0 {
+		awsiam.NewPolicy(r.Construct, jsii.String(id+"Api"), &awsiam.PolicyProps{
+			Roles:      &[]awsiam.IRole{role},
+			Statements: &statements,
+		})
+	}
+
+	fn := awslambda.NewFunction(r.Construct, jsii.String(id+"Function"), &awslambda.FunctionProps{
+		Description:   jsii.String("amirotate: " + spec.Description),
+		Runtime:       awslambda.Runtime_PROVIDED_AL2023(),
+		Architecture:  awslambda.Architecture_ARM_64(),
+		Handler:       jsii.String("bootstrap"),
+		Code:          awslambda.Code_FromAsset(jsii.String(filepath.Join(p.AssetDir, spec.Name)), nil),
+		MemorySize:    jsii.Number(spec.MemoryMB),
+		Timeout:       spec.Timeout,
+		Role:          role,
+		LogGroup:      logGroup,
+		LoggingFormat: awslambda.LoggingFormat_JSON,
+		Tracing:       awslambda.Tracing_ACTIVE,
+	})
+	return fn
+}
+
+// titleCase turns a step name into a construct id prefix ("snapshot" → "Snapshot").
+func titleCase(s string) string {
+	if s == "" {
+		return s
+	}
+	b := []byte(s)
+	if b[0] >= 'a' && b[0] <= 'z' {
+		b[0] -= 'a' - 'A'
+	}
+	return string(b)
+}

@@ -1,0 +1,311 @@
+package infra
+
+import (
+	"sort"
+	"strings"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/jsii-runtime-go"
+
+	"github.com/amirotate/amirotate/internal/rotation"
+)
+
+// Tags the IAM conditions rely on (the contract in the design: the tool
+// marks everything it makes, and only touches what it marked).
+const (
+	tagCreatedBy   = rotation.TagCreatedBy
+	createdByValue = rotation.CreatedBy
+	tagLatest      = rotation.TagLatest
+	tagTrack       = rotation.TagTrack
+)
+
+// permissionContext holds what the statements are scoped with.
+type permissionContext struct {
+	partition string
+	account   string
+	// regions the functions may call: the stack's (home) region and every
+	// copy destination.
+	regions []string
+	// selectors are the distinct instance selectors of the policies.
+	selectors []map[string]string
+	// ssmPrefixes are parameter ARN prefixes ("amirotate/nightly/") the
+	// policies publish under.
+	ssmPrefixes []string
+	kmsKeys     []string
+}
+
+func newPermissionContext(r *Rotation, p *RotationProps) *permissionContext {
+	stack := stackOf(r.Construct)
+	pc := &permissionContext{
+		partition: *stack.Partition(),
+		account:   *stack.Account(),
+		regions:   append([]string{*stack.Region()}, copyRegions(p.Policies)...),
+		kmsKeys:   append([]string(nil), p.CopyKMSKeyArns...),
+	}
+	seenSel := map[string]bool{}
+	seenSSM := map[string]bool{}
+	for _, ps := range p.Policies {
+		sel := selectorTags(ps.Policy)
+		key := selectorKey(sel)
+		if !seenSel[key] {
+			seenSel[key] = true
+			pc.selectors = append(pc.selectors, sel)
+		}
+		if prefix := ssmPrefix(ps.Policy.Publish.SSMParameter, ps.Policy.Name); prefix != "" && !seenSSM[prefix] {
+			seenSSM[prefix] = true
+			pc.ssmPrefixes = append(pc.ssmPrefixes, prefix)
+		}
+	}
+	sort.Strings(pc.ssmPrefixes)
+	return pc
+}
+
+func selectorKey(sel map[string]string) string {
+	var b strings.Builder
+	for _, k := range sortedKeys(sel) {
+		b.WriteString(k + "=" + sel[k] + "\x00")
+	}
+	return b.String()
+}
+
+// ssmPrefix is the part of a parameter name template that is the same for
+// every instance: the policy name filled in, cut at the first remaining
+// placeholder, without the leading slash (parameter ARNs drop it).
+func ssmPrefix(template, policy string) string {
+	if template == "" {
+		return ""
+	}
+	s := strings.ReplaceAll(template, "{policy}", policy)
+	if i := strings.Index(s, "{"); i >= 0 {
+		s = s[:i]
+	}
+	return strings.TrimPrefix(s, "/")
+}
+
+// functionActions lists, per function, the API actions its handler calls.
+// It is written out (not computed from the handler code, which infra does not
+// import) so a reviewer reads the grant here; TestIAM_FunctionActionsMatchCode
+// holds it equal to internal/ec2x.Actions.
+var functionActions = map[string][]string{
+	"discover": {"ec2:DescribeInstances"},
+	"snapshot": {"ec2:CreateImage", "ec2:DescribeImages", "ec2:DescribeInstances"},
+	"poll":     {"ec2:DeleteSnapshot", "ec2:DeregisterImage", "ec2:DescribeImages", "ec2:DescribeSnapshots"},
+	"copy":     {"ec2:CopyImage", "ec2:DescribeImages"},
+	"tag": {"ec2:CreateTags", "ec2:DeleteTags", "ec2:DescribeImages", "ec2:EnableImageDeprecation",
+		"ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"},
+	"publish": {"ec2:CreateLaunchTemplateVersion", "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeLaunchTemplates",
+		"ec2:ModifyLaunchTemplate", "ssm:GetParameters", "ssm:PutParameter"},
+	"retention": {"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeLaunchConfigurations",
+		"ec2:DeleteSnapshot", "ec2:DeregisterImage", "ec2:DescribeImageReferences", "ec2:DescribeImages",
+		"ec2:DescribeSnapshots"},
+	"report": {},
+}
+
+// impliedActions are authorized by AWS as part of a call the handler makes,
+// without being a call of their own: CreateImage and CopyImage with
+// TagSpecifications are also authorized as ec2:CreateTags (with
+// ec2:CreateAction naming the call).
+var impliedActions = map[string][]string{
+	"snapshot": {"ec2:CreateTags"},
+	"copy":     {"ec2:CreateTags"},
+}
+
+// describeReason says why read-only actions get Resource "*".
+const describeReason = "EC2 Describe*, Auto Scaling Describe* and DescribeImageReferences do not support resource-level permissions: IAM requires Resource \"*\"; they are limited to the deployment's regions by aws:RequestedRegion"
+
+// statements returns the API statements of a function's role.
+func (pc *permissionContext) statements(step string) []awsiam.PolicyStatement {
+	var out []awsiam.PolicyStatement
+	if reads := readActions(step); len(reads) > 0 {
+		out = append(out, pc.statement("Read", reads, []string{"*"}, nil))
+	}
+	switch step {
+	case "snapshot":
+		for i, sel := range pc.selectors {
+			out = append(out, pc.statement(sid("CreateImageOfSelectedInstances", i),
+				[]string{"ec2:CreateImage"}, []string{pc.arn("ec2", "*", pc.account, "instance/*")}, selectorCondition(sel)))
+		}
+		out = append(out,
+			pc.statement("CreateTaggedImage", []string{"ec2:CreateImage"}, pc.imagesAndSnapshots(), requestTagged()),
+			pc.statement("TagOnCreateImage", []string{"ec2:CreateTags"}, pc.imagesAndSnapshots(), createAction("CreateImage")),
+		)
+	case "poll", "retention":
+		out = append(out, pc.statement("DeleteManagedImages", []string{"ec2:DeregisterImage", "ec2:DeleteSnapshot"},
+			pc.imagesAndSnapshots(), resourceTagged()))
+	case "copy":
+		out = append(out,
+			pc.statement("CopyToTaggedImage", []string{"ec2:CopyImage"}, pc.imagesAndSnapshots(), requestTagged()),
+			pc.statement("TagOnCopyImage", []string{"ec2:CreateTags"}, pc.imagesAndSnapshots(), createAction("CopyImage")),
+		)
+		if len(pc.kmsKeys) > 0 {
+			out = append(out, pc.kmsStatements()...)
+		}
+	case "tag":
+		latestOnly := resourceTagged()
+		latestOnly["ForAllValues:StringEquals"] = map[string]interface{}{"aws:TagKeys": []string{tagLatest}}
+		out = append(out,
+			pc.statement("MarkLatestImages", []string{"ec2:CreateTags", "ec2:DeleteTags"},
+				[]string{pc.arn("ec2", "*", "", "image/*")}, latestOnly),
+			pc.statement("DeprecateAndShareManagedImages",
+				[]string{"ec2:EnableImageDeprecation", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"},
+				pc.imagesAndSnapshots(), resourceTagged()),
+		)
+	case "publish":
+		out = append(out, pc.statement("UpdateTrackedLaunchTemplates",
+			[]string{"ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate"},
+			[]string{pc.arn("ec2", "*", pc.account, "launch-template/*")},
+			map[string]interface{}{"Null": map[string]interface{}{"aws:ResourceTag/" + tagTrack: "false"}}))
+		if len(pc.ssmPrefixes) > 0 {
+			params := make([]string, len(pc.ssmPrefixes))
+			for i, prefix := range pc.ssmPrefixes {
+				params[i] = pc.arn("ssm", "*", pc.account, "parameter/"+prefix+"*")
+			}
+			out = append(out, pc.statement("PublishParameters", []string{"ssm:GetParameters", "ssm:PutParameter"}, params, nil))
+		}
+	}
+	return out
+}
+
+// readActions are the step's actions that IAM only grants on "*".
+func readActions(step string) []string {
+	var out []string
+	for _, a := range functionActions[step] {
+		if isReadOnly(a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func isReadOnly(action string) bool {
+	_, name, _ := strings.Cut(action, ":")
+	return strings.HasPrefix(name, "Describe")
+}
+
+// statement builds an Allow statement limited to the deployment's regions.
+func (pc *permissionContext) statement(sid string, actions, resources []string, conditions map[string]interface{}) awsiam.PolicyStatement {
+	if conditions == nil {
+		conditions = map[string]interface{}{}
+	}
+	eq, _ := conditions["StringEquals"].(map[string]interface{})
+	if eq == nil {
+		eq = map[string]interface{}{}
+	}
+	eq["aws:RequestedRegion"] = pc.regions
+	conditions["StringEquals"] = eq
+	sorted := append([]string(nil), actions...)
+	sort.Strings(sorted)
+	return awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:        jsii.String(sid),
+		Actions:    jsii.Strings(sorted...),
+		Resources:  jsii.Strings(resources...),
+		Conditions: &conditions,
+	})
+}
+
+// kmsStatements let EC2, on the copy function's behalf, use the configured
+// keys to encrypt copies and read encrypted sources: only through EC2 in the
+// deployment's regions, and grants only for AWS resources (the snapshots EC2
+// makes). The actions are those EBS encryption documents for callers.
+func (pc *permissionContext) kmsStatements() []awsiam.PolicyStatement {
+	via := make([]string, len(pc.regions))
+	for i, r := range pc.regions {
+		via[i] = "ec2." + r + ".amazonaws.com"
+	}
+	return []awsiam.PolicyStatement{
+		awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+			Sid: jsii.String("UseCopyKeysThroughEC2"),
+			Actions: jsii.Strings("kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext",
+				"kms:ReEncryptFrom", "kms:ReEncryptTo"),
+			Resources:  jsii.Strings(pc.kmsKeys...),
+			Conditions: &map[string]interface{}{"StringEquals": map[string]interface{}{"kms:ViaService": via}},
+		}),
+		awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+			Sid:       jsii.String("GrantCopyKeysToEC2"),
+			Actions:   jsii.Strings("kms:CreateGrant"),
+			Resources: jsii.Strings(pc.kmsKeys...),
+			Conditions: &map[string]interface{}{
+				"StringEquals": map[string]interface{}{"kms:ViaService": via},
+				"Bool":         map[string]interface{}{"kms:GrantIsForAWSResource": "true"},
+			},
+		}),
+	}
+}
+
+func (pc *permissionContext) arn(service, region, account, resource string) string {
+	return "arn:" + pc.partition + ":" + service + ":" + region + ":" + account + ":" + resource
+}
+
+// imagesAndSnapshots are AMI and snapshot ARNs in any region: neither carries
+// an account in its ARN.
+func (pc *permissionContext) imagesAndSnapshots() []string {
+	return []string{pc.arn("ec2", "*", "", "image/*"), pc.arn("ec2", "*", "", "snapshot/*")}
+}
+
+func sid(base string, i int) string {
+	if i == 0 {
+		return base
+	}
+	return base + string(rune('A'+i-1))
+}
+
+// resourceTagged: the resource carries amirotate:created-by=amirotate.
+func resourceTagged() map[string]interface{} {
+	return map[string]interface{}{"StringEquals": map[string]interface{}{"aws:ResourceTag/" + tagCreatedBy: createdByValue}}
+}
+
+// requestTagged: the call tags what it creates with amirotate:created-by=amirotate.
+func requestTagged() map[string]interface{} {
+	return map[string]interface{}{"StringEquals": map[string]interface{}{"aws:RequestTag/" + tagCreatedBy: createdByValue}}
+}
+
+// createAction: tagging only as part of creating the resource.
+func createAction(action string) map[string]interface{} {
+	return map[string]interface{}{"StringEquals": map[string]interface{}{"ec2:CreateAction": action}}
+}
+
+// selectorCondition: the instance carries the selector's tags ("*" = any
+// value, i.e. the tag exists).
+func selectorCondition(sel map[string]string) map[string]interface{} {
+	eq := map[string]interface{}{}
+	null := map[string]interface{}{}
+	for _, k := range sortedKeys(sel) {
+		if sel[k] == "*" {
+			null["aws:ResourceTag/"+k] = "false"
+		} else {
+			eq["aws:ResourceTag/"+k] = sel[k]
+		}
+	}
+	out := map[string]interface{}{"StringEquals": eq}
+	if len(null) > 0 {
+		out["Null"] = null
+	}
+	return out
+}
+
+// stateMachineStatements: invoke exactly the step functions, and put the
+// rotation's summary event on the default bus.
+func stateMachineStatements(r *Rotation) []awsiam.PolicyStatement {
+	arns := make([]string, 0, len(r.Functions))
+	for _, spec := range functionSpecs {
+		arns = append(arns, *r.Functions[spec.Name].FunctionArn())
+	}
+	stack := stackOf(r.Construct)
+	return []awsiam.PolicyStatement{
+		awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+			Sid:       jsii.String("InvokeStepFunctions"),
+			Actions:   jsii.Strings("lambda:InvokeFunction"),
+			Resources: jsii.Strings(arns...),
+		}),
+		awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+			Sid:     jsii.String("PutRotationEvents"),
+			Actions: jsii.Strings("events:PutEvents"),
+			Resources: jsii.Strings(*awscdk.Arn_Format(&awscdk.ArnComponents{
+				Service:      jsii.String("events"),
+				Resource:     jsii.String("event-bus"),
+				ResourceName: jsii.String(eventBusName),
+			}, stack)),
+		}),
+	}
+}

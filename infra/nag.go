@@ -1,0 +1,68 @@
+package infra
+
+import (
+	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/aws/jsii-runtime-go"
+	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
+)
+
+// Reasons for the AwsSolutions findings that remain by design. Each
+// suppression names the exact wildcard it accepts (appliesTo), so a new
+// wildcard is still reported.
+const (
+	reasonDescribe = "Describe actions (ec2:Describe*, ec2:DescribeImageReferences, autoscaling:Describe*) do not support " +
+		"resource-level permissions, so IAM requires Resource \"*\"; the statement is limited to the deployment's regions (aws:RequestedRegion)."
+	reasonImages = "AMI and snapshot ids are made at run time, so they cannot be listed. Every statement on them is conditioned on " +
+		"amirotate's tag amirotate:created-by=amirotate (aws:ResourceTag for changes and deletions, aws:RequestTag for creation, " +
+		"ec2:CreateAction for tagging at creation, aws:TagKeys for the latest marker): only what amirotate made can be touched."
+	reasonInstances = "Instances are chosen at run time by their tags: CreateImage is allowed only on instances that carry a policy's " +
+		"selector tags (aws:ResourceTag), the same rule the discover step applies."
+	reasonLaunchTemplates = "Launch templates opt in with the amirotate:track tag: creating versions and setting the default is " +
+		"allowed only on templates that carry it (aws:ResourceTag)."
+	reasonParameters = "Parameter names contain the instance id; access is limited to each policy's parameter path (its ssmParameter " +
+		"template up to the first per-instance placeholder)."
+	reasonXRay = "xray:PutTraceSegments and xray:PutTelemetryRecords (added by CDK for active tracing) do not support " +
+		"resource-level permissions."
+	reasonStateMachine = "Added by CDK for the state machine's logging and tracing: CloudWatch Logs log-delivery actions " +
+		"(logs:CreateLogDelivery, logs:PutResourcePolicy, ...) and X-Ray actions do not support resource-level permissions."
+)
+
+// cdk-nag shows unresolved pseudo parameters as <AWS::Partition> and
+// <AWS::AccountId>; with an explicit environment they are literal.
+const (
+	partitionRE = `(<AWS::Partition>|aws[a-z-]*)`
+	accountRE   = `(<AWS::AccountId>|[0-9]{12})`
+)
+
+// addSuppressions records, next to the resources, why the AwsSolutions
+// findings that remain are intended.
+func addSuppressions(r *Rotation) {
+	for _, spec := range functionSpecs {
+		id := titleCase(spec.Name)
+		if api := r.Node().TryFindChild(jsii.String(id + "Api")); api != nil {
+			suppress(api, false,
+				iam5(reasonDescribe, `^Resource::\*$`),
+				iam5(reasonImages, `^Resource::arn:`+partitionRE+`:ec2:\*::(image|snapshot)/\*$`),
+				iam5(reasonInstances, `^Resource::arn:`+partitionRE+`:ec2:\*:`+accountRE+`:instance/\*$`),
+				iam5(reasonLaunchTemplates, `^Resource::arn:`+partitionRE+`:ec2:\*:`+accountRE+`:launch-template/\*$`),
+				iam5(reasonParameters, `^Resource::arn:`+partitionRE+`:ssm:\*:`+accountRE+`:parameter/[^*]*\*$`),
+			)
+		}
+		if role := r.Node().TryFindChild(jsii.String(id + "Role")); role != nil {
+			suppress(role, true, iam5(reasonXRay, `^Resource::\*$`))
+		}
+	}
+	suppress(r.StateMachine.Role(), true, iam5(reasonStateMachine, `^Resource::\*$`))
+}
+
+func iam5(reason, appliesTo string) *cdknag.NagPackSuppression {
+	return &cdknag.NagPackSuppression{
+		Id:        jsii.String("AwsSolutions-IAM5"),
+		Reason:    jsii.String(reason),
+		AppliesTo: &[]interface{}{&cdknag.RegexAppliesTo{Regex: jsii.String("/" + appliesTo + "/")}},
+	}
+}
+
+func suppress(c constructs.IConstruct, children bool, s ...*cdknag.NagPackSuppression) {
+	cdknag.NagSuppressions_AddResourceSuppressions(c, &s, jsii.Bool(children))
+}
