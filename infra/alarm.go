@@ -31,7 +31,7 @@ func addAlarm(r *Rotation, p *RotationProps) {
 		Period: period,
 	})
 	r.Alarm = failures.CreateAlarm(r.Construct, jsii.String("RotationFailedAlarm"), &awscloudwatch.CreateAlarmOptions{
-		AlarmDescription: jsii.String("An amirotate rotation failed or timed out. The execution's summary (event \"AMI Rotation Completed\" and its history) names every image that did not make it."),
+		AlarmDescription:   jsii.String("An amirotate rotation failed or timed out. The execution's summary (event \"AMI Rotation Completed\" and its history) names every image that did not make it."),
 		Threshold:          jsii.Number(1),
 		EvaluationPeriods:  jsii.Number(1),
 		ComparisonOperator: awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD,

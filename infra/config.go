@@ -24,7 +24,7 @@ type Config struct {
 	// (1, 3, 5, 7, 14, 30, 60, 90, ...). Default 90.
 	LogRetentionDays int `json:"logRetentionDays,omitempty"`
 	// CopyKMSKeyArns: see RotationProps.CopyKMSKeyArns.
-	CopyKMSKeyArns []string        `json:"copyKmsKeyArns,omitempty"`
+	CopyKMSKeyArns []string       `json:"copyKmsKeyArns,omitempty"`
 	Policies       []ConfigPolicy `json:"policies"`
 }
 

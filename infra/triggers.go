@@ -1,7 +1,7 @@
 package infra
 
 import (
-		"fmt"
+	"fmt"
 	"regexp"
 	"strings"
 	"time"
