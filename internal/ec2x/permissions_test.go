@@ -21,7 +21,7 @@ func TestActions_DerivedFromInterfaces(t *testing.T) {
 		{StepRetention, []string{
 			"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeLaunchConfigurations",
 			"ec2:DeleteSnapshot", "ec2:DeregisterImage", "ec2:DescribeImageReferences", "ec2:DescribeImages",
-			"ec2:DescribeSnapshots",
+			"ec2:DescribeLaunchTemplateVersions", "ec2:DescribeSnapshots",
 		}},
 		{StepReport, []string{}},
 		{"no-such-step", []string{}},
@@ -39,7 +39,7 @@ func TestActions_DerivedFromInterfaces(t *testing.T) {
 func TestActions_TagStepCoversSharingAndDeprecation(t *testing.T) {
 	got := Actions(StepTag)
 	for _, a := range []string{"ec2:CreateTags", "ec2:DeleteTags", "ec2:EnableImageDeprecation",
-		"ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute", "ec2:DescribeImages"} {
+		"ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute", "ec2:DescribeImages", "ec2:DescribeSnapshots"} {
 		if !slices.Contains(got, a) {
 			t.Errorf("Actions(tag) = %v, missing %s", got, a)
 		}

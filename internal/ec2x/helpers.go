@@ -1,0 +1,116 @@
+package ec2x
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/amirotate/amirotate/internal/rotation"
+)
+
+// MaxFilterValues is how many values one Describe* filter takes; lists of
+// ids are chunked to it.
+const MaxFilterValues = 200
+
+// MaxTagResources is how many resources one CreateTags/DeleteTags takes.
+const MaxTagResources = 1000
+
+// Tags converts a tag map into EC2 tags, sorted by key (stable requests).
+func Tags(m map[string]string) []types.Tag {
+	out := make([]types.Tag, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, types.Tag{Key: aws.String(k), Value: aws.String(m[k])})
+	}
+	return out
+}
+
+// TagMap converts EC2 tags into a map.
+func TagMap(tags []types.Tag) map[string]string {
+	m := make(map[string]string, len(tags))
+	for _, t := range tags {
+		m[aws.ToString(t.Key)] = aws.ToString(t.Value)
+	}
+	return m
+}
+
+// TagSpecs tags each resource type with the same tags.
+func TagSpecs(m map[string]string, resources ...types.ResourceType) []types.TagSpecification {
+	out := make([]types.TagSpecification, 0, len(resources))
+	for _, r := range resources {
+		out = append(out, types.TagSpecification{ResourceType: r, Tags: Tags(m)})
+	}
+	return out
+}
+
+// Filter builds one EC2 filter.
+func Filter(name string, values ...string) types.Filter {
+	return types.Filter{Name: aws.String(name), Values: values}
+}
+
+// Filters converts the domain's filters.
+func Filters(fs []rotation.Filter) []types.Filter {
+	out := make([]types.Filter, 0, len(fs))
+	for _, f := range fs {
+		out = append(out, Filter(f.Name, f.Values...))
+	}
+	return out
+}
+
+// SnapshotIDs returns the EBS snapshot ids of an image's block devices,
+// sorted.
+func SnapshotIDs(img types.Image) []string {
+	var ids []string
+	for _, bdm := range img.BlockDeviceMappings {
+		if bdm.Ebs != nil && aws.ToString(bdm.Ebs.SnapshotId) != "" {
+			ids = append(ids, aws.ToString(bdm.Ebs.SnapshotId))
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// Chunks splits ids into slices of at most size.
+func Chunks[T any](ids []T, size int) [][]T {
+	var out [][]T
+	for len(ids) > size {
+		out = append(out, ids[:size:size])
+		ids = ids[size:]
+	}
+	if len(ids) > 0 {
+		out = append(out, ids)
+	}
+	return out
+}
+
+// Workers is how many calls a handler keeps in flight: enough to hide
+// latency, few enough not to empty EC2's mutating-call token buckets (5/s
+// refill) in one burst.
+const Workers = 8
+
+// ForEach calls fn(i) for i in [0, n) on at most workers goroutines and waits.
+// fn must be safe to run concurrently; it stops being called once ctx is done.
+func ForEach(ctx context.Context, n, workers int, fn func(i int)) {
+	if workers < 1 {
+		workers = 1
+	}
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(workers, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				fn(i)
+			}
+		}()
+	}
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}

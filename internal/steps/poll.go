@@ -1,0 +1,269 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/amirotate/amirotate/internal/ec2x"
+	"github.com/amirotate/amirotate/internal/rotation"
+)
+
+// Poll reads the state of the batch's pending images with one DescribeImages
+// per region, whatever their number, cleans up images that ended failed
+// (deregistered with their snapshots, reported in Cleanup), marks images
+// still pending at the timeout, and sets the counts and the next wait.
+type Poll struct {
+	Clients *ec2x.Clients
+	Now     func() time.Time
+}
+
+// MissingPolls is how many polls an image may be missing from
+// DescribeImages (EC2 is eventually consistent right after CreateImage and
+// CopyImage) before it counts as gone.
+const MissingPolls = 3
+
+// Handle polls once.
+func (s *Poll) Handle(ctx context.Context, in Batch) (Batch, error) {
+	out, err := s.handle(ctx, in)
+	if err != nil {
+		return Batch{}, ec2x.Classify(err)
+	}
+	return out, nil
+}
+
+func (s *Poll) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// regionPoll is what one region's DescribeImages and cleanup produced.
+type regionPoll struct {
+	images  map[string]types.Image
+	err     error
+	cleanup []rotation.Record
+}
+
+func (s *Poll) handle(ctx context.Context, b Batch) (Batch, error) {
+	bc, err := checkBatch(b, s.Clients)
+	if err != nil {
+		return Batch{}, err
+	}
+	p := bc.policy
+	now := s.now()
+	due := deadline(b, p)
+
+	pending := map[string][]string{} // region → image ids
+	for _, r := range b.Images {
+		if r.State == rotation.StatePending && r.ImageID != "" {
+			pending[r.Region] = append(pending[r.Region], r.ImageID)
+		}
+	}
+	regions := slices.Sorted(maps.Keys(pending))
+	results := make([]regionPoll, len(regions))
+	ec2x.ForEach(ctx, len(regions), ec2x.Workers, func(i int) {
+		images, err := describeImagesByID(ctx, s.Clients.EC2(regions[i]), pending[regions[i]])
+		results[i] = regionPoll{images: images, err: err}
+	})
+	if err := ctx.Err(); err != nil {
+		return Batch{}, err
+	}
+	seen := map[string]types.Image{}
+	for i, res := range results {
+		if res.err != nil {
+			// Nothing changed yet: the retry polls every region again.
+			return Batch{}, fmt.Errorf("describing images in %s: %w", regions[i], res.err)
+		}
+		maps.Copy(seen, res.images)
+	}
+
+	failed := map[string][]int{} // region → record indexes
+	for i := range b.Images {
+		r := &b.Images[i]
+		if r.State != rotation.StatePending || r.ImageID == "" {
+			if r.State == rotation.StateDeferred && !now.Before(due) {
+				r.State, r.Error = rotation.StateTimedOut, fmt.Sprintf("copy not started before the timeout (%d minutes): %s", p.TimeoutMinutes, r.Error)
+			}
+			continue
+		}
+		img, ok := seen[r.ImageID]
+		switch {
+		case !ok && b.Polls+1 >= MissingPolls:
+			r.State, r.Error = rotation.StateError, fmt.Sprintf("image %s is no longer listed by EC2 (deregistered outside amirotate?)", r.ImageID)
+		case !ok:
+		case imageState(img) == rotation.StateAvailable:
+			r.State, r.Error = rotation.StateAvailable, ""
+			r.SnapshotIDs = ec2x.SnapshotIDs(img)
+		case imageState(img) == rotation.StateFailed:
+			r.State = rotation.StateFailed
+			r.SnapshotIDs = ec2x.SnapshotIDs(img)
+			r.Error = "image ended " + string(img.State)
+			if img.StateReason != nil && aws.ToString(img.StateReason.Message) != "" {
+				r.Error += ": " + aws.ToString(img.StateReason.Message)
+			}
+			failed[r.Region] = append(failed[r.Region], i)
+		}
+		if r.State == rotation.StatePending && !now.Before(due) {
+			r.State, r.Error = rotation.StateTimedOut, fmt.Sprintf("image %s still pending after %d minutes", r.ImageID, p.TimeoutMinutes)
+		}
+	}
+
+	if !p.DryRun && len(failed) > 0 {
+		b.Cleanup = append(b.Cleanup, s.cleanup(ctx, b, p, failed)...)
+	}
+
+	b.Policy = p
+	b.Rotation.Home = bc.home
+	b.Polls++
+	recount(&b, p)
+	b.WaitSeconds = nextWait(p, b.Polls, now, due)
+	return b, nil
+}
+
+// describeImagesByID reads the images with one DescribeImages (paginated;
+// chunked only beyond MaxFilterValues ids, more than a batch ever has in a
+// region). An image-id filter rather than ImageIds: EC2 answers an unknown
+// id in ImageIds with InvalidAMIID.NotFound for the whole call, and a just
+// created image may not be visible yet.
+func describeImagesByID(ctx context.Context, client ec2.DescribeImagesAPIClient, ids []string) (map[string]types.Image, error) {
+	found := map[string]types.Image{}
+	for _, chunk := range ec2x.Chunks(ids, ec2x.MaxFilterValues) {
+		pages := ec2.NewDescribeImagesPaginator(client, &ec2.DescribeImagesInput{
+			Owners:            []string{"self"},
+			Filters:           []types.Filter{ec2x.Filter("image-id", chunk...)},
+			IncludeDeprecated: aws.Bool(true),
+			IncludeDisabled:   aws.Bool(true),
+		})
+		for pages.HasMorePages() {
+			page, err := pages.NextPage(ctx)
+			if err != nil {
+				return nil, err
+			}
+			for _, img := range page.Images {
+				found[aws.ToString(img.ImageId)] = img
+			}
+		}
+	}
+	return found, nil
+}
+
+// cleanup deregisters each failed image with its snapshots and deletes any
+// snapshot EC2 did not delete with it, including snapshots the image does
+// not list (found by amirotate's tags for that instance and rotation).
+// What it could not do is reported in the cleanup record (state error)
+// rather than failing the poll: the image is deregistered at once, so a
+// retried poll would not see it again, and the orphan sweep of retention
+// deletes leftover amirotate snapshots later.
+func (s *Poll) cleanup(ctx context.Context, b Batch, p rotation.Policy, failed map[string][]int) []rotation.Record {
+	var (
+		mu  sync.Mutex
+		out []rotation.Record
+	)
+	regions := slices.Sorted(maps.Keys(failed))
+	ec2x.ForEach(ctx, len(regions), ec2x.Workers, func(i int) {
+		region := regions[i]
+		var recs []rotation.Record
+		for _, idx := range failed[region] {
+			recs = append(recs, b.Images[idx])
+		}
+		cleaned := cleanupRegion(ctx, s.Clients.EC2(region), p, b.Rotation, recs)
+		mu.Lock()
+		out = append(out, cleaned...)
+		mu.Unlock()
+	})
+	sortRecords(out)
+	return out
+}
+
+// cleanupRegion cleans the failed images of one region.
+func cleanupRegion(ctx context.Context, client ec2x.PollEC2, p rotation.Policy, rot rotation.Rotation, recs []rotation.Record) []rotation.Record {
+	// Snapshots CreateImage/CopyImage tagged for these instances in this
+	// rotation: in one region an instance has one image per rotation, so
+	// they are exactly the failed images' snapshots.
+	byInstance := map[string][]string{}
+	ids := make([]string, 0, len(recs))
+	for _, r := range recs {
+		ids = append(ids, r.InstanceID)
+	}
+	pages := ec2.NewDescribeSnapshotsPaginator(client, &ec2.DescribeSnapshotsInput{
+		OwnerIds: []string{"self"},
+		Filters: []types.Filter{
+			ec2x.Filter("tag:"+rotation.TagPolicy, p.Name),
+			ec2x.Filter("tag:"+rotation.TagRotation, rot.ID),
+			ec2x.Filter("tag:"+rotation.TagInstanceID, ids...),
+		},
+	})
+	var listErr error
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			listErr = fmt.Errorf("listing snapshots of failed images: %w", err)
+			break
+		}
+		for _, sn := range page.Snapshots {
+			inst := ec2x.TagMap(sn.Tags)[rotation.TagInstanceID]
+			byInstance[inst] = append(byInstance[inst], aws.ToString(sn.SnapshotId))
+		}
+	}
+
+	out := make([]rotation.Record, 0, len(recs))
+	for _, r := range recs {
+		c := rotation.Record{InstanceID: r.InstanceID, Region: r.Region, ImageID: r.ImageID, Name: r.Name,
+			State: rotation.StateFailed, SourceImageID: r.SourceImageID}
+		snaps := map[string]bool{}
+		for _, id := range r.SnapshotIDs {
+			snaps[id] = true
+		}
+		for _, id := range byInstance[r.InstanceID] {
+			snaps[id] = true
+		}
+		var problems []string
+		if listErr != nil {
+			problems = append(problems, listErr.Error())
+		}
+		dereg, err := client.DeregisterImage(ctx, &ec2.DeregisterImageInput{
+			ImageId:                   aws.String(r.ImageID),
+			DeleteAssociatedSnapshots: aws.Bool(true),
+		})
+		switch {
+		case err == nil:
+			for _, res := range dereg.DeleteSnapshotResults {
+				if res.ReturnCode == types.SnapshotReturnCodesSuccess {
+					c.SnapshotIDs = append(c.SnapshotIDs, aws.ToString(res.SnapshotId))
+					delete(snaps, aws.ToString(res.SnapshotId))
+				}
+			}
+		case ec2x.IsNotFound(err):
+			// Already deregistered: the snapshots are what is left to do.
+		default:
+			problems = append(problems, fmt.Sprintf("deregistering %s: %v", r.ImageID, err))
+			snaps = nil // a snapshot of a registered image cannot be deleted
+		}
+		for _, id := range slices.Sorted(maps.Keys(snaps)) {
+			_, err := client.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)})
+			switch {
+			case err == nil, ec2x.IsNotFound(err):
+				c.SnapshotIDs = append(c.SnapshotIDs, id)
+			default:
+				problems = append(problems, fmt.Sprintf("deleting snapshot %s: %v", id, err))
+			}
+		}
+		slices.Sort(c.SnapshotIDs)
+		if len(problems) > 0 {
+			c.State = rotation.StateError
+			c.Error = strings.Join(problems, "; ")
+		}
+		out = append(out, c)
+	}
+	return out
+}
