@@ -190,6 +190,17 @@ func New(opts Options) (*Runner, error) {
 	if err := checkInstalled(dir); err != nil {
 		return nil, err
 	}
+	if opts.Definition == nil {
+		var missing []string
+		for _, f := range statemachine.Functions {
+			if opts.Handlers[f] == nil {
+				missing = append(missing, f)
+			}
+		}
+		if len(missing) > 0 {
+			return nil, fmt.Errorf("no handler for step(s) %s", strings.Join(missing, ", "))
+		}
+	}
 	handlers := make(map[string]any, len(opts.Handlers))
 	for name, h := range opts.Handlers {
 		handlers[statemachine.FunctionNamePrefix+name] = h

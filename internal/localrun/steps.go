@@ -1,0 +1,24 @@
+package localrun
+
+import (
+	"time"
+
+	"github.com/amirotate/amirotate/internal/ec2x"
+	"github.com/amirotate/amirotate/internal/steps"
+)
+
+// StepHandlers builds every step's handler from internal/steps, as
+// functions/<name>/main.go wire them for Lambda, over one set of clients
+// (the AWS configuration: a real account, or the simulator through
+// AWS_ENDPOINT_URL_EC2 / _SSM / _AUTO_SCALING). now is the handlers' clock
+// (nil = time.Now).
+func StepHandlers(c *ec2x.Clients, now func() time.Time) map[string]any {
+	if now == nil {
+		now = time.Now
+	}
+	return map[string]any{
+		"snapshot": (&steps.Snapshot{Clients: c, Now: now}).Handle,
+		"poll":     (&steps.Poll{Clients: c, Now: now}).Handle,
+		"report":   steps.Report{}.Handle,
+	}
+}
