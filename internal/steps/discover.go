@@ -1,0 +1,150 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/amirotate/amirotate/internal/ec2x"
+	"github.com/amirotate/amirotate/internal/rotation"
+)
+
+// Discover validates the execution input and resolves the rotation's
+// targets: the home region's running or stopped instances that match the
+// policy's selector (one paginated DescribeInstances), narrowed to the
+// explicit instance ids of a tag change or manual run, which are refused
+// with a reason when they do not (or no longer) match. Targets go out in
+// batches of policy.batchSize for the state machine's Map.
+type Discover struct {
+	Clients *ec2x.Clients
+	Now     func() time.Time
+}
+
+// Handle discovers; a bad input is an InvalidInputError naming the field.
+func (s *Discover) Handle(ctx context.Context, in DiscoverIn) (DiscoverOut, error) {
+	out, err := s.handle(ctx, in)
+	if err != nil {
+		return DiscoverOut{}, ec2x.Classify(err)
+	}
+	return out, nil
+}
+
+func (s *Discover) handle(ctx context.Context, in DiscoverIn) (DiscoverOut, error) {
+	if s.Clients == nil {
+		return DiscoverOut{}, fmt.Errorf("handler has no AWS clients")
+	}
+	if len(in.Input) == 0 || string(in.Input) == "null" {
+		return DiscoverOut{}, rotation.Invalid("input", "is missing; the first state passes the execution input as \"input\"")
+	}
+	start := in.StartTime
+	if start.IsZero() && s.Now != nil {
+		start = s.Now()
+	}
+	input, err := rotation.ParseInput(in.Input, start)
+	if err != nil {
+		return DiscoverOut{}, err
+	}
+	home := s.Clients.Home()
+	p := input.Policy
+	if err := p.CheckHome(home); err != nil {
+		return DiscoverOut{}, err
+	}
+	rot := input.Rotation
+	rot.Home = home
+
+	out := DiscoverOut{
+		Policy:   p,
+		Rotation: rot,
+		Batches:  []BatchItem{},
+		Targets:  []string{},
+		// A run over the whole selector also prunes the images of instances
+		// that left it; a run over named instances touches only those.
+		RetainOthers: rot.Trigger == rotation.TriggerSchedule ||
+			(rot.Trigger == rotation.TriggerManual && len(input.InstanceIDs) == 0),
+	}
+
+	explicit := input.InstanceIDs
+	if input.Region != "" && input.Region != home {
+		for _, id := range explicit {
+			out.Refused = append(out.Refused, rotation.Record{InstanceID: id, Region: input.Region, State: rotation.StateRefused,
+				Error: fmt.Sprintf("instance is in %s; policy %s makes images in %s", input.Region, p.Name, home)})
+		}
+		return out, nil
+	}
+
+	client := s.Clients.EC2(home)
+	filters := append(ec2x.Filters(p.Selector.Filters()), ec2x.Filter("instance-state-name", imageableStates...))
+	if len(explicit) > 0 {
+		filters = append(filters, ec2x.Filter("instance-id", explicit...))
+	}
+	matched, err := describeInstances(ctx, client, &ec2.DescribeInstancesInput{Filters: filters})
+	if err != nil {
+		return DiscoverOut{}, fmt.Errorf("listing the instances of policy %s in %s: %w", p.Name, home, err)
+	}
+	for id, inst := range matched {
+		// EC2 filtered already; matching again guards against a filter
+		// reading a value differently (wildcards) than the selector means it.
+		if p.Selector.Matches(ec2x.TagMap(inst.Tags)) {
+			out.Targets = append(out.Targets, id)
+		}
+	}
+	slices.Sort(out.Targets)
+
+	if len(explicit) > 0 {
+		var missing []string
+		for _, id := range explicit {
+			if !slices.Contains(out.Targets, id) {
+				missing = append(missing, id)
+			}
+		}
+		if out.Refused, err = s.refusals(ctx, client, p, home, missing); err != nil {
+			return DiscoverOut{}, err
+		}
+	}
+	for _, chunk := range ec2x.Chunks(out.Targets, p.BatchSize) {
+		out.Batches = append(out.Batches, BatchItem{InstanceIDs: chunk})
+	}
+	return out, nil
+}
+
+// refusals explains why explicit instance ids are not targets (one more
+// DescribeInstances, only when there are some).
+func (s *Discover) refusals(ctx context.Context, client ec2x.DiscoverEC2, p rotation.Policy, home string, ids []string) ([]rotation.Record, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	found, err := describeInstances(ctx, client, &ec2.DescribeInstancesInput{
+		Filters: []types.Filter{ec2x.Filter("instance-id", ids...)},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading instances %s in %s: %w", strings.Join(ids, ", "), home, err)
+	}
+	out := make([]rotation.Record, 0, len(ids))
+	for _, id := range ids {
+		inst, ok := found[id]
+		why := refusal(inst, ok, p)
+		if why == "" {
+			// Matches now: it changed between the two calls.
+			why = "instance changed while it was being checked; run again"
+		}
+		if ok && !p.Selector.Matches(ec2x.TagMap(inst.Tags)) {
+			why = fmt.Sprintf("instance tags do not match the policy's selector %s", selectorText(p.Selector))
+		}
+		out = append(out, rotation.Record{InstanceID: id, Region: home, State: rotation.StateRefused, Error: why})
+	}
+	return out, nil
+}
+
+// selectorText renders a selector for a message: {k=v, k2=*}.
+func selectorText(s rotation.Selector) string {
+	var parts []string
+	for _, f := range s.Filters() {
+		parts = append(parts, strings.TrimPrefix(f.Name, "tag:")+"="+strings.Join(f.Values, ","))
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
+}

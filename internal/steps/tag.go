@@ -1,0 +1,287 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/amirotate/amirotate/internal/ec2x"
+	"github.com/amirotate/amirotate/internal/rotation"
+)
+
+// Tag finishes the batch's new images once they and their copies are
+// available: it tags the copies' snapshots CopyImage left untagged, moves
+// amirotate:latest to the new image of each instance in each region (batched
+// CreateTags/DeleteTags per region), sets the deprecation time and shares the
+// images (launch permission) and their snapshots (create-volume permission)
+// with the policy's accounts; public ("all") only with allowPublic.
+type Tag struct {
+	Clients *ec2x.Clients
+	Now     func() time.Time
+}
+
+// Handle tags the batch. Every call it makes is idempotent, so a retry
+// repeats it safely. Failures of single images are reported on their record.
+func (s *Tag) Handle(ctx context.Context, in Batch) (Batch, error) {
+	out, err := s.handle(ctx, in)
+	if err != nil {
+		return Batch{}, ec2x.Classify(err)
+	}
+	return out, nil
+}
+
+func (s *Tag) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// PublicGroup is the launch-permission group that makes an image public.
+const PublicGroup = "all"
+
+func (s *Tag) handle(ctx context.Context, b Batch) (Batch, error) {
+	bc, err := checkBatch(b, s.Clients)
+	if err != nil {
+		return Batch{}, err
+	}
+	p := bc.policy
+	if slices.Contains(p.ShareWith, PublicGroup) && !p.AllowPublic {
+		return Batch{}, rotation.Invalid("policy.shareWith", `"all" makes the images public; set allowPublic to true to allow it`)
+	}
+	b.Policy = p
+	b.Rotation.Home = bc.home
+	if p.DryRun {
+		// Nothing to tag: a dry run made no images.
+		return b, nil
+	}
+
+	byRegion := map[string][]int{} // region → indexes of new available images
+	for i, r := range b.Images {
+		if r.State == rotation.StateAvailable && r.ImageID != "" {
+			byRegion[r.Region] = append(byRegion[r.Region], i)
+		}
+	}
+	regions := slices.Sorted(maps.Keys(byRegion))
+	errs := make([]error, len(regions))
+	var mu sync.Mutex // guards b.Images[*].Error
+	ec2x.ForEach(ctx, len(regions), ec2x.Workers, func(i int) {
+		errs[i] = s.tagRegion(ctx, &b, p, regions[i], byRegion[regions[i]], &mu)
+	})
+	if err := ctx.Err(); err != nil {
+		return Batch{}, err
+	}
+	for i, err := range errs {
+		if err != nil {
+			return Batch{}, fmt.Errorf("tagging in %s: %w", regions[i], err)
+		}
+	}
+	recount(&b, p)
+	return b, nil
+}
+
+// tagRegion does one region's work. Errors that concern the whole region
+// (the latest-tag move) are returned; per-image ones go on the record,
+// unless a retry may fix them.
+func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region string, idx []int, mu *sync.Mutex) error {
+	client := s.Clients.EC2(region)
+	var (
+		newIDs    []string
+		instances []string
+		copySnaps []string
+		isNew     = map[string]bool{}
+	)
+	for _, i := range idx {
+		r := b.Images[i]
+		newIDs = append(newIDs, r.ImageID)
+		instances = append(instances, r.InstanceID)
+		isNew[r.ImageID] = true
+		if r.SourceImageID != "" {
+			copySnaps = append(copySnaps, r.SnapshotIDs...)
+		}
+	}
+
+	if err := tagCopySnapshots(ctx, client, p, b.Rotation, b.Images, idx, copySnaps); err != nil {
+		return err
+	}
+
+	// The previous latest images of these instances in this region.
+	var previous []string
+	for _, chunk := range ec2x.Chunks(instances, ec2x.MaxFilterValues) {
+		pages := ec2.NewDescribeImagesPaginator(client, &ec2.DescribeImagesInput{
+			Owners: []string{"self"},
+			Filters: []types.Filter{
+				ec2x.Filter("tag:"+rotation.TagLatest, rotation.LatestValue),
+				ec2x.Filter("tag:"+rotation.TagPolicy, p.Name),
+				ec2x.Filter("tag:"+rotation.TagInstanceID, chunk...),
+			},
+			IncludeDeprecated: aws.Bool(true),
+		})
+		for pages.HasMorePages() {
+			page, err := pages.NextPage(ctx)
+			if err != nil {
+				return fmt.Errorf("listing the previous latest images: %w", err)
+			}
+			for _, img := range page.Images {
+				if id := aws.ToString(img.ImageId); !isNew[id] {
+					previous = append(previous, id)
+				}
+			}
+		}
+	}
+	// Tag the new ones first: whoever looks for the latest image always
+	// finds one (two for a moment, never none).
+	for _, chunk := range ec2x.Chunks(newIDs, ec2x.MaxTagResources) {
+		if _, err := client.CreateTags(ctx, &ec2.CreateTagsInput{
+			Resources: chunk,
+			Tags:      ec2x.Tags(map[string]string{rotation.TagLatest: rotation.LatestValue}),
+		}); err != nil {
+			return fmt.Errorf("tagging the new images latest: %w", err)
+		}
+	}
+	for _, chunk := range ec2x.Chunks(previous, ec2x.MaxTagResources) {
+		if _, err := client.DeleteTags(ctx, &ec2.DeleteTagsInput{
+			Resources: chunk,
+			Tags:      []types.Tag{{Key: aws.String(rotation.TagLatest)}},
+		}); err != nil && !ec2x.IsNotFound(err) {
+			return fmt.Errorf("removing latest from the previous images: %w", err)
+		}
+	}
+
+	var deprecateAt time.Time
+	if p.DeprecateAfterDays > 0 {
+		deprecateAt = b.Rotation.Time.AddDate(0, 0, p.DeprecateAfterDays).UTC().Truncate(time.Minute)
+	}
+	var users []string
+	public := false
+	for _, a := range p.ShareWith {
+		if a == PublicGroup {
+			public = true
+		} else {
+			users = append(users, a)
+		}
+	}
+	if deprecateAt.IsZero() && len(users) == 0 && !public {
+		return nil
+	}
+
+	var (
+		emu   sync.Mutex
+		retry error
+	)
+	now := s.now()
+	ec2x.ForEach(ctx, len(idx), ec2x.Workers, func(k int) {
+		r := b.Images[idx[k]]
+		var problems []string
+		fail := func(what string, err error) {
+			if ec2x.IsRetryable(err) {
+				emu.Lock()
+				retry = fmt.Errorf("%s %s: %w", what, r.ImageID, err)
+				emu.Unlock()
+			}
+			problems = append(problems, fmt.Sprintf("%s: %v", what, err))
+		}
+		if !deprecateAt.IsZero() {
+			if deprecateAt.After(now) {
+				if _, err := client.EnableImageDeprecation(ctx, &ec2.EnableImageDeprecationInput{
+					ImageId: aws.String(r.ImageID), DeprecateAt: aws.Time(deprecateAt),
+				}); err != nil {
+					fail("setting deprecation", err)
+				}
+			} else {
+				problems = append(problems, fmt.Sprintf("deprecation time %s is past; not set", deprecateAt.Format(time.RFC3339)))
+			}
+		}
+		if len(users) > 0 || public {
+			perm := &types.LaunchPermissionModifications{}
+			for _, u := range users {
+				perm.Add = append(perm.Add, types.LaunchPermission{UserId: aws.String(u)})
+			}
+			if public {
+				perm.Add = append(perm.Add, types.LaunchPermission{Group: types.PermissionGroupAll})
+			}
+			if _, err := client.ModifyImageAttribute(ctx, &ec2.ModifyImageAttributeInput{
+				ImageId: aws.String(r.ImageID), LaunchPermission: perm,
+			}); err != nil {
+				fail("sharing image", err)
+			}
+		}
+		// Snapshots go to the named accounts only: launching a shared or
+		// public image needs no access to its snapshots, and a public
+		// snapshot would expose the disk to every account.
+		if len(users) > 0 {
+			for _, sn := range r.SnapshotIDs {
+				if _, err := client.ModifySnapshotAttribute(ctx, &ec2.ModifySnapshotAttributeInput{
+					SnapshotId:    aws.String(sn),
+					Attribute:     types.SnapshotAttributeNameCreateVolumePermission,
+					OperationType: types.OperationTypeAdd,
+					UserIds:       users,
+				}); err != nil {
+					fail("sharing snapshot "+sn, err)
+				}
+			}
+		}
+		if len(problems) > 0 {
+			mu.Lock()
+			b.Images[idx[k]].Error = strings.Join(problems, "; ")
+			mu.Unlock()
+		}
+	})
+	return retry
+}
+
+// tagCopySnapshots tags the copies' snapshots that lack amirotate's tags.
+// CopyImage's snapshot TagSpecification normally did it; this covers copies
+// made without it, with one DescribeSnapshots per region and a CreateTags
+// per untagged copy.
+func tagCopySnapshots(ctx context.Context, client ec2x.TagEC2, p rotation.Policy, rot rotation.Rotation, images []rotation.Record, idx []int, snaps []string) error {
+	if len(snaps) == 0 {
+		return nil
+	}
+	tagged := map[string]bool{}
+	for _, chunk := range ec2x.Chunks(snaps, ec2x.MaxFilterValues) {
+		pages := ec2.NewDescribeSnapshotsPaginator(client, &ec2.DescribeSnapshotsInput{
+			OwnerIds: []string{"self"},
+			Filters:  []types.Filter{ec2x.Filter("snapshot-id", chunk...)},
+		})
+		for pages.HasMorePages() {
+			page, err := pages.NextPage(ctx)
+			if err != nil {
+				return fmt.Errorf("reading copy snapshots: %w", err)
+			}
+			for _, sn := range page.Snapshots {
+				if ec2x.TagMap(sn.Tags)[rotation.TagInstanceID] != "" {
+					tagged[aws.ToString(sn.SnapshotId)] = true
+				}
+			}
+		}
+	}
+	for _, i := range idx {
+		r := images[i]
+		if r.SourceImageID == "" {
+			continue
+		}
+		var missing []string
+		for _, sn := range r.SnapshotIDs {
+			if !tagged[sn] {
+				missing = append(missing, sn)
+			}
+		}
+		if len(missing) == 0 {
+			continue
+		}
+		tags := rotation.CopyTags(p, rot, r.InstanceID, nil, r.SourceImageID, rot.Home)
+		if _, err := client.CreateTags(ctx, &ec2.CreateTagsInput{Resources: missing, Tags: ec2x.Tags(tags)}); err != nil {
+			return fmt.Errorf("tagging the snapshots of copy %s: %w", r.ImageID, err)
+		}
+	}
+	return nil
+}
