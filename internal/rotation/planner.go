@@ -1,0 +1,253 @@
+package rotation
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Reasons of retention decisions. A reason that needs detail carries it
+// after ": " (e.g. "in-use: launch-template lt-0abc:3"); ReasonCode returns
+// the bare constant.
+const (
+	// ReasonExpired is the one reason to delete: ours, available, unused,
+	// unprotected, not among the newest `keep` and not younger than maxAgeDays.
+	ReasonExpired = "expired"
+
+	ReasonNotManaged   = "not-managed"               // lacks amirotate's tags or belongs to another policy
+	ReasonOutOfScope   = "out-of-scope"              // its instance is not in this pass's scope
+	ReasonHold         = "new-image-missing"         // its instance's new image failed or timed out
+	ReasonKeepTag      = "keep-tag"                  // tagged amirotate:keep
+	ReasonProtected    = "deregistration-protection" // EC2 would refuse; a person chose to protect it
+	ReasonNotAvailable = "not-available"             // pending, failed, ...: not a usable image
+	ReasonInUse        = "in-use"                    // an instance, launch template, SSM parameter or ASG uses it
+	ReasonNewest       = "newest"                    // the newest available image of its scope
+	ReasonWithinKeep   = "within-keep"               // among the newest `keep`
+	ReasonWithinAge    = "within-max-age"            // younger than maxAgeDays
+	ReasonUnknownAge   = "unknown-age"               // neither its rotation tag nor its creation date gives a time
+	ReasonDuplicate    = "duplicate-listing"         // listed more than once: the listing cannot be trusted
+	ReasonNoRule       = "no-retention-rule"         // keep and maxAgeDays both 0: nothing says what may go
+)
+
+// ReasonCode returns the constant part of a reason, without its detail.
+func ReasonCode(reason string) string {
+	code, _, _ := strings.Cut(reason, ": ")
+	return code
+}
+
+// maxReferencesShown bounds the detail of an in-use reason: reports travel
+// through Step Functions (256 KiB), and an image in use by a thousand
+// instances needs three named to be understood.
+const maxReferencesShown = 3
+
+// scopeKey identifies a retention scope: one instance's images in one region.
+// Sources and copies are ranked apart, as they may have different rules.
+type scopeKey struct {
+	region, instance string
+	copy             bool
+}
+
+// planned is an image with what the planner derived from it.
+type planned struct {
+	img    *Image
+	when   time.Time // rotation time, else creation time
+	scope  scopeKey
+	reason string // set when a rule other than rank or age keeps it
+	ranked bool   // competes for the newest/keep slots of its scope
+}
+
+// PlanRetention decides, for every image in in.Images, whether retention
+// deletes it, with the reason. It is pure and deterministic: the same
+// inventory in any order gives the same plan, sorted by region, instance,
+// time (newest first) and image id. It runs in O(n log n).
+//
+// An image is deleted only if all of these hold; otherwise it is kept with
+// the reason of the first that fails:
+//   - it is listed once (a listing that repeats an image cannot be trusted);
+//   - it is ours: amirotate's tags, of this policy;
+//   - its instance is in in.Scope (when Scope is set) and not in in.Hold;
+//   - it is not tagged amirotate:keep and not deregistration-protected;
+//   - it is available, its time is known, and nothing references it;
+//   - it is not the newest available image of its scope (instance, region,
+//     and source or copy), nor among the newest `keep` of them;
+//   - it is not younger than maxAgeDays (counted from its rotation time,
+//     else its creation date, to in.Now).
+//
+// When a rule sets both keep and maxAgeDays, an image survives if either
+// keeps it: the union is the safer reading of "keep 7 and 30 days".
+// Images kept for other reasons still take their place in the ranking
+// (keep 3 keeps the 3 newest, whatever else protects them), so with keep = k
+// and no maxAgeDays at most k images plus those kept for other reasons remain.
+//
+// A deleted image's SnapshotIDs are those of its snapshots that no other
+// listed image uses, whether that image is kept or deleted too.
+func PlanRetention(in PlanInput) []Decision {
+	n := len(in.Images)
+	seen := make(map[string]int, n)
+	// owner maps a snapshot to the one image using it, or "" once a second
+	// image uses it too.
+	owner := make(map[string]string, n)
+	for i := range in.Images {
+		img := &in.Images[i]
+		seen[img.ID]++
+		for _, s := range img.SnapshotIDs {
+			if s == "" {
+				continue
+			}
+			if o, ok := owner[s]; !ok {
+				owner[s] = img.ID
+			} else if o != img.ID {
+				owner[s] = ""
+			}
+		}
+	}
+
+	items := make([]planned, n)
+	groups := make(map[scopeKey][]*planned)
+	for i := range in.Images {
+		img := &in.Images[i]
+		it := &items[i]
+		it.img = img
+		it.scope = scopeKey{region: img.Region, instance: img.Tags[TagInstanceID], copy: IsCopy(img.Tags)}
+		var known bool
+		it.when, known = imageTime(img)
+		it.reason = standingReason(in, img, seen[img.ID] > 1, known)
+		// Only usable images of the scope compete for its newest/keep slots,
+		// including those another rule keeps anyway.
+		switch ReasonCode(it.reason) {
+		case "", ReasonKeepTag, ReasonProtected, ReasonInUse:
+			it.ranked = true
+			groups[it.scope] = append(groups[it.scope], it)
+		}
+	}
+
+	for key, group := range groups {
+		slices.SortFunc(group, func(a, b *planned) int { return newerFirst(a, b) })
+		rule := in.Policy.RetentionFor(key.copy)
+		keep := max(rule.Keep, 0)
+		maxAge := time.Duration(max(rule.MaxAgeDays, 0)) * 24 * time.Hour
+		for rank, it := range group {
+			if it.reason != "" {
+				continue
+			}
+			switch {
+			case rank == 0:
+				it.reason = ReasonNewest
+			case keep == 0 && maxAge == 0:
+				it.reason = ReasonNoRule
+			case rank < keep:
+				it.reason = ReasonWithinKeep
+			case maxAge > 0 && in.Now.Sub(it.when) < maxAge:
+				it.reason = ReasonWithinAge
+			default:
+				it.reason = ReasonExpired
+			}
+		}
+	}
+
+	slices.SortFunc(items, func(a, b planned) int {
+		return cmp.Or(
+			cmp.Compare(a.img.Region, b.img.Region),
+			cmp.Compare(a.scope.instance, b.scope.instance),
+			newerFirst(&a, &b),
+			cmp.Compare(a.reason, b.reason),
+		)
+	})
+	decisions := make([]Decision, n)
+	for i, it := range items {
+		d := Decision{
+			ImageID:    it.img.ID,
+			Region:     it.img.Region,
+			InstanceID: it.scope.instance,
+			Reason:     it.reason,
+			Delete:     it.reason == ReasonExpired,
+		}
+		if d.Delete {
+			d.SnapshotIDs = ownSnapshots(it.img, owner)
+		}
+		decisions[i] = d
+	}
+	return decisions
+}
+
+// standingReason is why an image is kept whatever its rank or age, or "".
+// The order of the checks only decides which reason a report names.
+func standingReason(in PlanInput, img *Image, duplicate, timeKnown bool) string {
+	instance := img.Tags[TagInstanceID]
+	switch {
+	case duplicate:
+		return ReasonDuplicate
+	case !Managed(img.Tags) || img.Tags[TagPolicy] != in.Policy.Name:
+		return ReasonNotManaged
+	case in.Scope != nil && !in.Scope[instance]:
+		return ReasonOutOfScope
+	}
+	if why, held := in.Hold[instance]; held {
+		return withDetail(ReasonHold, why)
+	}
+	switch {
+	case KeepTagged(img.Tags):
+		return ReasonKeepTag
+	case img.DeregistrationProtected:
+		return ReasonProtected
+	case img.State != StateAvailable:
+		return withDetail(ReasonNotAvailable, img.State)
+	case !timeKnown:
+		return ReasonUnknownAge
+	}
+	if refs := in.References[img.ID]; len(refs) > 0 {
+		return withDetail(ReasonInUse, describeReferences(refs))
+	}
+	return ""
+}
+
+func withDetail(reason, detail string) string {
+	if detail == "" {
+		return reason
+	}
+	return reason + ": " + detail
+}
+
+func describeReferences(refs []string) string {
+	sorted := slices.Clone(refs)
+	slices.Sort(sorted)
+	sorted = slices.Compact(sorted)
+	if len(sorted) <= maxReferencesShown {
+		return strings.Join(sorted, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(sorted[:maxReferencesShown], ", "), len(sorted)-maxReferencesShown)
+}
+
+// imageTime is when an image was made: its rotation tag, which copies share
+// with their source, else EC2's creation date. ok is false when neither
+// gives a time.
+func imageTime(img *Image) (t time.Time, ok bool) {
+	if t, err := ParseRotationID(img.Tags[TagRotation]); err == nil {
+		return t, true
+	}
+	return img.CreatedAt, !img.CreatedAt.IsZero()
+}
+
+// newerFirst orders by time, newest first, then creation date, newest
+// first, then image id, so that ties are broken the same way in any order.
+func newerFirst(a, b *planned) int {
+	return cmp.Or(
+		b.when.Compare(a.when),
+		b.img.CreatedAt.Compare(a.img.CreatedAt),
+		cmp.Compare(a.img.ID, b.img.ID),
+	)
+}
+
+// ownSnapshots returns img's snapshots that no other image uses, sorted.
+func ownSnapshots(img *Image, owner map[string]string) []string {
+	var own []string
+	for _, s := range img.SnapshotIDs {
+		if s != "" && owner[s] == img.ID {
+			own = append(own, s)
+		}
+	}
+	slices.Sort(own)
+	return slices.Compact(own)
+}
