@@ -142,4 +142,10 @@ type ScopeReport struct {
 	Kept             map[string]string `json:"kept,omitempty"`   // image id → reason
 	Failed           map[string]string `json:"failed,omitempty"` // image id → error
 	SnapshotsDeleted int               `json:"snapshotsDeleted,omitempty"`
+	// SnapshotsKept: snapshot of a deleted image → why it stays (EC2 says
+	// another image still uses it).
+	SnapshotsKept map[string]string `json:"snapshotsKept,omitempty"`
+	// SnapshotsFailed: snapshot of a deleted image → the error deleting it
+	// (the orphan sweep retries it later).
+	SnapshotsFailed map[string]string `json:"snapshotsFailed,omitempty"`
 }

@@ -98,6 +98,9 @@ type RetentionOthersOut struct {
 	Retention []rotation.ScopeReport `json:"retention"`
 	// Orphans: region → amirotate snapshots deleted because their image is gone.
 	Orphans map[string][]string `json:"orphans,omitempty"`
+	// OrphansFailed: snapshot id → why deleting that orphan failed (the next
+	// sweep tries again).
+	OrphansFailed map[string]string `json:"orphansFailed,omitempty"`
 }
 
 // ReportIn is the report step's input: either one finished batch (the Map

@@ -1,0 +1,316 @@
+package steps
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
+
+	"github.com/amirotate/amirotate/internal/ec2x"
+	"github.com/amirotate/amirotate/internal/rotation"
+)
+
+// ssmChunk is GetParameters' limit on names per call.
+const ssmChunk = 10
+
+// Publish points consumers at the new images: the policy's SSM parameter of
+// each instance and region, and every launch template tagged
+// amirotate:track=<instance-id> in that region. It changes only what
+// differs, so a second run changes nothing.
+type Publish struct {
+	ec2  func(region string) ec2x.PublishEC2
+	ssm  func(region string) ec2x.PublishSSM
+	home string
+	// pageSize overrides MaxResults of DescribeLaunchTemplates (0 = 200,
+	// the API's largest page); tests lower it to prove pagination.
+	pageSize int32
+}
+
+// NewPublish returns the publish step.
+func NewPublish(c *ec2x.Clients) *Publish {
+	return &Publish{
+		ec2:  func(r string) ec2x.PublishEC2 { return c.EC2(r) },
+		ssm:  func(r string) ec2x.PublishSSM { return c.SSM(r) },
+		home: c.Home(),
+	}
+}
+
+// Handle publishes every new available image of the batch (in a dry run:
+// every planned one, reporting what would change) and fills b.Published.
+// Failures of one instance or region are reported in its Publication;
+// retention, which runs next, then still sees the old image in use.
+func (p *Publish) Handle(ctx context.Context, b Batch) (Batch, error) {
+	pol := b.Policy
+	if pol.Publish.SSMParameter == "" && !pol.Publish.LaunchTemplates {
+		return b, nil
+	}
+	if pol.Name == "" {
+		return b, rotation.Invalid("policy.name", "is empty; publishing needs the policy's name")
+	}
+	byRegion := map[string][]*Publication{}
+	seen := map[string]bool{}
+	for _, rec := range b.Images {
+		ok := rec.State == rotation.StateAvailable && rec.ImageID != ""
+		if pol.DryRun && rec.State == rotation.StatePlanned {
+			ok = true
+		}
+		key := rec.InstanceID + "\x00" + rec.Region
+		if !ok || seen[key] {
+			continue
+		}
+		seen[key] = true
+		pub := &Publication{InstanceID: rec.InstanceID, Region: rec.Region, ImageID: rec.ImageID}
+		pub.SSMParameter = rotation.SSMParameterName(pol, rec.InstanceID, rec.Region)
+		byRegion[rec.Region] = append(byRegion[rec.Region], pub)
+	}
+	regions := make([]string, 0, len(byRegion))
+	for r := range byRegion {
+		regions = append(regions, r)
+	}
+	sort.Strings(regions)
+	var wg sync.WaitGroup
+	for _, region := range regions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pubs := byRegion[region]
+			if pol.Publish.SSMParameter != "" {
+				p.publishSSM(ctx, region, pol.DryRun, pubs)
+			}
+			if pol.Publish.LaunchTemplates {
+				p.publishLaunchTemplates(ctx, region, b, pubs)
+			}
+		}()
+	}
+	wg.Wait()
+	var out []Publication
+	for _, region := range regions {
+		for _, pub := range byRegion[region] {
+			out = append(out, *pub)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].InstanceID != out[j].InstanceID {
+			return out[i].InstanceID < out[j].InstanceID
+		}
+		return out[i].Region < out[j].Region
+	})
+	b.Published = out
+	return b, nil
+}
+
+func addError(pub *Publication, err error) {
+	if pub.Error == "" {
+		pub.Error = err.Error()
+	} else {
+		pub.Error += "; " + err.Error()
+	}
+}
+
+// publishSSM reads the current values (10 names per call) and writes only
+// the parameters that do not hold their new image yet.
+func (p *Publish) publishSSM(ctx context.Context, region string, dryRun bool, pubs []*Publication) {
+	cl := p.ssm(region)
+	// Two instances rendering the same name would overwrite each other.
+	byName := map[string][]*Publication{}
+	for _, pub := range pubs {
+		byName[pub.SSMParameter] = append(byName[pub.SSMParameter], pub)
+	}
+	var names []string
+	for name, ps := range byName {
+		if len(ps) > 1 {
+			for _, pub := range ps {
+				addError(pub, fmt.Errorf("SSM parameter %s is shared by %d instances; put {instanceId} in publish.ssmParameter", name, len(ps)))
+			}
+			continue
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	type current struct {
+		value   string
+		version int64
+	}
+	have := map[string]current{}
+	for _, c := range chunk(names, ssmChunk) {
+		out, err := cl.GetParameters(ctx, &ssm.GetParametersInput{Names: c})
+		if err != nil {
+			for _, name := range c {
+				addError(byName[name][0], fmt.Errorf("reading SSM parameter %s: %w", name, err))
+			}
+			continue
+		}
+		for _, prm := range out.Parameters {
+			have[aws.ToString(prm.Name)] = current{value: aws.ToString(prm.Value), version: prm.Version}
+		}
+		// out.InvalidParameters are the names that do not exist yet.
+	}
+	for _, name := range names {
+		pub := byName[name][0]
+		if pub.Error != "" {
+			continue
+		}
+		cur, exists := have[name]
+		if exists && cur.value == pub.ImageID && pub.ImageID != "" {
+			pub.SSMVersion = cur.version
+			continue
+		}
+		pub.Changed = true
+		if dryRun {
+			continue
+		}
+		out, err := cl.PutParameter(ctx, &ssm.PutParameterInput{
+			Name:        aws.String(name),
+			Value:       aws.String(pub.ImageID),
+			Type:        ssmtypes.ParameterTypeString,
+			DataType:    aws.String("aws:ec2:image"),
+			Overwrite:   aws.Bool(true),
+			Description: aws.String("Newest image of " + pub.InstanceID + ", published by amirotate"),
+		})
+		if err != nil {
+			pub.Changed = false
+			addError(pub, fmt.Errorf("writing SSM parameter %s: %w", name, err))
+			continue
+		}
+		pub.SSMVersion = out.Version
+	}
+}
+
+// publishLaunchTemplates finds the region's launch templates tracking the
+// batch's instances (one paginated DescribeLaunchTemplates) and makes a
+// version with the new image the default of each whose default version
+// launches another image.
+func (p *Publish) publishLaunchTemplates(ctx context.Context, region string, b Batch, pubs []*Publication) {
+	cl := p.ec2(region)
+	byInstance := map[string]*Publication{}
+	ids := make([]string, 0, len(pubs))
+	for _, pub := range pubs {
+		byInstance[pub.InstanceID] = pub
+		ids = append(ids, pub.InstanceID)
+	}
+	sort.Strings(ids)
+	type tracked struct {
+		id, name string
+		pub      *Publication
+	}
+	var lts []tracked
+	for _, c := range chunk(ids, filterChunk) {
+		in := &ec2.DescribeLaunchTemplatesInput{
+			Filters:    []types.Filter{{Name: aws.String("tag:" + rotation.TagTrack), Values: c}},
+			MaxResults: aws.Int32(200),
+		}
+		if p.pageSize > 0 {
+			in.MaxResults = aws.Int32(p.pageSize)
+		}
+		pg := ec2.NewDescribeLaunchTemplatesPaginator(cl, in)
+		for pg.HasMorePages() {
+			page, err := pg.NextPage(ctx)
+			if err != nil {
+				for _, id := range c {
+					addError(byInstance[id], fmt.Errorf("finding launch templates tracking %s: %w", id, err))
+				}
+				break
+			}
+			for _, lt := range page.LaunchTemplates {
+				for _, t := range lt.Tags {
+					if aws.ToString(t.Key) != rotation.TagTrack {
+						continue
+					}
+					// The tag's value is the instance; an API that ignored the
+					// filter cannot make us touch another template.
+					if pub := byInstance[aws.ToString(t.Value)]; pub != nil {
+						lts = append(lts, tracked{id: aws.ToString(lt.LaunchTemplateId), name: aws.ToString(lt.LaunchTemplateName), pub: pub})
+					}
+				}
+			}
+		}
+	}
+	sort.Slice(lts, func(i, j int) bool { return lts[i].id < lts[j].id })
+	for _, lt := range lts {
+		used, changed, err := p.updateTemplate(ctx, cl, b, lt.id, lt.pub.ImageID)
+		if err != nil {
+			addError(lt.pub, fmt.Errorf("launch template %s (%s): %w", lt.id, lt.name, err))
+			continue
+		}
+		if used.ID != "" {
+			lt.pub.LaunchTemplates = append(lt.pub.LaunchTemplates, used)
+		}
+		lt.pub.Changed = lt.pub.Changed || changed
+	}
+}
+
+// updateTemplate makes image the default of one launch template: a new
+// version from the current default with only ImageId changed, then the
+// default switched to it. A template whose default already launches image
+// is left alone, as is one that takes its image from an SSM parameter
+// (resolve:ssm:…): it follows the parameter, not us. Returns the version
+// that is (or, in a dry run, would be: 0) the default, and whether anything
+// changed.
+func (p *Publish) updateTemplate(ctx context.Context, cl ec2x.PublishEC2, b Batch, id, image string) (LaunchTemplateUsed, bool, error) {
+	out, err := cl.DescribeLaunchTemplateVersions(ctx, &ec2.DescribeLaunchTemplateVersionsInput{
+		LaunchTemplateId: aws.String(id),
+		Versions:         []string{"$Default"},
+	})
+	if err != nil {
+		return LaunchTemplateUsed{}, false, fmt.Errorf("reading its default version: %w", err)
+	}
+	if len(out.LaunchTemplateVersions) == 0 {
+		return LaunchTemplateUsed{}, false, fmt.Errorf("it has no default version")
+	}
+	def := out.LaunchTemplateVersions[0]
+	defNumber := aws.ToInt64(def.VersionNumber)
+	var current string
+	if def.LaunchTemplateData != nil {
+		current = aws.ToString(def.LaunchTemplateData.ImageId)
+	}
+	if strings.HasPrefix(current, "resolve:ssm:") {
+		return LaunchTemplateUsed{}, false, nil
+	}
+	if current == image && image != "" {
+		return LaunchTemplateUsed{ID: id, Version: defNumber}, false, nil
+	}
+	if b.Policy.DryRun {
+		return LaunchTemplateUsed{ID: id}, true, nil
+	}
+	created, err := cl.CreateLaunchTemplateVersion(ctx, &ec2.CreateLaunchTemplateVersionInput{
+		LaunchTemplateId:   aws.String(id),
+		SourceVersion:      aws.String(strconv.FormatInt(defNumber, 10)),
+		LaunchTemplateData: &types.RequestLaunchTemplateData{ImageId: aws.String(image)},
+		VersionDescription: aws.String(fmt.Sprintf("amirotate %s %s", b.Policy.Name, b.Rotation.ID)),
+		// The same rotation, template and image always give the same token,
+		// so a retry after a lost response gets the version it already made
+		// instead of another one.
+		ClientToken: aws.String(publishToken(b.Rotation.ID, id, image)),
+	})
+	if err != nil {
+		return LaunchTemplateUsed{}, false, fmt.Errorf("creating a version with %s: %w", image, err)
+	}
+	if created.LaunchTemplateVersion == nil {
+		return LaunchTemplateUsed{}, false, fmt.Errorf("creating a version with %s: no version returned", image)
+	}
+	newNumber := aws.ToInt64(created.LaunchTemplateVersion.VersionNumber)
+	if _, err := cl.ModifyLaunchTemplate(ctx, &ec2.ModifyLaunchTemplateInput{
+		LaunchTemplateId: aws.String(id),
+		DefaultVersion:   aws.String(strconv.FormatInt(newNumber, 10)),
+	}); err != nil {
+		return LaunchTemplateUsed{}, false, fmt.Errorf("making version %d the default: %w", newNumber, err)
+	}
+	return LaunchTemplateUsed{ID: id, Version: newNumber}, true, nil
+}
+
+// publishToken is CreateLaunchTemplateVersion's idempotency token (≤ 128
+// ASCII characters).
+func publishToken(rotationID, templateID, image string) string {
+	sum := sha256.Sum256([]byte(strings.Join([]string{"amirotate-publish", rotationID, templateID, image}, "\x00")))
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,157 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/amirotate/amirotate/internal/ec2x"
+	"github.com/amirotate/amirotate/internal/rotation"
+)
+
+// sweepOrphans deletes the policy's snapshots whose image is gone: those a
+// deregistration left behind (a snapshot delete that failed, a snapshot
+// still attached for a moment after its image went). A snapshot is an
+// orphan when it carries the policy's amirotate tags, is complete (or
+// errored) and older than orphanMinAge, and no image of this account, of any
+// policy or none, lists it. Returns region → deleted (or, in a dry run,
+// would-be-deleted) ids and snapshot → error for those that failed.
+func (r *Retention) sweepOrphans(ctx context.Context, p rotation.Policy, regions []string) (map[string][]string, map[string]string, error) {
+	type result struct {
+		deleted []string
+		failed  map[string]string
+		err     error
+	}
+	results := make([]result, len(regions))
+	var wg sync.WaitGroup
+	for i, region := range regions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, f, err := r.sweepRegion(ctx, p, region)
+			if err != nil {
+				err = fmt.Errorf("orphan sweep in %s: %w", region, err)
+			}
+			results[i] = result{d, f, err}
+		}()
+	}
+	wg.Wait()
+	var orphans map[string][]string
+	var failed map[string]string
+	var errs []error
+	for i, res := range results {
+		if res.err != nil {
+			errs = append(errs, res.err)
+		}
+		if len(res.deleted) > 0 {
+			if orphans == nil {
+				orphans = map[string][]string{}
+			}
+			orphans[regions[i]] = res.deleted
+		}
+		for k, v := range res.failed {
+			setReason(&failed, k, v)
+		}
+	}
+	if len(errs) > 0 {
+		return orphans, failed, joinFirst(errs)
+	}
+	return orphans, failed, nil
+}
+
+func (r *Retention) sweepRegion(ctx context.Context, p rotation.Policy, region string) ([]string, map[string]string, error) {
+	cl := r.ec2(region)
+	cutoff := r.now().Add(-orphanMinAge)
+	var candidates []string
+	sp := ec2.NewDescribeSnapshotsPaginator(cl, &ec2.DescribeSnapshotsInput{
+		OwnerIds: []string{"self"},
+		Filters: []types.Filter{
+			{Name: aws.String("tag:" + rotation.TagPolicy), Values: []string{p.Name}},
+			{Name: aws.String("tag:" + rotation.TagCreatedBy), Values: []string{rotation.CreatedBy}},
+		},
+		MaxResults: r.limit(1000),
+	})
+	for sp.HasMorePages() {
+		page, err := sp.NextPage(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("listing snapshots of policy %s: %w", p.Name, err)
+		}
+		for _, s := range page.Snapshots {
+			tags := map[string]string{}
+			for _, t := range s.Tags {
+				tags[aws.ToString(t.Key)] = aws.ToString(t.Value)
+			}
+			// A pending snapshot may belong to an image still being made;
+			// a young one to an image that does not list it yet.
+			if tags[rotation.TagPolicy] != p.Name || tags[rotation.TagCreatedBy] != rotation.CreatedBy ||
+				s.State == types.SnapshotStatePending || s.StartTime == nil || !s.StartTime.Before(cutoff) {
+				continue
+			}
+			candidates = append(candidates, aws.ToString(s.SnapshotId))
+		}
+	}
+	if len(candidates) == 0 {
+		return nil, nil, nil
+	}
+	used, err := r.snapshotsInUse(ctx, cl, candidates)
+	if err != nil {
+		return nil, nil, err
+	}
+	var deleted []string
+	var failed map[string]string
+	for _, id := range candidates {
+		if used[id] {
+			continue
+		}
+		if !p.DryRun {
+			_, err := cl.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)})
+			switch {
+			case err == nil:
+			case ec2x.IsNotFound(err):
+				continue // gone already: not this run's deletion
+			case ec2x.Code(err) == "InvalidSnapshot.InUse":
+				continue // an image we could not see uses it: not an orphan
+			default:
+				setReason(&failed, id, fmt.Sprintf("deleting orphan snapshot in %s: %v", region, err))
+				continue
+			}
+		}
+		deleted = append(deleted, id)
+	}
+	slices.Sort(deleted)
+	return deleted, failed, nil
+}
+
+// snapshotsInUse returns which of ids some image of this account lists
+// (any state, deprecated and disabled included), asking EC2 by snapshot id.
+func (r *Retention) snapshotsInUse(ctx context.Context, cl ec2x.RetentionEC2, ids []string) (map[string]bool, error) {
+	used := map[string]bool{}
+	for _, c := range chunk(ids, filterChunk) {
+		p := ec2.NewDescribeImagesPaginator(cl, &ec2.DescribeImagesInput{
+			Owners:            []string{"self"},
+			Filters:           []types.Filter{{Name: aws.String("block-device-mapping.snapshot-id"), Values: c}},
+			IncludeDeprecated: aws.Bool(true),
+			IncludeDisabled:   aws.Bool(true),
+			MaxResults:        r.limit(1000),
+		})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("finding images of snapshots: %w", err)
+			}
+			for _, im := range page.Images {
+				for _, bdm := range im.BlockDeviceMappings {
+					if bdm.Ebs != nil {
+						used[aws.ToString(bdm.Ebs.SnapshotId)] = true
+					}
+				}
+			}
+		}
+	}
+	return used, nil
+}
