@@ -74,15 +74,14 @@ func ParseConfig(data []byte) (*Config, error) {
 	return &c, nil
 }
 
-// Props turns the file into construct props (assetDir and definitionFile
-// as RotationProps documents). Every policy is decoded with the domain's
+// Props turns the file into construct props (assetDir as RotationProps
+// documents; the definition is the embedded one). Every policy is decoded with the domain's
 // strict decoder, so the file accepts exactly what executions accept.
-func (c *Config) Props(assetDir, definitionFile string) (*RotationProps, error) {
+func (c *Config) Props(assetDir string) (*RotationProps, error) {
 	props := &RotationProps{
 		AlarmEmail:     c.AlarmEmail,
 		CopyKMSKeyArns: c.CopyKMSKeyArns,
 		AssetDir:       assetDir,
-		DefinitionFile: definitionFile,
 	}
 	var errs []error
 	if c.LogRetentionDays != 0 {

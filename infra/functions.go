@@ -2,6 +2,7 @@ package infra
 
 import (
 	"path/filepath"
+	"time"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
@@ -19,32 +20,32 @@ type functionSpec struct {
 	Name        string
 	Description string
 	MemoryMB    float64
-	Timeout     awscdk.Duration
+	Timeout     time.Duration
 }
 
 var functionSpecs = []functionSpec{
 	// One paginated DescribeInstances over the fleet; holds all targets in
 	// memory to cut them into batches.
-	{"discover", "Validates the execution input and finds the policy's instances in batches", 256, awscdk.Duration_Minutes(jsii.Number(2))},
+	{"discover", "Validates the execution input and finds the policy's instances in batches", 256, 2 * time.Minute},
 	// CreateImage per instance of a batch, 5/s bucket: 100 calls take ~20 s,
 	// storms of throttling stretch it.
-	{"snapshot", "Starts CreateImage for each instance of a batch", 256, awscdk.Duration_Minutes(jsii.Number(5))},
+	{"snapshot", "Starts CreateImage for each instance of a batch", 256, 5 * time.Minute},
 	// One DescribeImages per region, plus clean-up of failed images.
-	{"poll", "Checks pending images, cleans up failed ones, decides the next wait", 256, awscdk.Duration_Minutes(jsii.Number(3))},
+	{"poll", "Checks pending images, cleans up failed ones, decides the next wait", 256, 3 * time.Minute},
 	// CopyImage refills at 1/s per destination: 100 copies × regions.
-	{"copy", "Starts cross-region copies of available images", 256, awscdk.Duration_Minutes(jsii.Number(10))},
+	{"copy", "Starts cross-region copies of available images", 256, 10 * time.Minute},
 	// Per-image deprecation and sharing calls (mutating bucket, 5/s).
-	{"tag", "Marks the latest images, deprecates and shares them", 256, awscdk.Duration_Minutes(jsii.Number(5))},
+	{"tag", "Marks the latest images, deprecates and shares them", 256, 5 * time.Minute},
 	// SSM and launch template writes per instance and region.
-	{"publish", "Publishes new image ids to SSM parameters and launch templates", 256, awscdk.Duration_Minutes(jsii.Number(5))},
+	{"publish", "Publishes new image ids to SSM parameters and launch templates", 256, 5 * time.Minute},
 	// Lists every managed image of the policy per region, their references,
 	// then deregisters and deletes snapshots one by one; the "others" pass
 	// covers a whole policy, so it gets the most memory and the longest time
 	// (a minute under the state machine's 900 s task timeout, so Lambda's own
 	// timeout reports first).
-	{"retention", "Deregisters images past the policy's retention and deletes their snapshots", 512, awscdk.Duration_Minutes(jsii.Number(14))},
+	{"retention", "Deregisters images past the policy's retention and deletes their snapshots", 512, 14 * time.Minute},
 	// Pure computation on the state, no AWS calls.
-	{"report", "Summarizes a batch or a whole rotation", 128, awscdk.Duration_Seconds(jsii.Number(30))},
+	{"report", "Summarizes a batch or a whole rotation", 128, 30 * time.Second},
 }
 
 // newFunction creates a step's function with its own role (only the actions
@@ -87,7 +88,7 @@ func newFunction(r *Rotation, spec functionSpec, p *RotationProps, perms *permis
 		Handler:       jsii.String("bootstrap"),
 		Code:          awslambda.Code_FromAsset(jsii.String(filepath.Join(p.AssetDir, spec.Name)), nil),
 		MemorySize:    jsii.Number(spec.MemoryMB),
-		Timeout:       spec.Timeout,
+		Timeout:       awscdk.Duration_Seconds(jsii.Number(spec.Timeout.Seconds())),
 		Role:          role,
 		LogGroup:      logGroup,
 		LoggingFormat: awslambda.LoggingFormat_JSON,

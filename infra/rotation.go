@@ -28,11 +28,8 @@ import (
 	"github.com/aws/jsii-runtime-go"
 
 	"github.com/amirotate/amirotate/internal/rotation"
+	"github.com/amirotate/amirotate/statemachine"
 )
-
-// DefaultDefinitionFile is the state machine definition, relative to the
-// repository root: the same file the local runner executes.
-const DefaultDefinitionFile = "statemachine/rotation.asl.json"
 
 // DefaultAssetDir holds one folder per function with its `bootstrap` binary
 // (what `make build` writes).
@@ -57,8 +54,9 @@ type RotationProps struct {
 	CopyKMSKeyArns []string
 	// AssetDir holds <name>/bootstrap for every function. Default: "dist".
 	AssetDir string
-	// DefinitionFile is the ASL file. Default: DefaultDefinitionFile.
-	DefinitionFile string
+	// Definition is the state machine's ASL with ${...} placeholders.
+	// Default: statemachine.Template, the file the local runner executes.
+	Definition []byte
 }
 
 // PolicySchedule is one policy and when it runs.
@@ -107,18 +105,12 @@ func NewRotation(scope constructs.Construct, id string, props *RotationProps) (*
 	if props == nil {
 		return nil, errors.New("rotation props: missing")
 	}
-	p := *props
-	if p.AssetDir == "" {
-		p.AssetDir = DefaultAssetDir
+	p := withDefaults(*props)
+	home := ""
+	if region := awscdk.Stack_Of(scope).Region(); !*awscdk.Token_IsUnresolved(region) {
+		home = *region
 	}
-	if p.DefinitionFile == "" {
-		p.DefinitionFile = DefaultDefinitionFile
-	}
-	if p.LogRetention == "" {
-		p.LogRetention = awslogs.RetentionDays_THREE_MONTHS
-	}
-	definition, err := validate(&p)
-	if err != nil {
+	if err := validate(&p, home); err != nil {
 		return nil, err
 	}
 
@@ -132,7 +124,7 @@ func NewRotation(scope constructs.Construct, id string, props *RotationProps) (*
 	for _, spec := range functionSpecs {
 		r.Functions[spec.Name] = newFunction(r, spec, &p, perms)
 	}
-	r.StateMachine = newStateMachine(r, &p, definition)
+	r.StateMachine = newStateMachine(r, &p, p.Definition)
 	if err := addTriggers(r, &p); err != nil {
 		return nil, err
 	}
@@ -141,8 +133,23 @@ func NewRotation(scope constructs.Construct, id string, props *RotationProps) (*
 	return r, nil
 }
 
-// validate checks props and returns the ASL definition text.
-func validate(p *RotationProps) (string, error) {
+// withDefaults fills in the optional props.
+func withDefaults(p RotationProps) RotationProps {
+	if p.AssetDir == "" {
+		p.AssetDir = DefaultAssetDir
+	}
+	if p.Definition == nil {
+		p.Definition = statemachine.Template
+	}
+	if p.LogRetention == "" {
+		p.LogRetention = awslogs.RetentionDays_THREE_MONTHS
+	}
+	return p
+}
+
+// validate checks props (with defaults applied); home is the stack's region
+// when known at synth time.
+func validate(p *RotationProps, home string) error {
 	var errs []error
 	if len(p.Policies) == 0 {
 		errs = append(errs, errors.New("policies: at least one policy is required"))
@@ -156,6 +163,14 @@ func validate(p *RotationProps) (string, error) {
 		}
 		seen[name] = true
 		if err := validatePolicy(ps.Policy); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", field, err))
+		}
+		if home != "" {
+			if err := ps.Policy.CheckHome(home); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", field, err))
+			}
+		}
+		if _, err := tagChangeTemplate(ps.Policy); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", field, err))
 		}
 		if err := validateSchedule(ps.Schedule); err != nil {
@@ -181,13 +196,15 @@ func validate(p *RotationProps) (string, error) {
 			errs = append(errs, fmt.Errorf("function %s: %s is missing: build the functions first (make build)", spec.Name, b))
 		}
 	}
-	definition, err := os.ReadFile(p.DefinitionFile)
-	if err != nil {
+	if missing := missingSubstitutions(p.Definition); len(missing) > 0 {
+		errs = append(errs, fmt.Errorf("state machine definition: no value for ${%s}", strings.Join(missing, "}, ${")))
+	} else if rendered, err := statemachine.RenderTemplate(p.Definition, statemachine.LocalARNs("us-east-1", "123456789012")); err != nil {
 		errs = append(errs, fmt.Errorf("state machine definition: %w", err))
-	} else if missing := missingSubstitutions(string(definition)); len(missing) > 0 {
-		errs = append(errs, fmt.Errorf("state machine definition %s: no value for ${%s}", p.DefinitionFile, strings.Join(missing, "}, ${")))
+	} else if err := statemachine.Validate(rendered); err != nil {
+		// Checked rendered with stand-in ARNs: the structure is what counts.
+		errs = append(errs, fmt.Errorf("state machine definition: %w", err))
 	}
-	return string(definition), errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
 // policyJSON is the policy as executions receive it.

@@ -1,42 +1,38 @@
 package infra
 
 import (
-	"regexp"
 	"sort"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsstepfunctions"
 	"github.com/aws/jsii-runtime-go"
+
+	"github.com/amirotate/amirotate/statemachine"
 )
 
 // eventBusName receives the "AMI Rotation Completed" event of every
 // rotation (source "amirotate", detail = the rotation's summary).
 const eventBusName = "default"
 
-// substitutionNames are the ${...} placeholders the definition may use.
-func substitutionNames() []string {
-	names := []string{"EventBusName"}
+// substitutions are the values of the definition's ${...} placeholders.
+func substitutions(r *Rotation) map[string]*string {
+	subs := map[string]*string{statemachine.EventBusKey: jsii.String(eventBusName)}
 	for _, spec := range functionSpecs {
-		names = append(names, titleCase(spec.Name)+"FunctionArn")
+		subs[statemachine.FunctionKey(spec.Name)] = r.Functions[spec.Name].FunctionArn()
 	}
-	sort.Strings(names)
-	return names
+	return subs
 }
 
-var placeholder = regexp.MustCompile(`\$\{([A-Za-z0-9_]+)\}`)
-
 // missingSubstitutions lists placeholders of the definition that have no value.
-func missingSubstitutions(definition string) []string {
-	known := map[string]bool{}
-	for _, n := range substitutionNames() {
-		known[n] = true
+func missingSubstitutions(definition []byte) []string {
+	known := map[string]bool{statemachine.EventBusKey: true}
+	for _, spec := range functionSpecs {
+		known[statemachine.FunctionKey(spec.Name)] = true
 	}
 	var missing []string
-	seen := map[string]bool{}
-	for _, m := range placeholder.FindAllStringSubmatch(definition, -1) {
-		if !known[m[1]] && !seen[m[1]] {
-			seen[m[1]] = true
-			missing = append(missing, m[1])
+	for _, name := range statemachine.Placeholders(definition) {
+		if !known[name] {
+			missing = append(missing, name)
 		}
 	}
 	sort.Strings(missing)
@@ -55,21 +51,18 @@ func missingSubstitutions(definition string) []string {
 // out as an event, and copying every poll loop's payload (up to 256 KiB,
 // including instance tag values copied onto images) into a log group kept
 // for months would multiply log volume and cost for no new information.
-func newStateMachine(r *Rotation, p *RotationProps, definition string) awsstepfunctions.StateMachine {
+func newStateMachine(r *Rotation, p *RotationProps, definition []byte) awsstepfunctions.StateMachine {
 	logGroup := awslogs.NewLogGroup(r.Construct, jsii.String("StateMachineLogs"), &awslogs.LogGroupProps{
 		// The /aws/vendedlogs/ prefix keeps the CloudWatch Logs resource
 		// policy Step Functions log delivery needs within its size limit.
 		LogGroupName: jsii.String("/aws/vendedlogs/states/" + *stackOf(r.Construct).StackName() + "-" + *r.Node().Addr()),
 		Retention:    p.LogRetention,
 	})
-	subs := map[string]*string{"EventBusName": jsii.String(eventBusName)}
-	for _, spec := range functionSpecs {
-		subs[titleCase(spec.Name)+"FunctionArn"] = r.Functions[spec.Name].FunctionArn()
-	}
+	subs := substitutions(r)
 	sm := awsstepfunctions.NewStateMachine(r.Construct, jsii.String("StateMachine"), &awsstepfunctions.StateMachineProps{
 		Comment:                 jsii.String("amirotate: one rotation of one policy"),
 		StateMachineType:        awsstepfunctions.StateMachineType_STANDARD,
-		DefinitionBody:          awsstepfunctions.DefinitionBody_FromString(jsii.String(definition)),
+		DefinitionBody:          awsstepfunctions.DefinitionBody_FromString(jsii.String(string(definition))),
 		DefinitionSubstitutions: &subs,
 		Logs: &awsstepfunctions.LogOptions{
 			Destination:          logGroup,

@@ -43,7 +43,7 @@ func tagChangeTemplate(p rotation.Policy) (string, error) {
 	}
 	t := `{"policy":` + pj + `,"trigger":"` + rotation.TriggerTagChange + `","event":` + eventVar + `}`
 	if len(t) > maxInputTemplate {
-		return "", fmt.Errorf("policy %s: the tag-change input (%d characters) exceeds EventBridge's %d-character input template limit; shorten the policy (tags, shareWith)", p.Name, len(t), maxInputTemplate)
+		return "", fmt.Errorf("the tag-change input (%d characters) exceeds EventBridge's %d-character input template limit; shorten the policy (tags, shareWith)", len(t), maxInputTemplate)
 	}
 	return t, nil
 }

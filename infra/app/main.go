@@ -43,7 +43,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	rp, err := cfg.Props(ctx("assetDir", infra.DefaultAssetDir), infra.DefaultDefinitionFile)
+	rp, err := cfg.Props(ctx("assetDir", infra.DefaultAssetDir))
 	if err != nil {
 		return err
 	}
