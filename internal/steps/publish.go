@@ -28,22 +28,16 @@ const ssmChunk = 10
 // amirotate:track=<instance-id> in that region. It changes only what
 // differs, so a second run changes nothing.
 type Publish struct {
-	ec2  func(region string) ec2x.PublishEC2
-	ssm  func(region string) ec2x.PublishSSM
-	home string
+	Clients *ec2x.Clients
 	// pageSize overrides MaxResults of DescribeLaunchTemplates (0 = 200,
 	// the API's largest page); tests lower it to prove pagination.
 	pageSize int32
 }
 
-// NewPublish returns the publish step.
-func NewPublish(c *ec2x.Clients) *Publish {
-	return &Publish{
-		ec2:  func(r string) ec2x.PublishEC2 { return c.EC2(r) },
-		ssm:  func(r string) ec2x.PublishSSM { return c.SSM(r) },
-		home: c.Home(),
-	}
-}
+// ec2 and ssm hand out the region's clients through the narrow interfaces,
+// so the compiler holds the step to the calls its IAM policy grants.
+func (p *Publish) ec2(region string) ec2x.PublishEC2 { return p.Clients.EC2(region) }
+func (p *Publish) ssm(region string) ec2x.PublishSSM { return p.Clients.SSM(region) }
 
 // Handle publishes every new available image of the batch (in a dry run:
 // every planned one, reporting what would change) and fills b.Published.

@@ -43,28 +43,27 @@ const (
 // their snapshots. The planner (rotation.PlanRetention) decides; this step
 // reads what it decides from (images, references) and carries out the plan.
 type Retention struct {
-	ec2 func(region string) ec2x.RetentionEC2
-	asg func(region string) ec2x.RetentionAutoScaling
-	// home is the region source images are made in when the rotation does not say.
-	home string
-	now  func() time.Time
+	Clients *ec2x.Clients
+	// Now is the clock the orphan sweep measures snapshot age with (nil =
+	// time.Now). Retention ages count from the rotation time instead.
+	Now func() time.Time
 	// pageSize overrides MaxResults of every paginated listing (0 = each
 	// API's largest page); tests lower it to prove pagination.
 	pageSize int32
 }
 
-// NewRetention returns the retention step. now is the clock the orphan
-// sweep measures snapshot age with (nil = time.Now).
-func NewRetention(c *ec2x.Clients, now func() time.Time) *Retention {
-	if now == nil {
-		now = time.Now
+// ec2 and asg hand out the region's clients through the narrow interfaces,
+// so the compiler holds the step to the calls its IAM policy grants.
+func (r *Retention) ec2(region string) ec2x.RetentionEC2 { return r.Clients.EC2(region) }
+func (r *Retention) asg(region string) ec2x.RetentionAutoScaling {
+	return r.Clients.AutoScaling(region)
+}
+
+func (r *Retention) now() time.Time {
+	if r.Now == nil {
+		return time.Now()
 	}
-	return &Retention{
-		ec2:  func(r string) ec2x.RetentionEC2 { return c.EC2(r) },
-		asg:  func(r string) ec2x.RetentionAutoScaling { return c.AutoScaling(r) },
-		home: c.Home(),
-		now:  now,
-	}
+	return r.Now()
 }
 
 // Handle prunes the images of the batch's instances. Only instances whose
@@ -161,7 +160,7 @@ func (r *Retention) homeOf(rot rotation.Rotation) string {
 	if rot.Home != "" {
 		return rot.Home
 	}
-	return r.home
+	return r.Clients.Home()
 }
 
 // batchScope reads the batch's records. An instance is in scope when its
@@ -489,7 +488,8 @@ func (r *Retention) listImages(ctx context.Context, cl ec2x.RetentionEC2, region
 	for _, id := range job.instanceIDs {
 		wanted[id] = true
 	}
-	seen := map[string]bool{}
+	// No de-duplication here: an image listed twice means the listing is
+	// wrong, and the planner keeps such an image (duplicate-listing).
 	var out []rotation.Image
 	for _, ids := range groups {
 		filters := slices.Clone(base)
@@ -509,16 +509,15 @@ func (r *Retention) listImages(ctx context.Context, cl ec2x.RetentionEC2, region
 				return nil, fmt.Errorf("listing images of policy %s: %w", job.policy.Name, err)
 			}
 			for _, im := range page.Images {
-				img := toImage(im, region, job.now)
+				img := toImage(im, region)
 				// The filters are the first guard; checking the tags again
 				// here means an API that ignored a filter still cannot make
 				// retention touch another policy's (or nobody's) image.
-				if seen[img.ID] || img.Tags[rotation.TagPolicy] != job.policy.Name ||
+				if img.Tags[rotation.TagPolicy] != job.policy.Name ||
 					img.Tags[rotation.TagCreatedBy] != rotation.CreatedBy ||
 					(job.instanceIDs != nil && !wanted[img.Tags[rotation.TagInstanceID]]) {
 					continue
 				}
-				seen[img.ID] = true
 				out = append(out, img)
 			}
 		}
@@ -526,9 +525,8 @@ func (r *Retention) listImages(ctx context.Context, cl ec2x.RetentionEC2, region
 	return out, nil
 }
 
-// toImage converts an EC2 image. An unreadable creation date counts as now,
-// which makes the image the newest and youngest: kept.
-func toImage(im types.Image, region string, now time.Time) rotation.Image {
+// toImage converts an EC2 image.
+func toImage(im types.Image, region string) rotation.Image {
 	img := rotation.Image{
 		ID:     aws.ToString(im.ImageId),
 		Region: region,
@@ -536,11 +534,11 @@ func toImage(im types.Image, region string, now time.Time) rotation.Image {
 		State:  string(im.State),
 		Tags:   make(map[string]string, len(im.Tags)),
 	}
-	created, err := time.Parse(time.RFC3339Nano, aws.ToString(im.CreationDate))
-	if err != nil {
-		created = now
+	// An unreadable date stays zero: the planner then dates the image by
+	// its rotation tag, or keeps it as of unknown age.
+	if created, err := time.Parse(time.RFC3339Nano, aws.ToString(im.CreationDate)); err == nil {
+		img.CreatedAt = created
 	}
-	img.CreatedAt = created
 	for _, t := range im.Tags {
 		img.Tags[aws.ToString(t.Key)] = aws.ToString(t.Value)
 	}
