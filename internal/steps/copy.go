@@ -32,6 +32,10 @@ type Copy struct {
 // copies in progress.
 const CopyLimitCode = "ResourceLimitExceeded"
 
+// PlannedImageID stands for the source image a dry run did not make, in the
+// planned copy records (a copy record always names its source).
+const PlannedImageID = "planned"
+
 // Handle starts the missing copies.
 func (s *Copy) Handle(ctx context.Context, in Batch) (Batch, error) {
 	out, err := s.handle(ctx, in)
@@ -148,8 +152,12 @@ func (s *Copy) sourceTags(ctx context.Context, home string, images []rotation.Re
 func (s *Copy) copyRegion(ctx context.Context, b Batch, p rotation.Policy, home, region string, jobs []copyJob, sourceTags map[string]map[string]string) []rotation.Record {
 	recs := make([]rotation.Record, len(jobs))
 	for i, j := range jobs {
+		src := j.source.ImageID
+		if src == "" {
+			src = PlannedImageID
+		}
 		recs[i] = rotation.Record{InstanceID: j.source.InstanceID, Region: region, Name: j.source.Name,
-			SourceImageID: j.source.ImageID, State: rotation.StatePlanned}
+			SourceImageID: src, State: rotation.StatePlanned}
 	}
 	if p.DryRun {
 		return recs

@@ -1,0 +1,183 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/amirotate/amirotate/internal/ec2sim"
+	"github.com/amirotate/amirotate/internal/ec2x"
+	"github.com/amirotate/amirotate/internal/rotation"
+)
+
+func TestPoll_OneDescribeImagesPerRegionWhateverTheNumberOfImages(t *testing.T) {
+	for _, n := range []int{1, 10, 100} {
+		t.Run(fmt.Sprintf("%d instances", n), func(t *testing.T) {
+			e := newSimEnv(t)
+			ctx := context.Background()
+			ids := e.run(testHome, n, nil)
+			b, err := e.snapshot().Handle(ctx, e.batch(copyPolicy(t, ""), ids))
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.sim.ResetStats()
+			if b, err = e.poll().Handle(ctx, b); err != nil { // sources still pending
+				t.Fatal(err)
+			}
+			if got := e.sim.Stats().Calls; got[testHome]["DescribeImages"] != 1 || len(got) != 1 {
+				t.Errorf("polling %d pending sources: calls %v, want one DescribeImages in %s", n, got, testHome)
+			}
+			e.clock.Advance(2 * time.Minute)
+			if b, err = e.poll().Handle(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+			if b.ToCopy != 2*n {
+				t.Fatalf("ToCopy = %d, want %d", b.ToCopy, 2*n)
+			}
+			if b, err = e.copier().Handle(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+			if b.Pending != 2*n {
+				t.Fatalf("pending copies = %d, want %d", b.Pending, 2*n)
+			}
+			e.sim.ResetStats()
+			if b, err = e.poll().Handle(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+			st := e.sim.Stats()
+			for _, r := range []string{"eu-west-1", "ap-southeast-2"} {
+				if st.Calls[r]["DescribeImages"] != 1 {
+					t.Errorf("%s: DescribeImages = %d, want 1", r, st.Calls[r]["DescribeImages"])
+				}
+			}
+			if st.Total("") != 2 {
+				t.Errorf("poll of %d copies made %d calls: %v", 2*n, st.Total(""), st.Calls)
+			}
+		})
+	}
+}
+
+func TestPoll_FailedImageIsDeregisteredWithAllItsSnapshots(t *testing.T) {
+	e := newSimEnv(t)
+	ctx := context.Background()
+	ids := e.run(testHome, 3, nil)
+	bad := ids[1]
+	e.sim.FailNextImage(testHome, bad, "disk read error")
+
+	b, err := e.snapshot().Handle(ctx, e.batch(testPolicy(t, ""), ids))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var badImage string
+	for _, r := range b.Images {
+		if r.InstanceID == bad {
+			badImage = r.ImageID
+		}
+	}
+	var badSnaps []string
+	for _, sn := range e.snapshots(testHome) {
+		if ec2x.TagMap(sn.Tags)[rotation.TagInstanceID] == bad {
+			badSnaps = append(badSnaps, aws.ToString(sn.SnapshotId))
+		}
+	}
+	if len(badSnaps) != 2 {
+		t.Fatalf("failed image has %d snapshots in the sim, want 2", len(badSnaps))
+	}
+
+	e.clock.Advance(2 * time.Minute)
+	if b, err = e.poll().Handle(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	failed := recordsIn(b, rotation.StateFailed)
+	if len(failed) != 1 || failed[0].InstanceID != bad || !strings.Contains(failed[0].Error, "disk read error") {
+		t.Fatalf("failed records = %+v", failed)
+	}
+	if len(b.Cleanup) != 1 || b.Cleanup[0].ImageID != badImage || b.Cleanup[0].State != rotation.StateFailed {
+		t.Fatalf("cleanup = %+v", b.Cleanup)
+	}
+	slices.Sort(badSnaps)
+	if !slices.Equal(b.Cleanup[0].SnapshotIDs, badSnaps) {
+		t.Errorf("cleanup reports snapshots %v, want %v", b.Cleanup[0].SnapshotIDs, badSnaps)
+	}
+	for _, img := range e.images(testHome) {
+		if aws.ToString(img.ImageId) == badImage {
+			t.Errorf("failed image %s still registered (%s)", badImage, img.State)
+		}
+	}
+	for _, sn := range e.snapshots(testHome) {
+		if slices.Contains(badSnaps, aws.ToString(sn.SnapshotId)) {
+			t.Errorf("snapshot %s of the failed image still exists", aws.ToString(sn.SnapshotId))
+		}
+	}
+	if b.Counts[rotation.StateAvailable] != 2 || b.Pending != 0 {
+		t.Errorf("counts %v pending %d", b.Counts, b.Pending)
+	}
+	// A second poll does not clean up again.
+	e.sim.ResetStats()
+	if b, err = e.poll().Handle(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if m := mutatingCalls(e.sim.Stats()); len(m) > 0 || len(b.Cleanup) != 1 {
+		t.Errorf("second poll: calls %v cleanup %+v", m, b.Cleanup)
+	}
+}
+
+func TestPoll_PendingPastTheTimeoutIsTimedOut(t *testing.T) {
+	e := newSimEnv(t, func(o *ec2sim.Options) { o.ImageDelay = time.Hour })
+	ctx := context.Background()
+	ids := e.run(testHome, 2, nil)
+	b, err := e.snapshot().Handle(ctx, e.batch(testPolicy(t, `,"timeoutMinutes":5,"pollIntervalSeconds":60`), ids))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var waits []int
+	for b.Pending > 0 {
+		e.clock.Advance(time.Duration(b.WaitSeconds) * time.Second)
+		if b, err = e.poll().Handle(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		waits = append(waits, b.WaitSeconds)
+		if len(waits) > 10 {
+			t.Fatalf("never timed out: %v", waits)
+		}
+	}
+	if got := recordsIn(b, rotation.StateTimedOut); len(got) != 2 || !strings.Contains(got[0].Error, "5 minutes") {
+		t.Errorf("timed-out records = %+v", got)
+	}
+	// 60 → 90 → 135, then the timeout (300 s after the start) cuts the wait.
+	if !slices.Equal(waits[:2], []int{90, 135}) {
+		t.Errorf("waits = %v, want backoff 90, 135, ...", waits)
+	}
+	if !e.clock.Now().Before(testStart.Add(5*time.Minute + 2*time.Second)) {
+		t.Errorf("timeout reported late, at %s", e.clock.Now())
+	}
+}
+
+func TestPoll_ErrorNamesReachTheLambdaResponse(t *testing.T) {
+	e := newSimEnv(t)
+	ids := e.run(testHome, 1, nil)
+	b, err := e.snapshot().Handle(context.Background(), e.batch(testPolicy(t, ""), ids))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := b
+	bad.InstanceIDs = []string{"i-nothex"}
+	if typ, msg := lambdaErrorType(t, (&Poll{Clients: e.clients}).Handle, bad); typ != "InvalidInputError" || !strings.Contains(msg, "instanceIds[0]") {
+		t.Errorf("bad instance id: errorType %q message %q", typ, msg)
+	}
+	if typ, _ := lambdaErrorType(t, (&Poll{Clients: deadClients(t)}).Handle, b); typ != "RetryableError" {
+		t.Errorf("unreachable EC2: errorType %q, want RetryableError", typ)
+	}
+	// Throttling that outlives every SDK retry.
+	if err := e.sim.Inject(ec2sim.Fault{Action: "DescribeImages", Code: "RequestLimitExceeded", Probability: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if typ, _ := lambdaErrorType(t, (&Poll{Clients: e.clients}).Handle, b); typ != "RetryableError" {
+		t.Errorf("throttled: errorType %q, want RetryableError", typ)
+	}
+}

@@ -1,0 +1,171 @@
+package steps
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/amirotate/amirotate/internal/ec2x"
+	"github.com/amirotate/amirotate/internal/rotation"
+)
+
+// latest returns the images tagged amirotate:latest in region.
+func (e *simEnv) latest(region string) []string {
+	var out []string
+	for _, img := range e.images(region) {
+		if ec2x.TagMap(img.Tags)[rotation.TagLatest] == rotation.LatestValue {
+			out = append(out, aws.ToString(img.ImageId))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func newImages(b Batch, region string) []string {
+	var out []string
+	for _, r := range b.Images {
+		if r.Region == region && r.State == rotation.StateAvailable {
+			out = append(out, r.ImageID)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestTag_MovesLatestToTheNewImagesInEveryRegion(t *testing.T) {
+	e := newSimEnv(t)
+	ctx := context.Background()
+	ids := e.run(testHome, 3, nil)
+	p := copyPolicy(t, "")
+	first := e.rotate(ctx, e.batch(p, ids))
+	regions := []string{testHome, "eu-west-1", "ap-southeast-2"}
+	for _, r := range regions {
+		if got, want := e.latest(r), newImages(first, r); len(want) != 3 || !slices.Equal(got, want) {
+			t.Fatalf("%s after the first rotation: latest %v, want %v", r, got, want)
+		}
+	}
+
+	// The next day's rotation.
+	e.clock.Advance(24 * time.Hour)
+	next := e.batch(p, ids)
+	next.Rotation = rotation.NewRotation(e.clock.Now(), rotation.TriggerSchedule, e.clock.Now())
+	next.Rotation.Home = testHome
+	b, err := e.snapshot().Handle(ctx, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for b.Pending > 0 || b.ToCopy > 0 {
+		e.clock.Advance(time.Duration(b.WaitSeconds) * time.Second)
+		if b, err = e.poll().Handle(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		if b.ToCopy > 0 {
+			if b, err = e.copier().Handle(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	e.sim.ResetStats()
+	if b, err = e.tagger().Handle(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	st := e.sim.Stats()
+	for _, r := range regions {
+		if got, want := e.latest(r), newImages(b, r); len(want) != 3 || !slices.Equal(got, want) {
+			t.Errorf("%s after the second rotation: latest %v, want %v", r, got, want)
+		}
+		if st.Calls[r]["CreateTags"] != 1 || st.Calls[r]["DeleteTags"] != 1 {
+			t.Errorf("%s: CreateTags %d, DeleteTags %d; want one batched call each", r, st.Calls[r]["CreateTags"], st.Calls[r]["DeleteTags"])
+		}
+	}
+}
+
+func TestTag_DeprecatesAndSharesImagesAndSnapshots(t *testing.T) {
+	e := newSimEnv(t)
+	ctx := context.Background()
+	ids := e.run(testHome, 2, nil)
+	b := e.rotate(ctx, e.batch(copyPolicy(t, `,"deprecateAfterDays":14,"shareWith":["111122223333","444455556666"]`), ids))
+	for _, r := range b.Images {
+		if r.Error != "" {
+			t.Errorf("record error: %+v", r)
+		}
+	}
+	wantDeprecation := "2026-12-09T03:00"
+	for _, region := range []string{testHome, "eu-west-1", "ap-southeast-2"} {
+		client := e.clients.EC2(region)
+		for _, img := range e.images(region) {
+			if !strings.HasPrefix(aws.ToString(img.DeprecationTime), wantDeprecation) {
+				t.Errorf("%s %s deprecation %q, want %s", region, aws.ToString(img.ImageId), aws.ToString(img.DeprecationTime), wantDeprecation)
+			}
+			attr, err := client.DescribeImageAttribute(ctx, &ec2.DescribeImageAttributeInput{
+				ImageId: img.ImageId, Attribute: types.ImageAttributeNameLaunchPermission})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var users []string
+			for _, lp := range attr.LaunchPermissions {
+				users = append(users, aws.ToString(lp.UserId))
+				if lp.Group != "" {
+					t.Errorf("image %s made public", aws.ToString(img.ImageId))
+				}
+			}
+			if !containsAll(users, "111122223333", "444455556666") {
+				t.Errorf("image %s shared with %v", aws.ToString(img.ImageId), users)
+			}
+			for _, sn := range ec2x.SnapshotIDs(img) {
+				sattr, err := client.DescribeSnapshotAttribute(ctx, &ec2.DescribeSnapshotAttributeInput{
+					SnapshotId: aws.String(sn), Attribute: types.SnapshotAttributeNameCreateVolumePermission})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var su []string
+				for _, cv := range sattr.CreateVolumePermissions {
+					su = append(su, aws.ToString(cv.UserId))
+				}
+				if !containsAll(su, "111122223333", "444455556666") {
+					t.Errorf("snapshot %s shared with %v", sn, su)
+				}
+			}
+		}
+	}
+}
+
+func TestTag_PublicOnlyWithAllowPublic(t *testing.T) {
+	e := newSimEnv(t)
+	ctx := context.Background()
+	ids := e.run(testHome, 1, nil)
+	b := e.rotate(ctx, e.batch(testPolicy(t, `,"shareWith":["all"],"allowPublic":true`), ids))
+	imgs := e.images(testHome)
+	attr, err := e.clients.EC2(testHome).DescribeImageAttribute(ctx, &ec2.DescribeImageAttributeInput{
+		ImageId: imgs[0].ImageId, Attribute: types.ImageAttributeNameLaunchPermission})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(attr.LaunchPermissions) != 1 || attr.LaunchPermissions[0].Group != types.PermissionGroupAll {
+		t.Errorf("launch permissions = %+v, want group all", attr.LaunchPermissions)
+	}
+	b.Policy.AllowPublic = false
+	if typ, msg := lambdaErrorType(t, (&Tag{Clients: e.clients}).Handle, b); typ != "InvalidInputError" || !strings.Contains(msg, "allowPublic") {
+		t.Errorf("public without allowPublic: errorType %q message %q", typ, msg)
+	}
+}
+
+func TestTag_ErrorNamesReachTheLambdaResponse(t *testing.T) {
+	e := newSimEnv(t)
+	ctx := context.Background()
+	b := e.availableSources(ctx, testPolicy(t, ""), e.run(testHome, 1, nil))
+	bad := b
+	bad.Rotation.ID = "yesterday"
+	if typ, msg := lambdaErrorType(t, (&Tag{Clients: e.clients}).Handle, bad); typ != "InvalidInputError" || !strings.Contains(msg, "rotation.id") {
+		t.Errorf("bad rotation id: errorType %q message %q", typ, msg)
+	}
+	if typ, _ := lambdaErrorType(t, (&Tag{Clients: deadClients(t)}).Handle, b); typ != "RetryableError" {
+		t.Errorf("unreachable EC2: errorType %q, want RetryableError", typ)
+	}
+}
