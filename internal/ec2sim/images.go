@@ -1113,3 +1113,105 @@ func (s *Sim) describeImageAttribute(c *call) *apiError {
 	}
 	return nil
 }
+
+// registerImage registers an image from existing snapshots. The image is
+// available at once. Registering a second image from the snapshots of a
+// first is how two images come to share a snapshot.
+func (s *Sim) registerImage(c *call) *apiError {
+	p := c.p
+	name := p.str("Name")
+	if err := checkAMIName(name); err != nil {
+		return err
+	}
+	desc := p.str("Description")
+	if err := checkDescription(desc); err != nil {
+		return err
+	}
+	if p.has("ImageLocation") {
+		return errorf("InvalidParameterCombination", "Instance-store (S3 manifest) images are not supported; register EBS snapshots with BlockDeviceMapping.")
+	}
+	root := p.str("RootDeviceName")
+	if root == "" {
+		root = "/dev/xvda"
+	}
+	arch := p.str("Architecture")
+	if arch == "" {
+		arch = "x86_64"
+	}
+	if other, ok := c.r.imageNames[name]; ok {
+		return errorf("InvalidAMIName.Duplicate", "AMI name %s is already in use by AMI %s", name, other.id)
+	}
+	specs, err := p.tagSpecs("image")
+	if err != nil {
+		return err
+	}
+	tags, err := applyTags(nil, tagsFor(specs, "image"))
+	if err != nil {
+		return err
+	}
+	var bdm []imageBDM
+	hasRoot := false
+	for _, n := range p.indexes("BlockDeviceMapping") {
+		pre := member("BlockDeviceMapping", n)
+		dev := p.str(pre + "DeviceName")
+		if dev == "" {
+			return errMissing(pre + "DeviceName")
+		}
+		if p.has(pre + "NoDevice") {
+			continue
+		}
+		m := imageBDM{deviceName: dev, volumeType: p.str(pre + "Ebs.VolumeType"), deleteOnTermination: true}
+		if m.volumeType == "" {
+			m.volumeType = "gp3"
+		}
+		if p.has(pre + "Ebs.DeleteOnTermination") {
+			d, err := p.boolean(pre + "Ebs.DeleteOnTermination")
+			if err != nil {
+				return err
+			}
+			m.deleteOnTermination = d
+		}
+		size, hasSize, err := p.integer(pre + "Ebs.VolumeSize")
+		if err != nil {
+			return err
+		}
+		if sid := p.str(pre + "Ebs.SnapshotId"); sid != "" {
+			sn, err := c.r.snapshotByID(sid, c.now)
+			if err != nil {
+				return err
+			}
+			if sn.state != "completed" {
+				return errorf("IncorrectState", "Snapshot %s is in state %s; it must be completed.", sid, sn.state)
+			}
+			if !hasSize {
+				size = sn.size
+			} else if size < sn.size {
+				return errorf("InvalidBlockDeviceMapping", "Volume of size %dGB is smaller than snapshot '%s', expect size >= %dGB", size, sid, sn.size)
+			}
+			m.snapshotID, m.encrypted, m.kmsKeyID = sid, sn.encrypted, sn.kmsKeyID
+		} else if !hasSize {
+			return errorf("InvalidBlockDeviceMapping", "The block device mapping for %s needs a snapshot id or a volume size.", dev)
+		}
+		m.volumeSize = size
+		hasRoot = hasRoot || dev == root
+		bdm = append(bdm, m)
+	}
+	if !hasRoot {
+		return errorf("InvalidBlockDeviceMapping", "The root device name %s has no EBS block device mapping with a snapshot.", root)
+	}
+	img := &image{
+		seq: s.nextSeq(), id: s.newID("ami"), name: name, description: desc, ownerID: AccountID,
+		state: "available", created: c.now, readyAt: c.now, launchUsers: map[string]bool{}, tags: tags,
+		protection: "disabled", rootDevice: root, architecture: arch, bdm: bdm,
+	}
+	for _, m := range bdm {
+		if sn, ok := c.r.snapshots[m.snapshotID]; ok {
+			sn.usedBy[img.id] = true
+		}
+	}
+	c.r.images[img.id] = img
+	c.r.imageList = append(c.r.imageList, img)
+	c.r.imageNames[name] = img
+	c.w.el("imageId", img.id)
+	return nil
+}

@@ -344,6 +344,7 @@ var ec2Actions = map[string]ec2Handler{
 	"CreateImage":                          (*Sim).createImage,
 	"DescribeImages":                       (*Sim).describeImages,
 	"CopyImage":                            (*Sim).copyImage,
+	"RegisterImage":                        (*Sim).registerImage,
 	"DeregisterImage":                      (*Sim).deregisterImage,
 	"EnableImageDeprecation":               (*Sim).enableImageDeprecation,
 	"DisableImageDeprecation":              (*Sim).disableImageDeprecation,
