@@ -113,6 +113,8 @@ type ReportIn struct {
 	Refused  []rotation.Record   `json:"refused,omitempty"`
 	Results  []BatchResult       `json:"results,omitempty"`
 	Others   *RetentionOthersOut `json:"others,omitempty"`
+	// OthersError is set when the pass over other instances failed for good.
+	OthersError *StepError `json:"othersError,omitempty"`
 }
 
 // Instance outcomes, as BatchResult and Summary count them.

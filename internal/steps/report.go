@@ -204,6 +204,9 @@ func Summarize(in ReportIn) Summary {
 			s.OrphansDeleted += len(ids)
 		}
 	}
+	if e := in.OthersError; e != nil {
+		batchErrors = append(batchErrors, "retention of other instances: "+e.Error+": "+e.Cause)
+	}
 	notOK := s.Instances - s.Outcomes[OutcomeOK] - s.Outcomes[OutcomePlanned]
 	s.Failed = notOK > 0 || s.RetentionFailed > 0 || len(batchErrors) > 0
 	if s.Failed {
@@ -228,7 +231,7 @@ func cause(s Summary, notOK int, batchErrors []string) string {
 		parts = append(parts, fmt.Sprintf("retention could not delete %d images", s.RetentionFailed))
 	}
 	if len(batchErrors) > 0 {
-		parts = append(parts, fmt.Sprintf("%d batches failed, first: %s", len(batchErrors), batchErrors[0]))
+		parts = append(parts, fmt.Sprintf("%d steps failed, first: %s", len(batchErrors), batchErrors[0]))
 	}
 	return strings.Join(parts, "; ")
 }

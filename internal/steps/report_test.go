@@ -56,11 +56,12 @@ func TestReport_BatchResultNamesEveryInstanceThatIsNotOK(t *testing.T) {
 
 func TestReport_StepErrorMakesUnfinishedInstancesErrors(t *testing.T) {
 	b := reportBatch()
-	b.Images = b.Images[:2] // only i-ok got its images before the step failed
+	b.Images = b.Images[:2] // only i-ok got its images before a later step failed
 	b.Error = &StepError{Error: "RetryableError", Cause: "DescribeImages: throttled"}
 	res := BatchResultOf(b)
-	if res.Outcomes[OutcomeError] != 3 {
-		t.Fatalf("outcomes = %v, want 3 errors", res.Outcomes)
+	// i-ok has its images, but tag/publish/retention did not finish for it.
+	if res.Outcomes[OutcomeError] != 4 {
+		t.Fatalf("outcomes = %v, want 4 errors", res.Outcomes)
 	}
 	if !strings.Contains(res.Error, "RetryableError") {
 		t.Errorf("batch error = %q", res.Error)
@@ -84,7 +85,9 @@ func TestReport_SummaryFailsWhenAnythingFailed(t *testing.T) {
 			Refused: []rotation.Record{{InstanceID: "i-x", State: rotation.StateRefused, Error: "does not match"}}}, true, "1 refused"},
 		{"retention failure in others pass", ReportIn{Rotation: &rot, Policy: &pol, Results: []BatchResult{ok},
 			Others: &RetentionOthersOut{Retention: []rotation.ScopeReport{{Failed: map[string]string{"ami-1": "boom"}}}}}, true, "retention could not delete 1"},
-		{"failed batch", ReportIn{Rotation: &rot, Policy: &pol, Results: []BatchResult{{Instances: 1, Outcomes: map[string]int{OutcomeError: 1}, Error: "FatalError: denied"}}}, true, "1 batches failed"},
+		{"failed batch", ReportIn{Rotation: &rot, Policy: &pol, Results: []BatchResult{{Instances: 1, Outcomes: map[string]int{OutcomeError: 1}, Error: "FatalError: denied"}}}, true, "1 steps failed"},
+		{"others pass failed", ReportIn{Rotation: &rot, Policy: &pol, Results: []BatchResult{ok},
+			OthersError: &StepError{Error: "RetryableError", Cause: "throttled"}}, true, "retention of other instances"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
