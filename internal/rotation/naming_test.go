@@ -30,9 +30,29 @@ func TestRotationID(t *testing.T) {
 }
 
 func TestParseRotationID_Rejects(t *testing.T) {
-	for _, id := range []string{"", "20261125", "20261125T03:00Z", "20261125T0300", "20261325T0300Z", "20261125t0300z", "20261125T0300Z ", "2026-11-25T03:00:00Z"} {
+	for _, id := range []string{"", "20261125", "20261125T03:00Z", "20261125T0300", "20261325T0300Z", "20261125t0300z", "20261125T0300Z ", "2026-11-25T03:00:00Z",
+		"20260230T0300Z", "20261125T2400Z", "20261125T0360Z", "20261100T0300Z", "2026112xT0300Z", "-0261125T0300Z", "20261125T-100Z"} {
 		if _, err := ParseRotationID(id); err == nil {
 			t.Errorf("ParseRotationID(%q) accepted", id)
+		}
+	}
+}
+
+// TestParseRotationID_AgreesWithTimeParse: the hand parser accepts exactly
+// what the layout describes.
+func TestParseRotationID_AgreesWithTimeParse(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 20000 {
+		b := []byte(RotationID(time.Unix(rng.Int64N(1<<35), 0)))
+		if rng.IntN(2) == 0 {
+			b[rng.IntN(len(b))] = "0123456789TZx-"[rng.IntN(14)]
+		}
+		id := string(b)
+		ref, err := time.Parse(rotationIDLayout, id)
+		refOK := err == nil && ref.Format(rotationIDLayout) == id
+		got, ok := parseRotationID(id)
+		if ok != refOK || (ok && !got.Equal(ref)) {
+			t.Fatalf("%q: got %v %v, time.Parse says %v %v", id, got, ok, ref, refOK)
 		}
 	}
 }
@@ -98,7 +118,7 @@ func TestImageName_AlwaysValid(t *testing.T) {
 		}
 		return string(r)
 	}
-	for range 20000 {
+	for range 5000 {
 		p, i, r := randStr(), randStr(), randStr()
 		got := ImageName(p, i, r)
 		if !ValidImageName(got) || !ec2NameRE.MatchString(got) {

@@ -113,18 +113,14 @@ func PlanRetention(in PlanInput) []Decision {
 		it.scope = scopeKey{region: img.Region, instance: img.Tags[TagInstanceID], copy: IsCopy(img.Tags)}
 		var known bool
 		it.when, known = imageTime(img)
-		it.reason = standingReason(in, img, seen[img.ID] > 1, known)
-		// Only usable images of the scope compete for its newest/keep slots,
-		// including those another rule keeps anyway.
-		switch ReasonCode(it.reason) {
-		case "", ReasonKeepTag, ReasonProtected, ReasonInUse:
-			it.ranked = true
+		it.reason, it.ranked = standingReason(in, img, seen[img.ID] > 1, known)
+		if it.ranked {
 			groups[it.scope] = append(groups[it.scope], it)
 		}
 	}
 
 	for key, group := range groups {
-		slices.SortFunc(group, func(a, b *planned) int { return newerFirst(a, b) })
+		slices.SortFunc(group, newerFirst)
 		rule := in.Policy.RetentionFor(key.copy)
 		keep := max(rule.Keep, 0)
 		maxAge := time.Duration(max(rule.MaxAgeDays, 0)) * 24 * time.Hour
@@ -147,16 +143,20 @@ func PlanRetention(in PlanInput) []Decision {
 		}
 	}
 
-	slices.SortFunc(items, func(a, b planned) int {
+	order := make([]*planned, n)
+	for i := range items {
+		order[i] = &items[i]
+	}
+	slices.SortFunc(order, func(a, b *planned) int {
 		return cmp.Or(
 			cmp.Compare(a.img.Region, b.img.Region),
 			cmp.Compare(a.scope.instance, b.scope.instance),
-			newerFirst(&a, &b),
+			newerFirst(a, b),
 			cmp.Compare(a.reason, b.reason),
 		)
 	})
 	decisions := make([]Decision, n)
-	for i, it := range items {
+	for i, it := range order {
 		d := Decision{
 			ImageID:    it.img.ID,
 			Region:     it.img.Region,
@@ -174,33 +174,38 @@ func PlanRetention(in PlanInput) []Decision {
 
 // standingReason is why an image is kept whatever its rank or age, or "".
 // The order of the checks only decides which reason a report names.
-func standingReason(in PlanInput, img *Image, duplicate, timeKnown bool) string {
+//
+// ranked says whether the image competes for the newest/keep slots of its
+// scope: every usable image of ours does (available, with a known time),
+// including one another rule keeps anyway.
+func standingReason(in PlanInput, img *Image, duplicate, timeKnown bool) (reason string, ranked bool) {
 	instance := img.Tags[TagInstanceID]
 	switch {
 	case duplicate:
-		return ReasonDuplicate
+		return ReasonDuplicate, false
 	case !Managed(img.Tags) || img.Tags[TagPolicy] != in.Policy.Name:
-		return ReasonNotManaged
+		return ReasonNotManaged, false
 	case in.Scope != nil && !in.Scope[instance]:
-		return ReasonOutOfScope
+		return ReasonOutOfScope, false
 	}
 	if why, held := in.Hold[instance]; held {
-		return withDetail(ReasonHold, why)
+		return withDetail(ReasonHold, why), false
 	}
+	ranked = img.State == StateAvailable && timeKnown
 	switch {
 	case KeepTagged(img.Tags):
-		return ReasonKeepTag
+		return ReasonKeepTag, ranked
 	case img.DeregistrationProtected:
-		return ReasonProtected
+		return ReasonProtected, ranked
 	case img.State != StateAvailable:
-		return withDetail(ReasonNotAvailable, img.State)
+		return withDetail(ReasonNotAvailable, img.State), false
 	case !timeKnown:
-		return ReasonUnknownAge
+		return ReasonUnknownAge, false
 	}
 	if refs := in.References[img.ID]; len(refs) > 0 {
-		return withDetail(ReasonInUse, describeReferences(refs))
+		return withDetail(ReasonInUse, describeReferences(refs)), true
 	}
-	return ""
+	return "", true
 }
 
 func withDetail(reason, detail string) string {
@@ -224,7 +229,7 @@ func describeReferences(refs []string) string {
 // with their source, else EC2's creation date. ok is false when neither
 // gives a time.
 func imageTime(img *Image) (t time.Time, ok bool) {
-	if t, err := ParseRotationID(img.Tags[TagRotation]); err == nil {
+	if t, ok := parseRotationID(img.Tags[TagRotation]); ok {
 		return t, true
 	}
 	return img.CreatedAt, !img.CreatedAt.IsZero()

@@ -113,6 +113,19 @@ func TestPlan_NeverDeletesNewestAvailableWhenNewerIsPending(t *testing.T) {
 	}
 }
 
+// A newer image that is kept for another reason but is not available
+// (protected while pending) must not take the newest slot: the newest
+// usable image would then look deletable.
+func TestPlan_NeverDeletesNewestAvailableWhenNewerIsProtectedButPending(t *testing.T) {
+	got := plan(t, PlanInput{Policy: policyKeep(1, 0), Images: []Image{
+		image("ami-new", "us-east-1", "i-a", 0, withState(StatePending), protected),
+		image("ami-kept", "us-east-1", "i-a", 0, withState(StateFailed), withTag(TagKeep, "true")),
+		image("ami-1", "us-east-1", "i-a", 1),
+		image("ami-2", "us-east-1", "i-a", 2),
+	}})
+	expect(t, got, map[string]string{"ami-new": ReasonProtected, "ami-kept": ReasonKeepTag, "ami-1": ReasonNewest, "ami-2": ReasonExpired})
+}
+
 func TestPlan_NeverDeletesImageInUse(t *testing.T) {
 	got := plan(t, PlanInput{
 		Policy: policyKeep(1, 0),

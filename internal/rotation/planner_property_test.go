@@ -1,0 +1,341 @@
+package rotation
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+)
+
+// inventories is how many random inventories the property test checks.
+const inventories = 10_000
+
+var (
+	propRegions   = []string{"us-east-1", "eu-west-1", "ap-southeast-2"}
+	propInstances = []string{"i-0000000000000000a", "i-0000000000000000b", "i-0000000000000000c", "i-0000000000000000d"}
+)
+
+// randomInventory makes a PlanInput with every feature the rules care about
+// drawn at random: ownership, states, ages (with ties), copies, keep tags,
+// protection, references, snapshots shared between images, scopes and holds.
+func randomInventory(rng *rand.Rand) PlanInput {
+	in := PlanInput{Now: planNow}
+	keep, age := rng.IntN(5), rng.IntN(21)
+	if keep == 0 && age == 0 {
+		keep = 1 + rng.IntN(3)
+	}
+	in.Policy = Policy{Name: "nightly", Retention: Retention{Keep: keep, MaxAgeDays: age}}
+	if rng.IntN(3) == 0 {
+		ck, ca := rng.IntN(4), rng.IntN(10)
+		if ck == 0 && ca == 0 {
+			ck = 1
+		}
+		in.Policy.CopyRetention = &Retention{Keep: ck, MaxAgeDays: ca}
+	}
+
+	regions := propRegions[:1+rng.IntN(len(propRegions))]
+	instances := propInstances[:1+rng.IntN(len(propInstances))]
+	n := rng.IntN(31)
+	snapPool := 1 + n + n/2 // small enough that images share snapshots
+	for i := range n {
+		// Days from a small range make equal rotation times common.
+		made := planNow.Add(-time.Duration(rng.IntN(30))*24*time.Hour - time.Duration(rng.IntN(2))*time.Minute)
+		instance := instances[rng.IntN(len(instances))]
+		img := Image{
+			ID:        fmt.Sprintf("ami-%017x", rng.Uint64()>>4),
+			Region:    regions[rng.IntN(len(regions))],
+			State:     StateAvailable,
+			CreatedAt: made.Add(time.Duration(rng.IntN(3)) * time.Minute),
+			Tags: map[string]string{
+				TagCreatedBy: CreatedBy, TagPolicy: "nightly", TagInstanceID: instance, TagRotation: RotationID(made),
+			},
+		}
+		switch rng.IntN(20) {
+		case 0:
+			delete(img.Tags, []string{TagCreatedBy, TagPolicy, TagInstanceID, TagRotation}[rng.IntN(4)])
+		case 1:
+			img.Tags[TagPolicy] = "weekly"
+		case 2:
+			img.Tags[TagRotation] = "garbled" // falls back to CreatedAt
+			if rng.IntN(2) == 0 {
+				img.CreatedAt = time.Time{} // and then age is unknown
+			}
+		}
+		if rng.IntN(3) == 0 {
+			img.Tags[TagSourceImage] = "ami-source"
+		}
+		if rng.IntN(5) == 0 {
+			img.State = []string{StatePending, StateFailed, "deregistered", "disabled"}[rng.IntN(4)]
+		}
+		if rng.IntN(12) == 0 {
+			img.Tags[TagKeep] = []string{"true", "", "false", "no", "FALSE"}[rng.IntN(5)]
+		}
+		img.DeregistrationProtected = rng.IntN(12) == 0
+		for range rng.IntN(4) {
+			img.SnapshotIDs = append(img.SnapshotIDs, fmt.Sprintf("snap-%d", rng.IntN(snapPool)))
+		}
+		if rng.IntN(10) == 0 {
+			if in.References == nil {
+				in.References = map[string][]string{}
+			}
+			in.References[img.ID] = []string{fmt.Sprintf("launch-template lt-%d:%d", i, 1+rng.IntN(3))}
+		}
+		in.Images = append(in.Images, img)
+	}
+	if rng.IntN(3) > 0 {
+		in.Scope = map[string]bool{}
+		for _, inst := range instances {
+			if rng.IntN(4) > 0 {
+				in.Scope[inst] = true
+			}
+		}
+	}
+	if rng.IntN(4) == 0 {
+		in.Hold = map[string]string{instances[rng.IntN(len(instances))]: "failed"}
+	}
+	return in
+}
+
+// oracle is a slow, independent statement of the rules: per image, whether
+// it is ours and eligible at all, and whether it should be deleted.
+type oracle struct {
+	in       PlanInput
+	ours     []bool // ours, in scope, not held, listed once
+	rankable []bool // ours and available with a known time: competes for newest/keep
+	standing []bool // kept whatever its rank: keep tag, protection, state, unknown age, in use
+}
+
+func newOracle(in PlanInput) *oracle {
+	o := &oracle{in: in}
+	count := map[string]int{}
+	for _, img := range in.Images {
+		count[img.ID]++
+	}
+	for _, img := range in.Images {
+		inst := img.Tags[TagInstanceID]
+		_, held := in.Hold[inst]
+		ours := count[img.ID] == 1 &&
+			img.Tags[TagCreatedBy] == "amirotate" && img.Tags[TagPolicy] == "nightly" && inst != "" && img.Tags[TagRotation] != "" &&
+			(in.Scope == nil || in.Scope[inst]) && !held
+		_, timeKnown := imageTime(&img)
+		keepTag := false
+		if v, ok := img.Tags[TagKeep]; ok && v != "false" && v != "FALSE" {
+			keepTag = true
+		}
+		rankable := ours && img.State == StateAvailable && timeKnown
+		o.ours = append(o.ours, ours)
+		o.rankable = append(o.rankable, rankable)
+		o.standing = append(o.standing, ours && (keepTag || img.DeregistrationProtected || !rankable || len(in.References[img.ID]) > 0))
+	}
+	return o
+}
+
+func (o *oracle) sameScope(i, j int) bool {
+	a, b := o.in.Images[i], o.in.Images[j]
+	return a.Region == b.Region && a.Tags[TagInstanceID] == b.Tags[TagInstanceID] &&
+		(a.Tags[TagSourceImage] != "") == (b.Tags[TagSourceImage] != "")
+}
+
+// rank counts the rankable images of i's scope that are newer than i.
+func (o *oracle) rank(i int) int {
+	ti, _ := imageTime(&o.in.Images[i])
+	r := 0
+	for j := range o.in.Images {
+		if j == i || !o.rankable[j] || !o.sameScope(i, j) {
+			continue
+		}
+		tj, _ := imageTime(&o.in.Images[j])
+		a, b := o.in.Images[i], o.in.Images[j]
+		if tj.After(ti) || (tj.Equal(ti) && (b.CreatedAt.After(a.CreatedAt) ||
+			(b.CreatedAt.Equal(a.CreatedAt) && b.ID < a.ID))) {
+			r++
+		}
+	}
+	return r
+}
+
+func (o *oracle) shouldDelete(i int) bool {
+	if !o.ours[i] || o.standing[i] {
+		return false
+	}
+	img := o.in.Images[i]
+	rule := o.in.Policy.Retention
+	if img.Tags[TagSourceImage] != "" && o.in.Policy.CopyRetention != nil {
+		rule = *o.in.Policy.CopyRetention
+	}
+	r := o.rank(i)
+	t, _ := imageTime(&img)
+	youngEnough := rule.MaxAgeDays > 0 && o.in.Now.Sub(t) < time.Duration(rule.MaxAgeDays)*24*time.Hour
+	return r > 0 && r >= rule.Keep && !youngEnough
+}
+
+// TestPlan_Properties checks the planner's invariants over many random
+// inventories. Each invariant is stated from the images' properties, not
+// from the planner's reasons, so a planner that forgets a rule fails here.
+func TestPlan_Properties(t *testing.T) {
+	rng := rand.New(rand.NewPCG(20261125, 3))
+	deleted, kept := 0, 0
+	for k := range inventories {
+		in := randomInventory(rng)
+		ds := PlanRetention(in)
+		fail := func(format string, args ...any) {
+			t.Helper()
+			t.Fatalf("inventory %d: %s\npolicy %+v scope %v hold %v refs %v", k, fmt.Sprintf(format, args...),
+				in.Policy.Retention, in.Scope, in.Hold, in.References)
+		}
+
+		// Every image gets exactly one decision.
+		if len(ds) != len(in.Images) {
+			fail("%d decisions for %d images", len(ds), len(in.Images))
+		}
+		byID := map[string]Decision{}
+		for _, d := range ds {
+			if _, dup := byID[d.ImageID]; dup {
+				fail("two decisions for %s", d.ImageID)
+			}
+			byID[d.ImageID] = d
+		}
+		o := newOracle(in)
+		users := map[string]map[string]bool{} // snapshot → images using it
+		for _, img := range in.Images {
+			for _, s := range img.SnapshotIDs {
+				if users[s] == nil {
+					users[s] = map[string]bool{}
+				}
+				users[s][img.ID] = true
+			}
+		}
+
+		type scope struct {
+			region, instance string
+			copy             bool
+		}
+		newest := map[scope]int{} // scope → index of its newest rankable image
+		for i, img := range in.Images {
+			if !o.rankable[i] {
+				continue
+			}
+			sc := scope{img.Region, img.Tags[TagInstanceID], img.Tags[TagSourceImage] != ""}
+			if o.rank(i) == 0 {
+				newest[sc] = i
+			}
+		}
+
+		for i, img := range in.Images {
+			d, ok := byID[img.ID]
+			if !ok {
+				fail("no decision for %s", img.ID)
+			}
+			if d.Delete {
+				deleted++
+				inst := img.Tags[TagInstanceID]
+				_, held := in.Hold[inst]
+				switch {
+				case !Managed(img.Tags) || img.Tags[TagPolicy] != in.Policy.Name:
+					fail("deleted %s, which is not ours: %v", img.ID, img.Tags)
+				case in.Scope != nil && !in.Scope[inst]:
+					fail("deleted %s of %s, outside the scope", img.ID, inst)
+				case held:
+					fail("deleted %s of held instance %s", img.ID, inst)
+				case KeepTagged(img.Tags):
+					fail("deleted %s tagged keep=%q", img.ID, img.Tags[TagKeep])
+				case img.DeregistrationProtected:
+					fail("deleted protected %s", img.ID)
+				case img.State != StateAvailable:
+					fail("deleted %s in state %s", img.ID, img.State)
+				case len(in.References[img.ID]) > 0:
+					fail("deleted %s in use by %v", img.ID, in.References[img.ID])
+				case newest[scope{img.Region, inst, IsCopy(img.Tags)}] == i:
+					fail("deleted %s, the newest available image of its scope", img.ID)
+				}
+				if ReasonCode(d.Reason) != ReasonExpired {
+					fail("deleted %s with reason %q", img.ID, d.Reason)
+				}
+				// Snapshots: only its own, never one another image uses, and
+				// none of its own left behind.
+				var own []string
+				for _, s := range img.SnapshotIDs {
+					if len(users[s]) == 1 {
+						own = append(own, s)
+					}
+				}
+				slices.Sort(own)
+				own = slices.Compact(own)
+				if !slices.Equal(d.SnapshotIDs, own) && !(len(own) == 0 && len(d.SnapshotIDs) == 0) {
+					fail("deleted %s with snapshots %v; its unshared snapshots are %v (all: %v)", img.ID, d.SnapshotIDs, own, img.SnapshotIDs)
+				}
+			} else {
+				kept++
+				if d.SnapshotIDs != nil {
+					fail("kept %s but listed snapshots %v", img.ID, d.SnapshotIDs)
+				}
+				if ReasonCode(d.Reason) == ReasonExpired {
+					fail("kept %s with reason expired", img.ID)
+				}
+			}
+			// The planner deletes exactly what the rules allow: nothing
+			// more (safety, above) and nothing less (or disks fill up).
+			if want := o.shouldDelete(i); d.Delete != want {
+				fail("%s: delete=%v (%s), rules say %v (rank %d, %+v)", img.ID, d.Delete, d.Reason, want, o.rank(i), img)
+			}
+		}
+
+		// With keep = k and no maxAgeDays, at most max(k,1) images of a
+		// scope remain besides those a standing rule keeps.
+		remaining, standing := map[scope]int{}, map[scope]int{}
+		for i, img := range in.Images {
+			if !o.ours[i] {
+				continue
+			}
+			sc := scope{img.Region, img.Tags[TagInstanceID], img.Tags[TagSourceImage] != ""}
+			if !byID[img.ID].Delete {
+				remaining[sc]++
+			}
+			if o.standing[i] {
+				standing[sc]++
+			}
+		}
+		for sc, n := range remaining {
+			rule := in.Policy.RetentionFor(sc.copy)
+			if rule.MaxAgeDays == 0 && n > max(rule.Keep, 1)+standing[sc] {
+				fail("scope %v keeps %d images; keep %d allows %d plus %d kept for other reasons", sc, n, rule.Keep, max(rule.Keep, 1), standing[sc])
+			}
+		}
+
+		// Deterministic, and independent of the order of the inventory.
+		if again := PlanRetention(in); !reflect.DeepEqual(ds, again) {
+			fail("two runs differ")
+		}
+		shuffled := in
+		shuffled.Images = slices.Clone(in.Images)
+		rng.Shuffle(len(shuffled.Images), func(i, j int) { shuffled.Images[i], shuffled.Images[j] = shuffled.Images[j], shuffled.Images[i] })
+		if other := PlanRetention(shuffled); !reflect.DeepEqual(ds, other) {
+			fail("the plan depends on the order of the images")
+		}
+		if !slices.IsSortedFunc(ds, func(a, b Decision) int {
+			if a.Region != b.Region {
+				return compareStrings(a.Region, b.Region)
+			}
+			return compareStrings(a.InstanceID, b.InstanceID)
+		}) {
+			fail("decisions not sorted by region and instance")
+		}
+	}
+	// The generator must exercise both outcomes, or the test proves nothing.
+	if deleted < inventories || kept < inventories {
+		t.Errorf("weak generator: %d deletions and %d keeps over %d inventories", deleted, kept, inventories)
+	}
+	t.Logf("%d inventories: %d images deleted, %d kept", inventories, deleted, kept)
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
