@@ -67,6 +67,7 @@ func (s *Copy) handle(ctx context.Context, b Batch) (Batch, error) {
 	}
 	p := bc.policy
 	now := s.now()
+	b.Images = slices.Clone(b.Images) // never write into the caller's records
 
 	existing := copyIndex(b.Images)
 	jobs := map[string][]copyJob{} // destination region → jobs

@@ -62,6 +62,7 @@ func (s *Poll) handle(ctx context.Context, b Batch) (Batch, error) {
 	p := bc.policy
 	now := s.now()
 	due := deadline(b, p)
+	b.Images = slices.Clone(b.Images) // never write into the caller's records
 
 	pending := map[string][]string{} // region → image ids
 	for _, r := range b.Images {
@@ -119,7 +120,7 @@ func (s *Poll) handle(ctx context.Context, b Batch) (Batch, error) {
 	}
 
 	if !p.DryRun && len(failed) > 0 {
-		b.Cleanup = append(b.Cleanup, s.cleanup(ctx, b, p, failed)...)
+		b.Cleanup = append(slices.Clone(b.Cleanup), s.cleanup(ctx, b, p, failed)...)
 	}
 
 	b.Policy = p

@@ -44,6 +44,7 @@ func (s *Snapshot) handle(ctx context.Context, b Batch) (Batch, error) {
 	}
 	p := bc.policy
 	client := s.Clients.EC2(bc.home)
+	b.Images = slices.Clone(b.Images) // never write into the caller's records
 
 	instances, err := describeInstances(ctx, client, &ec2.DescribeInstancesInput{
 		Filters: []types.Filter{ec2x.Filter("instance-id", b.InstanceIDs...)},

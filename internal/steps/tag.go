@@ -54,6 +54,7 @@ func (s *Tag) handle(ctx context.Context, b Batch) (Batch, error) {
 		return Batch{}, err
 	}
 	p := bc.policy
+	b.Images = slices.Clone(b.Images) // never write into the caller's records
 	if slices.Contains(p.ShareWith, PublicGroup) && !p.AllowPublic {
 		return Batch{}, rotation.Invalid("policy.shareWith", `"all" makes the images public; set allowPublic to true to allow it`)
 	}
