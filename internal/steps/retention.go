@@ -203,6 +203,12 @@ func batchScope(b Batch, home string) (scope map[string]bool, hold map[string]st
 		}
 	}
 	scope = map[string]bool{}
+	// Held instances are in scope so that the planner reports them as held
+	// (it checks scope first); the hold keeps every image of theirs, and
+	// region() enforces that again after planning.
+	for id := range hold {
+		scope[id] = true
+	}
 	regions := b.Policy.Regions(home)
 	for id, p := range done {
 		if _, held := hold[id]; held {
@@ -449,10 +455,21 @@ func (r *Retention) plan(ctx context.Context, region string, in rotation.PlanInp
 		decisions = rotation.PlanRetention(in)
 	}
 	for i, d := range decisions {
-		if d.Delete && !checked[d.ImageID] {
+		veto := ""
+		switch {
+		case !d.Delete:
+		case !checked[d.ImageID]:
+			veto = "its references could not be checked in this run"
+		case in.Hold[d.InstanceID] != "":
+			// The planner honours Hold; this makes sure of it.
+			veto = rotation.ReasonHold + ": " + in.Hold[d.InstanceID]
+		case in.Scope != nil && !in.Scope[d.InstanceID]:
+			veto = rotation.ReasonOutOfScope
+		}
+		if veto != "" {
 			decisions[i].Delete = false
 			decisions[i].SnapshotIDs = nil
-			decisions[i].Reason = "its references could not be checked in this run"
+			decisions[i].Reason = veto
 		}
 	}
 	return decisions, nil

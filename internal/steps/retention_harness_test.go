@@ -1,0 +1,450 @@
+package steps
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	asgtypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+
+	"github.com/amirotate/amirotate/internal/ec2sim"
+	"github.com/amirotate/amirotate/internal/ec2x"
+	"github.com/amirotate/amirotate/internal/rotation"
+)
+
+// The retention and publish tests build a world in the simulator through
+// the real SDK (images made by CreateImage, launch templates, parameters,
+// Auto Scaling groups), run the real handlers against it and then look at
+// what is left, again through the SDK.
+
+var (
+	rtStart = time.Date(2026, 11, 25, 3, 0, 0, 0, time.UTC)
+	rtHome  = "us-east-1"
+	rtCopy  = "eu-west-1"
+)
+
+// rtBackoff keeps the SDK's retry loop but waits a millisecond per attempt.
+type rtBackoff struct{}
+
+func (rtBackoff) BackoffDelay(int, error) (time.Duration, error) { return time.Millisecond, nil }
+
+type rtWorld struct {
+	t       testing.TB
+	ctx     context.Context
+	sim     *ec2sim.Sim
+	clock   *ec2sim.ManualClock
+	clients *ec2x.Clients
+	policy  rotation.Policy
+	rot     rotation.Rotation
+	hosts   map[string]string // region → the instance images are made from
+	seq     int
+}
+
+// newRTWorld starts a simulator in the home and copy regions with a policy
+// "nightly" (policyJSON: the fields after the name, e.g.
+// `"retention":{"keep":2}`). Images become available a minute after they
+// are made; mk advances the clock for that.
+func newRTWorld(t testing.TB, policyJSON string) *rtWorld {
+	t.Helper()
+	clock := ec2sim.NewManualClock(rtStart)
+	sim := ec2sim.New(ec2sim.Options{Regions: []string{rtHome, rtCopy}, Clock: clock, ImageDelay: time.Minute, CopyDelay: time.Minute, Seed: 11})
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	cfg := aws.Config{
+		Region:       rtHome,
+		Credentials:  credentials.NewStaticCredentialsProvider("AKIDSIM", "secret", ""),
+		BaseEndpoint: aws.String(srv.URL),
+	}
+	p, err := rotation.DecodePolicy([]byte(`{"name":"nightly",` + policyJSON + `}`))
+	if err != nil {
+		t.Fatalf("policy: %v", err)
+	}
+	rot := rotation.NewRotation(rtStart, rotation.TriggerSchedule, rtStart)
+	rot.Home = rtHome
+	return &rtWorld{
+		t: t, ctx: context.Background(), sim: sim, clock: clock,
+		clients: ec2x.NewClients(cfg, ec2x.WithBackoff(rtBackoff{})),
+		policy:  p, rot: rot, hosts: map[string]string{},
+	}
+}
+
+func (w *rtWorld) ec2(region string) *ec2.Client { return w.clients.EC2(region) }
+
+func (w *rtWorld) retention() *Retention {
+	return &Retention{Clients: w.clients, Now: w.clock.Now}
+}
+
+func (w *rtWorld) publisher() *Publish { return &Publish{Clients: w.clients} }
+
+// host is the instance images in region are made from (their tags say which
+// instance they belong to; EC2 only needs some instance).
+func (w *rtWorld) host(region string) string {
+	if id, ok := w.hosts[region]; ok {
+		return id
+	}
+	id, err := w.sim.RunInstance(region, ec2sim.InstanceSpec{Tags: map[string]string{"Name": "image-host"}, Volumes: []int{8, 20}})
+	if err != nil {
+		w.t.Fatalf("RunInstance: %v", err)
+	}
+	w.hosts[region] = id
+	return id
+}
+
+// img describes an image to make.
+type img struct {
+	region   string // default home
+	instance string // amirotate:instance-id
+	daysAgo  int    // its rotation is this many days before the current one
+	copy     bool   // a copy (source-image tags)
+	policy   string // default the world's policy
+	tags     map[string]string
+	noTags   []string // amirotate tags to leave out
+	pending  bool     // leave it pending (make it last: later mk calls advance the clock)
+	failed   bool     // let it end failed
+	name     string   // default an amirotate name
+}
+
+// mk makes the image through CreateImage, with its tags on the image and
+// its snapshots, and returns its id and snapshot ids.
+func (w *rtWorld) mk(s img) (string, []string) {
+	w.t.Helper()
+	if s.region == "" {
+		s.region = rtHome
+	}
+	if s.policy == "" {
+		s.policy = w.policy.Name
+	}
+	rotID := rotation.RotationID(rtStart.AddDate(0, 0, -s.daysAgo))
+	tags := map[string]string{
+		rotation.TagPolicy:     s.policy,
+		rotation.TagInstanceID: s.instance,
+		rotation.TagRotation:   rotID,
+		rotation.TagCreatedBy:  rotation.CreatedBy,
+	}
+	if s.copy {
+		tags[rotation.TagSourceImage] = "ami-0123456789abcdef0"
+		tags[rotation.TagSourceRegion] = rtHome
+	}
+	for _, k := range s.noTags {
+		delete(tags, k)
+	}
+	maps.Copy(tags, s.tags)
+	w.seq++
+	if s.name == "" {
+		s.name = fmt.Sprintf("%s-%d", rotation.ImageName(s.policy, s.instance, rotID), w.seq)
+	}
+	host := w.host(s.region)
+	if s.failed {
+		w.sim.FailNextImage(s.region, host, "simulated failure")
+	}
+	out, err := w.ec2(s.region).CreateImage(w.ctx, &ec2.CreateImageInput{
+		InstanceId: aws.String(host),
+		Name:       aws.String(s.name),
+		TagSpecifications: []types.TagSpecification{
+			{ResourceType: types.ResourceTypeImage, Tags: ec2Tags(tags)},
+			{ResourceType: types.ResourceTypeSnapshot, Tags: ec2Tags(tags)},
+		},
+	})
+	if err != nil {
+		w.t.Fatalf("CreateImage: %v", err)
+	}
+	id := aws.ToString(out.ImageId)
+	if !s.pending {
+		w.clock.Advance(2 * time.Minute)
+	}
+	return id, w.snapshotsOf(s.region, id)
+}
+
+func ec2Tags(m map[string]string) []types.Tag {
+	var out []types.Tag
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, types.Tag{Key: aws.String(k), Value: aws.String(m[k])})
+	}
+	return out
+}
+
+// describe returns the image, or nil when it does not exist.
+func (w *rtWorld) describe(region, id string) *types.Image {
+	w.t.Helper()
+	out, err := w.ec2(region).DescribeImages(w.ctx, &ec2.DescribeImagesInput{ImageIds: []string{id}, IncludeDisabled: aws.Bool(true)})
+	if ec2x.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		w.t.Fatalf("DescribeImages %s: %v", id, err)
+	}
+	if len(out.Images) == 0 {
+		return nil
+	}
+	return &out.Images[0]
+}
+
+func (w *rtWorld) snapshotsOf(region, id string) []string {
+	w.t.Helper()
+	im := w.describe(region, id)
+	if im == nil {
+		w.t.Fatalf("image %s not found", id)
+	}
+	var snaps []string
+	for _, b := range im.BlockDeviceMappings {
+		if b.Ebs != nil && b.Ebs.SnapshotId != nil {
+			snaps = append(snaps, *b.Ebs.SnapshotId)
+		}
+	}
+	return snaps
+}
+
+func (w *rtWorld) imageExists(region, id string) bool { return w.describe(region, id) != nil }
+
+func (w *rtWorld) snapshotExists(region, id string) bool {
+	w.t.Helper()
+	out, err := w.ec2(region).DescribeSnapshots(w.ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
+	if ec2x.IsNotFound(err) {
+		return false
+	}
+	if err != nil {
+		w.t.Fatalf("DescribeSnapshots %s: %v", id, err)
+	}
+	return len(out.Snapshots) > 0
+}
+
+// requireIntact fails unless the image and all its snapshots still exist.
+func (w *rtWorld) requireIntact(region, id string, snaps []string, why string) {
+	w.t.Helper()
+	if !w.imageExists(region, id) {
+		w.t.Fatalf("%s: image %s was deleted", why, id)
+	}
+	for _, s := range snaps {
+		if !w.snapshotExists(region, s) {
+			w.t.Fatalf("%s: snapshot %s of image %s was deleted", why, s, id)
+		}
+	}
+}
+
+// requireGone fails unless the image and all its snapshots are gone.
+func (w *rtWorld) requireGone(region, id string, snaps []string, why string) {
+	w.t.Helper()
+	if w.imageExists(region, id) {
+		w.t.Fatalf("%s: image %s still exists", why, id)
+	}
+	for _, s := range snaps {
+		if w.snapshotExists(region, s) {
+			w.t.Fatalf("%s: snapshot %s of deleted image %s was left behind", why, s, id)
+		}
+	}
+}
+
+// batch is a batch of instances whose new images (one per region, source
+// in home and copies) are in the given state.
+func (w *rtWorld) batch(states map[string]map[string]string) Batch {
+	b := Batch{Policy: w.policy, Rotation: w.rot}
+	for _, inst := range slices.Sorted(maps.Keys(states)) {
+		b.InstanceIDs = append(b.InstanceIDs, inst)
+		for _, region := range slices.Sorted(maps.Keys(states[inst])) {
+			rec := rotation.Record{InstanceID: inst, Region: region, State: states[inst][region]}
+			if region != rtHome {
+				rec.SourceImageID = "ami-0123456789abcdef0"
+			}
+			b.Images = append(b.Images, rec)
+		}
+	}
+	return b
+}
+
+// rotated makes today's images of instance (source, and a copy when the
+// policy copies) and returns the batch records of them, available.
+func (w *rtWorld) rotated(instance string) []rotation.Record {
+	w.t.Helper()
+	src, _ := w.mk(img{instance: instance})
+	recs := []rotation.Record{{InstanceID: instance, Region: rtHome, ImageID: src, State: rotation.StateAvailable}}
+	for _, c := range w.policy.CopyTo {
+		cp, _ := w.mk(img{instance: instance, region: c.Region, copy: true})
+		recs = append(recs, rotation.Record{InstanceID: instance, Region: c.Region, ImageID: cp, SourceImageID: src, State: rotation.StateAvailable})
+	}
+	return recs
+}
+
+func (w *rtWorld) batchOf(recs ...[]rotation.Record) Batch {
+	b := Batch{Policy: w.policy, Rotation: w.rot}
+	for _, rs := range recs {
+		for _, r := range rs {
+			if !slices.Contains(b.InstanceIDs, r.InstanceID) {
+				b.InstanceIDs = append(b.InstanceIDs, r.InstanceID)
+			}
+			b.Images = append(b.Images, r)
+		}
+	}
+	return b
+}
+
+func (w *rtWorld) runRetention(b Batch) Batch {
+	w.t.Helper()
+	out, err := w.retention().Handle(w.ctx, b)
+	if err != nil {
+		w.t.Fatalf("retention: %v", err)
+	}
+	return out
+}
+
+// scopeOf returns the report of instance in region (zero when none).
+func scopeOf(reps []rotation.ScopeReport, instance, region string) rotation.ScopeReport {
+	for _, r := range reps {
+		if r.InstanceID == instance && r.Region == region {
+			return r
+		}
+	}
+	return rotation.ScopeReport{}
+}
+
+func deletedIDs(reps []rotation.ScopeReport) []string {
+	var ids []string
+	for _, r := range reps {
+		ids = append(ids, r.Deleted...)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func failures(reps []rotation.ScopeReport) []string {
+	var out []string
+	for _, r := range reps {
+		for id, e := range r.Failed {
+			out = append(out, id+": "+e)
+		}
+		for id, e := range r.SnapshotsFailed {
+			out = append(out, id+": "+e)
+		}
+	}
+	return out
+}
+
+// mutations counts the calls that change something.
+func mutations(st ec2sim.Stats) map[string]int {
+	out := map[string]int{}
+	for _, actions := range st.Calls {
+		for a, n := range actions {
+			name := a
+			if i := strings.Index(a, ":"); i >= 0 {
+				name = a[i+1:]
+			}
+			if strings.HasPrefix(name, "Describe") || strings.HasPrefix(name, "Get") || strings.HasPrefix(name, "List") {
+				continue
+			}
+			out[a] += n
+		}
+	}
+	return out
+}
+
+// Launch templates, parameters and groups, through the SDK.
+
+// template makes a launch template whose versions launch images[i]
+// (version i+1), with the given default version and tags.
+func (w *rtWorld) template(region, name string, images []string, defaultVersion int, tags map[string]string) string {
+	w.t.Helper()
+	cl := w.ec2(region)
+	in := &ec2.CreateLaunchTemplateInput{
+		LaunchTemplateName: aws.String(name),
+		LaunchTemplateData: &types.RequestLaunchTemplateData{ImageId: aws.String(images[0]), InstanceType: types.InstanceTypeT3Micro},
+	}
+	if len(tags) > 0 {
+		in.TagSpecifications = []types.TagSpecification{{ResourceType: types.ResourceTypeLaunchTemplate, Tags: ec2Tags(tags)}}
+	}
+	out, err := cl.CreateLaunchTemplate(w.ctx, in)
+	if err != nil {
+		w.t.Fatalf("CreateLaunchTemplate: %v", err)
+	}
+	id := aws.ToString(out.LaunchTemplate.LaunchTemplateId)
+	for _, im := range images[1:] {
+		if _, err := cl.CreateLaunchTemplateVersion(w.ctx, &ec2.CreateLaunchTemplateVersionInput{
+			LaunchTemplateId:   aws.String(id),
+			SourceVersion:      aws.String("1"),
+			LaunchTemplateData: &types.RequestLaunchTemplateData{ImageId: aws.String(im)},
+		}); err != nil {
+			w.t.Fatalf("CreateLaunchTemplateVersion: %v", err)
+		}
+	}
+	if defaultVersion != 1 {
+		if _, err := cl.ModifyLaunchTemplate(w.ctx, &ec2.ModifyLaunchTemplateInput{
+			LaunchTemplateId: aws.String(id), DefaultVersion: aws.String(fmt.Sprint(defaultVersion)),
+		}); err != nil {
+			w.t.Fatalf("ModifyLaunchTemplate: %v", err)
+		}
+	}
+	return id
+}
+
+// defaultImage returns the default version number and image of a template.
+func (w *rtWorld) defaultImage(region, id string) (int64, string, types.ResponseLaunchTemplateData) {
+	w.t.Helper()
+	out, err := w.ec2(region).DescribeLaunchTemplateVersions(w.ctx, &ec2.DescribeLaunchTemplateVersionsInput{
+		LaunchTemplateId: aws.String(id), Versions: []string{"$Default"},
+	})
+	if err != nil || len(out.LaunchTemplateVersions) != 1 {
+		w.t.Fatalf("DescribeLaunchTemplateVersions %s: %v", id, err)
+	}
+	v := out.LaunchTemplateVersions[0]
+	return aws.ToInt64(v.VersionNumber), aws.ToString(v.LaunchTemplateData.ImageId), *v.LaunchTemplateData
+}
+
+func (w *rtWorld) parameter(region, name string) (string, int64) {
+	w.t.Helper()
+	out, err := w.clients.SSM(region).GetParameter(w.ctx, &ssm.GetParameterInput{Name: aws.String(name)})
+	var nf interface{ ErrorCode() string }
+	if errors.As(err, &nf) && nf.ErrorCode() == "ParameterNotFound" {
+		return "", 0
+	}
+	if err != nil {
+		w.t.Fatalf("GetParameter %s: %v", name, err)
+	}
+	return aws.ToString(out.Parameter.Value), out.Parameter.Version
+}
+
+func (w *rtWorld) group(region, name string, mutate func(*autoscaling.CreateAutoScalingGroupInput)) {
+	w.t.Helper()
+	in := &autoscaling.CreateAutoScalingGroupInput{
+		AutoScalingGroupName: aws.String(name),
+		MinSize:              aws.Int32(0),
+		MaxSize:              aws.Int32(2),
+		AvailabilityZones:    []string{region + "a"},
+	}
+	mutate(in)
+	if _, err := w.clients.AutoScaling(region).CreateAutoScalingGroup(w.ctx, in); err != nil {
+		w.t.Fatalf("CreateAutoScalingGroup: %v", err)
+	}
+}
+
+func ltSpec(id, version string) *asgtypes.LaunchTemplateSpecification {
+	return &asgtypes.LaunchTemplateSpecification{LaunchTemplateId: aws.String(id), Version: aws.String(version)}
+}
+
+func (w *rtWorld) launchConfiguration(region, name, image string) {
+	w.t.Helper()
+	if _, err := w.clients.AutoScaling(region).CreateLaunchConfiguration(w.ctx, &autoscaling.CreateLaunchConfigurationInput{
+		LaunchConfigurationName: aws.String(name), ImageId: aws.String(image), InstanceType: aws.String("t3.micro"),
+	}); err != nil {
+		w.t.Fatalf("CreateLaunchConfiguration: %v", err)
+	}
+}
+
+// launch runs an instance from image (stopped when asked).
+func (w *rtWorld) launch(region, image string, stopped bool) string {
+	w.t.Helper()
+	id, err := w.sim.RunInstance(region, ec2sim.InstanceSpec{ImageID: image, Stopped: stopped})
+	if err != nil {
+		w.t.Fatalf("RunInstance from %s: %v", image, err)
+	}
+	return id
+}

@@ -1,0 +1,326 @@
+package steps
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	asgtypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+
+	"github.com/amirotate/amirotate/internal/ec2sim"
+	"github.com/amirotate/amirotate/internal/rotation"
+)
+
+const copyPolicyJSON = `"retention":{"keep":2},"copyTo":[{"region":"eu-west-1"}]`
+
+func TestRetention_DeletesExpiredImagesWithTheirSnapshots(t *testing.T) {
+	w := newRTWorld(t, copyPolicyJSON)
+	type made struct {
+		region string
+		id     string
+		snaps  []string
+	}
+	var old []made
+	for _, region := range []string{rtHome, rtCopy} {
+		for d := 1; d <= 4; d++ {
+			id, snaps := w.mk(img{region: region, instance: "i-a", daysAgo: d, copy: region != rtHome})
+			old = append(old, made{region, id, snaps})
+		}
+	}
+	b := w.runRetention(w.batchOf(w.rotated("i-a")))
+	if f := failures(b.Retention); len(f) > 0 {
+		t.Fatalf("failures: %v", f)
+	}
+	for _, region := range []string{rtHome, rtCopy} {
+		rep := scopeOf(b.Retention, "i-a", region)
+		if len(rep.Deleted) != 3 || len(rep.Kept) != 2 {
+			t.Errorf("%s: deleted %v kept %v; want 3 deleted (days 2-4), 2 kept", region, rep.Deleted, rep.Kept)
+		}
+		if rep.SnapshotsDeleted != 6 {
+			t.Errorf("%s: %d snapshots deleted; want 6 (2 per image)", region, rep.SnapshotsDeleted)
+		}
+	}
+	for i, m := range old {
+		day := i%4 + 1
+		if day == 1 {
+			w.requireIntact(m.region, m.id, m.snaps, "yesterday's image (within keep 2)")
+		} else {
+			w.requireGone(m.region, m.id, m.snaps, "expired image")
+		}
+	}
+}
+
+// TestRetention_KeepsEveryImageASafetyRuleProtects makes, for each rule, a
+// world where an old image would be deleted but for that rule, next to an
+// unprotected image of the same age that must go (proving the run did
+// delete, and that the rule is what saved the first).
+func TestRetention_KeepsEveryImageASafetyRuleProtects(t *testing.T) {
+	base := ec2sim.BaseImageID(rtHome)
+	cases := []struct {
+		name   string
+		victim img                               // instance and daysAgo are set by the test
+		setup  func(w *rtWorld, victim string) // makes the rule hold
+		reason string
+	}{
+		{name: "used by a running instance", setup: func(w *rtWorld, v string) { w.launch(rtHome, v, false) }, reason: rotation.ReasonInUse},
+		{name: "used by a stopped instance", setup: func(w *rtWorld, v string) { w.launch(rtHome, v, true) }, reason: rotation.ReasonInUse},
+		{name: "launch template default version", setup: func(w *rtWorld, v string) {
+			w.template(rtHome, "lt-default", []string{v, base}, 1, nil)
+		}, reason: rotation.ReasonInUse},
+		{name: "launch template default version older than the reference depth", setup: func(w *rtWorld, v string) {
+			w.template(rtHome, "lt-deep", append([]string{v}, slices.Repeat([]string{base}, 14)...), 1, nil)
+		}, reason: rotation.ReasonInUse},
+		{name: "launch template latest version that is not the default", setup: func(w *rtWorld, v string) {
+			w.template(rtHome, "lt-latest", []string{base, v}, 1, nil)
+		}, reason: rotation.ReasonInUse},
+		{name: "SSM parameter", setup: func(w *rtWorld, v string) {
+			if err := w.sim.PutParameter(rtHome, "/app/ami", v, "aws:ec2:image"); err != nil {
+				t.Fatal(err)
+			}
+		}, reason: rotation.ReasonInUse},
+		{name: "auto scaling group pinned to an old launch template version", setup: func(w *rtWorld, v string) {
+			lt := w.template(rtHome, "lt-asg", []string{base, v, base}, 3, nil)
+			w.group(rtHome, "asg-pinned", func(in *autoscaling.CreateAutoScalingGroupInput) { in.LaunchTemplate = ltSpec(lt, "2") })
+		}, reason: rotation.ReasonInUse},
+		{name: "auto scaling group naming its launch template", setup: func(w *rtWorld, v string) {
+			w.template(rtHome, "lt-by-name", []string{base, v, base}, 3, nil)
+			w.group(rtHome, "asg-by-name", func(in *autoscaling.CreateAutoScalingGroupInput) {
+				in.LaunchTemplate = &asgtypes.LaunchTemplateSpecification{LaunchTemplateName: aws.String("lt-by-name"), Version: aws.String("2")}
+			})
+		}, reason: rotation.ReasonInUse},
+		{name: "auto scaling group with a mixed instances policy", setup: func(w *rtWorld, v string) {
+			lt := w.template(rtHome, "lt-mixed", []string{base, v, base}, 3, nil)
+			w.group(rtHome, "asg-mixed", func(in *autoscaling.CreateAutoScalingGroupInput) {
+				in.MixedInstancesPolicy = &asgtypes.MixedInstancesPolicy{LaunchTemplate: &asgtypes.LaunchTemplate{LaunchTemplateSpecification: ltSpec(lt, "2")}}
+			})
+		}, reason: rotation.ReasonInUse},
+		{name: "launch configuration", setup: func(w *rtWorld, v string) { w.launchConfiguration(rtHome, "lc-old", v) }, reason: rotation.ReasonInUse},
+		{name: "amirotate:keep tag", victim: img{tags: map[string]string{rotation.TagKeep: "true"}}, reason: rotation.ReasonKeepTag},
+		{name: "deregistration protection", setup: func(w *rtWorld, v string) {
+			if _, err := w.ec2(rtHome).EnableImageDeregistrationProtection(w.ctx, &ec2.EnableImageDeregistrationProtectionInput{ImageId: aws.String(v)}); err != nil {
+				t.Fatal(err)
+			}
+		}, reason: rotation.ReasonProtected},
+		{name: "disabled image", setup: func(w *rtWorld, v string) {
+			if _, err := w.ec2(rtHome).DisableImage(w.ctx, &ec2.DisableImageInput{ImageId: aws.String(v)}); err != nil {
+				t.Fatal(err)
+			}
+		}, reason: rotation.ReasonNotAvailable},
+		{name: "failed image", victim: img{failed: true}, reason: rotation.ReasonNotAvailable},
+		{name: "pending image", victim: img{pending: true}, reason: rotation.ReasonNotAvailable},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newRTWorld(t, `"retention":{"keep":1}`)
+			recs := w.rotated("i-a")
+			control, controlSnaps := w.mk(img{instance: "i-a", daysAgo: 2})
+			v := tc.victim
+			v.instance, v.daysAgo = "i-a", 3
+			victim, victimSnaps := w.mk(v)
+			if tc.setup != nil {
+				tc.setup(w, victim)
+			}
+			b := w.runRetention(w.batchOf(recs))
+			if f := failures(b.Retention); len(f) > 0 {
+				t.Fatalf("failures: %v", f)
+			}
+			w.requireIntact(rtHome, victim, victimSnaps, tc.name)
+			w.requireGone(rtHome, control, controlSnaps, "the unprotected image of the same age")
+			rep := scopeOf(b.Retention, "i-a", rtHome)
+			if got := rotation.ReasonCode(rep.Kept[victim]); got != tc.reason {
+				t.Errorf("kept reason %q; want %s", rep.Kept[victim], tc.reason)
+			}
+			if !slices.Equal(rep.Deleted, []string{control}) {
+				t.Errorf("deleted %v; want only %s", rep.Deleted, control)
+			}
+		})
+	}
+}
+
+// TestRetention_DeletesImageOnlyInAnOldLaunchTemplateVersion: a version
+// that is neither default nor latest launches nothing by itself (a group
+// pinned to it is checked separately), so it does not keep its image.
+func TestRetention_DeletesImageOnlyInAnOldLaunchTemplateVersion(t *testing.T) {
+	w := newRTWorld(t, `"retention":{"keep":1}`)
+	recs := w.rotated("i-a")
+	old, snaps := w.mk(img{instance: "i-a", daysAgo: 3})
+	base := ec2sim.BaseImageID(rtHome)
+	w.template(rtHome, "lt-history", []string{old, base, base}, 3, nil)
+	b := w.runRetention(w.batchOf(recs))
+	w.requireGone(rtHome, old, snaps, "image only in launch template version 1 of 3")
+	if got := deletedIDs(b.Retention); !slices.Equal(got, []string{old}) {
+		t.Errorf("deleted %v; want [%s]", got, old)
+	}
+}
+
+// TestRetention_NeverTouchesImagesThatAreNotItsOwn: images that look like
+// amirotate's but lack its tags, carry another policy, or belong to an
+// instance outside the batch.
+func TestRetention_NeverTouchesImagesThatAreNotItsOwn(t *testing.T) {
+	cases := []struct {
+		name  string
+		image img
+	}{
+		{"unmanaged image with an amirotate name", img{noTags: []string{rotation.TagPolicy, rotation.TagInstanceID, rotation.TagRotation, rotation.TagCreatedBy},
+			name: "amirotate-nightly-i-a-20261120T0300Z"}},
+		{"no created-by tag", img{noTags: []string{rotation.TagCreatedBy}}},
+		{"created by someone else", img{tags: map[string]string{rotation.TagCreatedBy: "packer"}}},
+		{"no rotation tag", img{noTags: []string{rotation.TagRotation}}},
+		{"no instance tag", img{noTags: []string{rotation.TagInstanceID}}},
+		{"another policy", img{policy: "weekly"}},
+		{"policy tag differs in case", img{policy: "Nightly"}},
+		{"an instance outside the batch", img{instance: "i-other"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newRTWorld(t, `"retention":{"keep":1}`)
+			recs := w.rotated("i-a")
+			control, controlSnaps := w.mk(img{instance: "i-a", daysAgo: 2})
+			v := tc.image
+			if v.instance == "" {
+				v.instance = "i-a"
+			}
+			v.daysAgo = 30
+			foreign, foreignSnaps := w.mk(v)
+			b := w.runRetention(w.batchOf(recs))
+			w.requireIntact(rtHome, foreign, foreignSnaps, tc.name)
+			w.requireGone(rtHome, control, controlSnaps, "the batch's expired image")
+			// Filtered out by the listing, or listed and kept as not ours.
+			for _, rep := range b.Retention {
+				if why, ok := rep.Kept[foreign]; ok && rotation.ReasonCode(why) != rotation.ReasonNotManaged {
+					t.Errorf("%s kept as %q; want %s", foreign, why, rotation.ReasonNotManaged)
+				}
+			}
+		})
+	}
+}
+
+// TestRetention_HoldsInstancesWhoseNewImageIsMissing: when this
+// rotation's image (source or any copy) failed, timed out, errored or is
+// not there yet, none of the instance's old images go; the other instances
+// of the batch are pruned as usual.
+func TestRetention_HoldsInstancesWhoseNewImageIsMissing(t *testing.T) {
+	cases := []struct {
+		name  string
+		home  string
+		copy  string
+		held  bool   // reported as held (else simply out of scope)
+		cause string // expected in the hold reason
+	}{
+		{"source failed", rotation.StateFailed, "", true, "failed"},
+		{"source timed out", rotation.StateTimedOut, "", true, "timed-out"},
+		{"source errored", rotation.StateError, "", true, "error"},
+		{"copy failed", rotation.StateAvailable, rotation.StateFailed, true, "failed"},
+		{"copy timed out", rotation.StateAvailable, rotation.StateTimedOut, true, "timed-out"},
+		{"copy deferred", rotation.StateAvailable, rotation.StateDeferred, false, ""},
+		{"copy missing", rotation.StateAvailable, "", false, ""},
+		{"instance refused", rotation.StateRefused, "", false, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newRTWorld(t, copyPolicyJSON)
+			var oldA []string
+			snapsA := map[string][]string{}
+			for _, region := range []string{rtHome, rtCopy} {
+				for d := 1; d <= 4; d++ {
+					id, snaps := w.mk(img{region: region, instance: "i-a", daysAgo: d, copy: region != rtHome})
+					oldA = append(oldA, region+"/"+id)
+					snapsA[id] = snaps
+				}
+			}
+			w.mk(img{instance: "i-b", daysAgo: 5})
+			okOld, okSnaps := w.mk(img{instance: "i-b", daysAgo: 6})
+			states := map[string]string{rtHome: tc.home}
+			if tc.copy != "" {
+				states[rtCopy] = tc.copy
+			}
+			b := w.batch(map[string]map[string]string{"i-a": states})
+			// i-b rotated fine in the same batch.
+			for _, r := range w.rotated("i-b") {
+				b.Images = append(b.Images, r)
+			}
+			b.InstanceIDs = append(b.InstanceIDs, "i-b")
+			b = w.runRetention(b)
+			for _, ri := range oldA {
+				region, id, _ := strings.Cut(ri, "/")
+				w.requireIntact(region, id, snapsA[id], tc.name)
+			}
+			w.requireGone(rtHome, okOld, okSnaps, "expired image of the instance that rotated fine")
+			rep := scopeOf(b.Retention, "i-a", rtHome)
+			for id, why := range rep.Kept {
+				code := rotation.ReasonCode(why)
+				if tc.held && (code != rotation.ReasonHold || !strings.Contains(why, tc.cause)) {
+					t.Errorf("kept %s: %q; want %s naming %s", id, why, rotation.ReasonHold, tc.cause)
+				}
+				if !tc.held && code != rotation.ReasonOutOfScope {
+					t.Errorf("kept %s: %q; want %s", id, why, rotation.ReasonOutOfScope)
+				}
+			}
+			if len(rep.Kept) != 4 {
+				t.Errorf("report of i-a: %+v; want its 4 home images kept", rep)
+			}
+		})
+	}
+}
+
+// TestRetention_PaginatesImagesAndReferences lists 30 images and their
+// references five per page: an image used only on a later page must still
+// be kept, and every expired image on any page must go.
+func TestRetention_PaginatesImagesAndReferences(t *testing.T) {
+	w := newRTWorld(t, `"retention":{"keep":2}`)
+	recs := w.rotated("i-a")
+	type made struct {
+		id    string
+		snaps []string
+	}
+	var old []made
+	for d := 1; d <= 30; d++ {
+		id, snaps := w.mk(img{instance: "i-a", daysAgo: d})
+		old = append(old, made{id, snaps})
+	}
+	// Days 7, 19 and 28 are in use; day 28's image by 12 instances, so its
+	// references take three pages.
+	used := map[string]bool{old[6].id: true, old[18].id: true, old[27].id: true}
+	w.launch(rtHome, old[6].id, false)
+	w.launch(rtHome, old[18].id, true)
+	for range 12 {
+		w.launch(rtHome, old[27].id, false)
+	}
+	r := w.retention()
+	r.pageSize = 5
+	w.sim.ResetStats()
+	b, err := r.Handle(w.ctx, w.batchOf(recs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := failures(b.Retention); len(f) > 0 {
+		t.Fatalf("failures: %v", f)
+	}
+	st := w.sim.Stats()
+	for i, m := range old {
+		switch {
+		case used[m.id]:
+			w.requireIntact(rtHome, m.id, m.snaps, "image in use")
+			if !strings.Contains(scopeOf(b.Retention, "i-a", rtHome).Kept[m.id], "instance i-") {
+				t.Errorf("day %d: kept reason %q; want the instance named", i+1, scopeOf(b.Retention, "i-a", rtHome).Kept[m.id])
+			}
+		case i == 0: // yesterday's: keep 2 with today's
+			w.requireIntact(rtHome, m.id, m.snaps, "within keep")
+		default:
+			w.requireGone(rtHome, m.id, m.snaps, "expired image")
+		}
+	}
+	if got := len(deletedIDs(b.Retention)); got != 26 {
+		t.Errorf("deleted %d; want 26 (30 old - yesterday's - 3 in use)", got)
+	}
+	if n := st.Calls[rtHome]["DescribeImages"]; n < 7 {
+		t.Errorf("%d DescribeImages calls; want ≥ 7 pages of 5 for 31 images", n)
+	}
+	// 29 candidates → 3 chunks of ≤ 10; day 28's chunk has ≥ 14 references.
+	if n := st.Calls[rtHome]["DescribeImageReferences"]; n < 5 {
+		t.Errorf("%d DescribeImageReferences calls; want several pages", n)
+	}
+}
