@@ -123,6 +123,10 @@ func ParseInput(raw []byte, startTime time.Time) (Input, error) {
 		if in.Event != nil {
 			notFor("event", in.Trigger)
 		}
+		if in.InstanceIDs != nil && len(in.InstanceIDs) == 0 {
+			// A script whose list came out empty must not rotate the whole fleet.
+			ps.add("instanceIds", "is an empty list; list instance ids, or leave the field out to rotate every instance the selector matches")
+		}
 		for i, id := range in.InstanceIDs {
 			if !ValidInstanceID(id) {
 				ps.add(fmt.Sprintf("instanceIds[%d]", i), "%q is not an instance id; use one like i-0123456789abcdef0", id)

@@ -70,6 +70,7 @@ func TestParseInput_Rejects(t *testing.T) {
 		{"bad-input-bad-policy.json", "policy.name", "lowercase"},
 		{"bad-input-bad-policy.json", "policy.retention", "both 0"},
 		{"bad-input-manual-bad-id.json", "instanceIds[1]", "not an instance id"},
+		{"bad-input-manual-empty-ids.json", "instanceIds", "leave the field out"},
 		{"bad-input-manual-future.json", "rotationTime", "may not lie in the future"},
 		{"bad-input-tag-change-other-key.json", "event.detail.changed-tag-keys", "amirotate:rebuild"},
 		{"bad-input-tag-change-image.json", "event.detail", "only EC2 instances"},
