@@ -81,6 +81,10 @@ type planned struct {
 // (keep 3 keeps the 3 newest, whatever else protects them), so with keep = k
 // and no maxAgeDays at most k images plus those kept for other reasons remain.
 //
+// References never make an image deletable, they only keep images: an
+// image in use keeps its rank. So a caller may plan first without
+// references, read them for the delete candidates only, and plan again.
+//
 // A deleted image's SnapshotIDs are those of its snapshots that no other
 // listed image uses, whether that image is kept or deleted too.
 func PlanRetention(in PlanInput) []Decision {

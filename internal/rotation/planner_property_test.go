@@ -304,6 +304,23 @@ func TestPlan_Properties(t *testing.T) {
 			}
 		}
 
+		// References only turn deletions into keeps: an image in use keeps
+		// its rank, so no other image becomes deletable. The retention step
+		// relies on this to read references for delete candidates only.
+		unreferenced := in
+		unreferenced.References = nil
+		candidates := map[string]bool{}
+		for _, d := range PlanRetention(unreferenced) {
+			if d.Delete {
+				candidates[d.ImageID] = true
+			}
+		}
+		for _, d := range ds {
+			if d.Delete && !candidates[d.ImageID] {
+				fail("%s is deleted only once references are known", d.ImageID)
+			}
+		}
+
 		// Deterministic, and independent of the order of the inventory.
 		if again := PlanRetention(in); !reflect.DeepEqual(ds, again) {
 			fail("two runs differ")
