@@ -50,7 +50,7 @@ func TestPolicies_AsDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	web, db := ps[0], ps[1]
-	if web.Retention.Keep != 2 || web.NoReboot || !web.Publish.LaunchTemplates || web.Selector.Tags["amirotate:policy"] != "web" {
+	if web.Retention.Keep != 1 || web.NoReboot || !web.Publish.LaunchTemplates || web.Selector.Tags["amirotate:policy"] != "web" {
 		t.Errorf("web: got %+v", web)
 	}
 	if db.Retention.Keep != 3 || !db.NoReboot || db.Selector.Tags["amirotate:policy"] != "db" {

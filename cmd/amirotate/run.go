@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/config"
+
+	"github.com/amirotate/amirotate/internal/ec2x"
+	"github.com/amirotate/amirotate/internal/rotation"
+)
+
+func init() {
+	commands["run"] = func(ctx context.Context, args []string) error {
+		return runRotation(ctx, args, os.Stdout, os.Stderr)
+	}
+}
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (l *stringList) String() string     { return fmt.Sprint(*l) }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+type runConfig struct {
+	policyFile   string
+	rotationTime time.Time
+	instances    []string
+	dryRun       bool
+	jsonFile     string
+}
+
+func parseRunFlags(args []string, stderr io.Writer, now time.Time) (runConfig, error) {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: amirotate run --policy FILE [--rotation-time RFC3339] [--instance ID]... [--dry-run] [--json FILE]\n\n"+
+			"Runs one rotation through the real state machine, executed on this machine, against\n"+
+			"the EC2 and SSM endpoints of the standard AWS configuration (your account, or\n"+
+			"`amirotate sim` through AWS_ENDPOINT_URL_EC2 / AWS_ENDPOINT_URL_SSM).\n"+
+			"Exits 0 only when the execution succeeded.\n\n")
+		fs.PrintDefaults()
+	}
+	var c runConfig
+	var when string
+	var ids stringList
+	fs.StringVar(&c.policyFile, "policy", "", "policy `file` (JSON)")
+	fs.StringVar(&when, "rotation-time", "", "the rotation's `time` (RFC3339; default now, to the minute): a rerun with the same time finds what the first run made")
+	fs.Var(&ids, "instance", "rotate only this instance `id` (repeatable; it must still match the policy)")
+	fs.BoolVar(&c.dryRun, "dry-run", false, "report what would happen, change nothing")
+	fs.StringVar(&c.jsonFile, "json", "", "also write the summary as JSON to `file`")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q (see amirotate run -h)", fs.Arg(0))
+	}
+	if c.policyFile == "" {
+		return c, errors.New("--policy is required: the policy file to rotate (see amirotate run -h)")
+	}
+	c.rotationTime = now.UTC().Truncate(time.Minute)
+	if when != "" {
+		t, err := time.Parse(time.RFC3339, when)
+		if err != nil {
+			return c, fmt.Errorf("--rotation-time %q: want RFC3339, like 2026-11-25T03:00:00Z", when)
+		}
+		c.rotationTime = t.UTC()
+	}
+	c.instances = ids
+	return c, nil
+}
+
+// loadPolicy reads and validates a policy file, so a mistake is reported
+// before anything starts.
+func loadPolicy(path string) (rotation.Policy, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return rotation.Policy{}, err
+	}
+	p, err := rotation.DecodePolicy(data)
+	if err != nil {
+		return rotation.Policy{}, fmt.Errorf("policy %s:\n%w", path, err)
+	}
+	return p, nil
+}
+
+func runRotation(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, err := parseRunFlags(args, stderr, time.Now())
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	policy, err := loadPolicy(c.policyFile)
+	if err != nil {
+		return err
+	}
+	policy.DryRun = policy.DryRun || c.dryRun
+	cfg, err := config.LoadDefaultConfig(ctx)
+	if err != nil {
+		return fmt.Errorf("loading the AWS configuration: %w", err)
+	}
+	if cfg.Region == "" {
+		return errors.New("no AWS region: set AWS_REGION (the region whose instances the policy rotates)")
+	}
+	rep, err := rotate(ctx, ec2x.NewClients(cfg), rotateOptions{
+		Policy: policy, RotationTime: c.rotationTime, InstanceIDs: c.instances, Progress: stdout,
+	})
+	if err != nil {
+		return err
+	}
+	printReport(stdout, rep, 0)
+	if c.jsonFile != "" {
+		if err := writeJSON(c.jsonFile, rep); err != nil {
+			return err
+		}
+	}
+	if !rep.Execution.Succeeded() {
+		return fmt.Errorf("the rotation %s: %s", rep.Execution.Status, rep.Execution.Cause)
+	}
+	return nil
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
