@@ -77,7 +77,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	waitMs := 1000 // the simulator's images take about a second, not minutes
 	// Two nightly rotations at 03:00 UTC, the day before yesterday and
 	// yesterday: a rotation's time may not lie in the future.
-	day1 := time.Now().UTC().Truncate(24*time.Hour).Add(-48*time.Hour + 3*time.Hour)
+	day1 := time.Now().UTC().Truncate(24 * time.Hour).Add(-48*time.Hour + 3*time.Hour)
 	failed := 0
 	for day, when := range []time.Time{day1, day1.Add(24 * time.Hour)} {
 		for _, policy := range fleet.Policies {

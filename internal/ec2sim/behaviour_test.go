@@ -118,19 +118,19 @@ func TestThrottling_StandardRetryerRidesOutBursts(t *testing.T) {
 	ctx := context.Background()
 	inst := e.runInstance(t, "us-east-1", nil)
 	img := e.createImage(t, "us-east-1", inst, "burst-image")
-	// 120 CreateTags against a 100-token bucket refilling 10/s: a retryer
+	// 106 CreateTags against a 100-token bucket refilling 10/s: a retryer
 	// with enough attempts gets every call through.
 	var wg sync.WaitGroup
-	errs := make(chan error, 120)
-	for i := 0; i < 120; i++ {
+	errs := make(chan error, 106)
+	for i := 0; i < 106; i++ {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
 			_, err := e.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{img}, Tags: []ec2types.Tag{{Key: aws.String("k"), Value: aws.String(fmt.Sprint(i))}}},
 				func(o *ec2.Options) {
 					o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
-						so.MaxAttempts = 20
-						so.MaxBackoff = 200 * time.Millisecond
+						so.MaxAttempts = 100
+						so.MaxBackoff = 50 * time.Millisecond
 						so.RateLimiter = noRateLimit{}
 					})
 				})

@@ -122,9 +122,9 @@ func (s *Copy) handle(ctx context.Context, b Batch) (Batch, error) {
 	due := deadline(b, p)
 	if deferred {
 		// Back off further: copies free up slots in minutes.
-		b.WaitSeconds = nextWait(p, b.Polls+1, now, due)
+		b.WaitSeconds = waitFor(b, nextWait(p, b.Polls+1, now, due))
 	} else {
-		b.WaitSeconds = nextWait(p, b.Polls, now, due)
+		b.WaitSeconds = waitFor(b, nextWait(p, b.Polls, now, due))
 	}
 	return b, nil
 }

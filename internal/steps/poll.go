@@ -127,7 +127,7 @@ func (s *Poll) handle(ctx context.Context, b Batch) (Batch, error) {
 	b.Rotation.Home = bc.home
 	b.Polls++
 	recount(&b, p)
-	b.WaitSeconds = nextWait(p, b.Polls, now, due)
+	b.WaitSeconds = waitFor(b, nextWait(p, b.Polls, now, due))
 	return b, nil
 }
 

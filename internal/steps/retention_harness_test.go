@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -11,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-lambda-go/lambda/messages"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
@@ -447,4 +450,77 @@ func (w *rtWorld) launch(region, image string, stopped bool) string {
 		w.t.Fatalf("RunInstance from %s: %v", image, err)
 	}
 	return id
+}
+
+// register makes an image from existing snapshots (RegisterImage): the way
+// two images come to share a snapshot.
+func (w *rtWorld) register(region, name string, snaps []string, tags map[string]string) string {
+	w.t.Helper()
+	in := &ec2.RegisterImageInput{Name: aws.String(name), RootDeviceName: aws.String("/dev/xvda")}
+	for i, s := range snaps {
+		in.BlockDeviceMappings = append(in.BlockDeviceMappings, types.BlockDeviceMapping{
+			DeviceName: aws.String(fmt.Sprintf("/dev/xvd%c", 'a'+i)),
+			Ebs:        &types.EbsBlockDevice{SnapshotId: aws.String(s)},
+		})
+	}
+	if len(tags) > 0 {
+		in.TagSpecifications = []types.TagSpecification{{ResourceType: types.ResourceTypeImage, Tags: ec2Tags(tags)}}
+	}
+	out, err := w.ec2(region).RegisterImage(w.ctx, in)
+	if err != nil {
+		w.t.Fatalf("RegisterImage: %v", err)
+	}
+	return aws.ToString(out.ImageId)
+}
+
+// managedTags are the tags amirotate puts on an image of instance made
+// daysAgo days before the current rotation.
+func (w *rtWorld) managedTags(instance string, daysAgo int) map[string]string {
+	return map[string]string{
+		rotation.TagPolicy:     w.policy.Name,
+		rotation.TagInstanceID: instance,
+		rotation.TagRotation:   rotation.RotationID(rtStart.AddDate(0, 0, -daysAgo)),
+		rotation.TagCreatedBy:  rotation.CreatedBy,
+	}
+}
+
+// deregisterKeepingSnapshots deregisters an image and leaves its snapshots:
+// what an interrupted deletion (or a person) leaves behind.
+func (w *rtWorld) deregisterKeepingSnapshots(region, id string) {
+	w.t.Helper()
+	if _, err := w.ec2(region).DeregisterImage(w.ctx, &ec2.DeregisterImageInput{ImageId: aws.String(id)}); err != nil {
+		w.t.Fatalf("DeregisterImage: %v", err)
+	}
+}
+
+func (w *rtWorld) inject(f ec2sim.Fault) {
+	w.t.Helper()
+	if err := w.sim.Inject(f); err != nil {
+		w.t.Fatalf("Inject: %v", err)
+	}
+}
+
+// lambdaResponseErrorType invokes handler the way the Lambda runtime does
+// and returns the errorType of the response, or "" when it succeeded.
+func lambdaResponseErrorType(t *testing.T, handler any, payload any) (string, string) {
+	t.Helper()
+	raw, err := json.Marshal(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The handler's own error must be an unwrapped value of the named type.
+	if _, err := lambda.NewHandler(handler).Invoke(context.Background(), raw); err != nil && errors.Unwrap(err) != nil {
+		t.Errorf("handler returned a wrapped error %T; Step Functions would see only the wrapper's name", err)
+	}
+	// NewFunction is the runtime's own invoke path: it builds the response
+	// (errorType included) exactly as the Lambda service receives it.
+	var resp messages.InvokeResponse
+	req := &messages.InvokeRequest{Payload: raw, Deadline: messages.InvokeRequest_Timestamp{Seconds: time.Now().Add(time.Minute).Unix()}}
+	if err := lambda.NewFunction(lambda.NewHandler(handler)).Invoke(req, &resp); err != nil { //nolint:staticcheck // see above
+		t.Fatal(err)
+	}
+	if resp.Error == nil {
+		return "", ""
+	}
+	return resp.Error.Type, resp.Error.Message
 }

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
@@ -61,7 +62,7 @@ func TestRetention_KeepsEveryImageASafetyRuleProtects(t *testing.T) {
 	base := ec2sim.BaseImageID(rtHome)
 	cases := []struct {
 		name   string
-		victim img                               // instance and daysAgo are set by the test
+		victim img                             // instance and daysAgo are set by the test
 		setup  func(w *rtWorld, victim string) // makes the rule hold
 		reason string
 	}{
@@ -322,5 +323,285 @@ func TestRetention_PaginatesImagesAndReferences(t *testing.T) {
 	// 29 candidates → 3 chunks of ≤ 10; day 28's chunk has ≥ 14 references.
 	if n := st.Calls[rtHome]["DescribeImageReferences"]; n < 5 {
 		t.Errorf("%d DescribeImageReferences calls; want several pages", n)
+	}
+}
+
+// TestRetention_NeverDeletesASnapshotAnotherImageUses: an expired image
+// shares its root snapshot with another image; the image goes, its own
+// snapshot goes, the shared one stays as long as the other image lives.
+func TestRetention_NeverDeletesASnapshotAnotherImageUses(t *testing.T) {
+	cases := []struct {
+		name string
+		tags func(w *rtWorld) map[string]string // of the image sharing the snapshot
+		// kept reports the shared snapshot as kept because EC2 refused
+		// (the other image is not one retention listed).
+		refused bool
+	}{
+		{"kept image of the same instance", func(w *rtWorld) map[string]string {
+			tags := w.managedTags("i-a", 9)
+			tags[rotation.TagKeep] = "true"
+			return tags
+		}, false},
+		{"a user's image outside amirotate", func(*rtWorld) map[string]string { return nil }, true},
+		{"an image of another policy", func(w *rtWorld) map[string]string {
+			tags := w.managedTags("i-a", 9)
+			tags[rotation.TagPolicy] = "weekly"
+			return tags
+		}, true},
+		{"an image of another instance", func(w *rtWorld) map[string]string { return w.managedTags("i-other", 9) }, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newRTWorld(t, `"retention":{"keep":1}`)
+			recs := w.rotated("i-a")
+			old, snaps := w.mk(img{instance: "i-a", daysAgo: 3})
+			shared, own := snaps[0], snaps[1]
+			other := w.register(rtHome, "shares-a-snapshot", []string{shared}, tc.tags(w))
+			b := w.runRetention(w.batchOf(recs))
+			if f := failures(b.Retention); len(f) > 0 {
+				t.Fatalf("failures: %v", f)
+			}
+			if w.imageExists(rtHome, old) {
+				t.Fatalf("expired image %s was not deleted", old)
+			}
+			if w.snapshotExists(rtHome, own) {
+				t.Errorf("the expired image's own snapshot %s was left behind", own)
+			}
+			w.requireIntact(rtHome, other, []string{shared}, "image sharing the snapshot")
+			rep := scopeOf(b.Retention, "i-a", rtHome)
+			if _, ok := rep.SnapshotsKept[shared]; ok != tc.refused {
+				t.Errorf("snapshots kept %v; want %s reported: %v", rep.SnapshotsKept, shared, tc.refused)
+			}
+			if rep.SnapshotsDeleted != 1 {
+				t.Errorf("%d snapshots deleted; want 1", rep.SnapshotsDeleted)
+			}
+		})
+	}
+}
+
+// TestRetention_SharedSnapshotOfTwoExpiredImages: both images go; the
+// snapshot they share goes only once neither exists (here: left for the
+// orphan sweep, which deletes it once it is old enough).
+func TestRetention_SharedSnapshotOfTwoExpiredImages(t *testing.T) {
+	w := newRTWorld(t, `"retention":{"keep":1}`)
+	recs := w.rotated("i-a")
+	x, snaps := w.mk(img{instance: "i-a", daysAgo: 3})
+	y := w.register(rtHome, "second-image", []string{snaps[0]}, w.managedTags("i-a", 4))
+	b := w.runRetention(w.batchOf(recs))
+	if f := failures(b.Retention); len(f) > 0 {
+		t.Fatalf("failures: %v", f)
+	}
+	if got := deletedIDs(b.Retention); !slices.Equal(got, slices.Sorted(slices.Values([]string{x, y}))) {
+		t.Fatalf("deleted %v; want both %s and %s", got, x, y)
+	}
+	w.clock.Advance(2 * time.Hour)
+	out, err := w.retention().HandleOthers(w.ctx, RetentionOthersIn{Policy: w.policy, Rotation: w.rot, Exclude: []string{"i-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.snapshotExists(rtHome, snaps[0]) {
+		t.Errorf("shared snapshot %s outlived both images and the orphan sweep (orphans %v)", snaps[0], out.Orphans)
+	}
+}
+
+// TestRetention_DryRunReportsTheSamePlanAndChangesNothing runs a dry run
+// (the new images only planned), then the real rotation on the same world:
+// the dry run changed nothing and predicted exactly what the real run
+// deleted.
+func TestRetention_DryRunReportsTheSamePlanAndChangesNothing(t *testing.T) {
+	w := newRTWorld(t, `"retention":{"keep":2,"maxAgeDays":3},"copyTo":[{"region":"eu-west-1"}],"copyRetention":{"keep":1}`)
+	for d := 1; d <= 6; d++ {
+		w.mk(img{instance: "i-a", daysAgo: d})
+		w.mk(img{instance: "i-a", daysAgo: d, region: rtCopy, copy: true})
+	}
+	used, _ := w.mk(img{instance: "i-a", daysAgo: 7})
+	w.launch(rtHome, used, false)
+	w.mk(img{instance: "i-a", daysAgo: 8, tags: map[string]string{rotation.TagKeep: "yes"}})
+
+	dry := w.policy
+	dry.DryRun = true
+	b := w.batch(map[string]map[string]string{"i-a": {rtHome: rotation.StatePlanned, rtCopy: rotation.StatePlanned}})
+	b.Policy = dry
+	w.sim.ResetStats()
+	before := inventoryOf(w)
+	planned, err := w.retention().Handle(w.ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := mutations(w.sim.Stats()); len(m) > 0 {
+		t.Fatalf("dry run made changing calls: %v", m)
+	}
+	if after := inventoryOf(w); after != before {
+		t.Fatalf("dry run changed the inventory:\n%s\n---\n%s", before, after)
+	}
+	if len(deletedIDs(planned.Retention)) == 0 {
+		t.Fatal("dry run planned no deletion; the test needs some")
+	}
+	for _, rep := range planned.Retention {
+		for id := range rep.Kept {
+			if strings.HasPrefix(id, plannedPrefix) {
+				t.Errorf("report names the stand-in %s", id)
+			}
+		}
+	}
+
+	real := w.runRetention(w.batchOf(w.rotated("i-a")))
+	if got, want := deletedIDs(real.Retention), deletedIDs(planned.Retention); !slices.Equal(got, want) {
+		t.Errorf("real run deleted %v; the dry run said %v", got, want)
+	}
+}
+
+// inventoryOf renders every image and snapshot of the account.
+func inventoryOf(w *rtWorld) string {
+	var b strings.Builder
+	for _, region := range []string{rtHome, rtCopy} {
+		imgs, err := w.ec2(region).DescribeImages(w.ctx, &ec2.DescribeImagesInput{Owners: []string{"self"}, IncludeDisabled: aws.Bool(true)})
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		var lines []string
+		for _, im := range imgs.Images {
+			lines = append(lines, region+" "+aws.ToString(im.ImageId)+" "+string(im.State))
+		}
+		snaps, err := w.ec2(region).DescribeSnapshots(w.ctx, &ec2.DescribeSnapshotsInput{OwnerIds: []string{"self"}})
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		for _, s := range snaps.Snapshots {
+			lines = append(lines, region+" "+aws.ToString(s.SnapshotId))
+		}
+		slices.Sort(lines)
+		b.WriteString(strings.Join(lines, "\n") + "\n")
+	}
+	return b.String()
+}
+
+// TestRetention_SecondRunChangesNothing: retention is idempotent.
+func TestRetention_SecondRunChangesNothing(t *testing.T) {
+	w := newRTWorld(t, copyPolicyJSON)
+	for d := 1; d <= 4; d++ {
+		w.mk(img{instance: "i-a", daysAgo: d})
+		w.mk(img{instance: "i-a", daysAgo: d, region: rtCopy, copy: true})
+	}
+	b := w.batchOf(w.rotated("i-a"))
+	first := w.runRetention(b)
+	if len(deletedIDs(first.Retention)) != 6 {
+		t.Fatalf("first run deleted %v; want 6", deletedIDs(first.Retention))
+	}
+	w.sim.ResetStats()
+	second := w.runRetention(b)
+	if got := deletedIDs(second.Retention); len(got) > 0 {
+		t.Errorf("second run deleted %v", got)
+	}
+	if m := mutations(w.sim.Stats()); len(m) > 0 {
+		t.Errorf("second run made changing calls: %v", m)
+	}
+}
+
+// TestRetention_FinishesWhatAnInterruptedRunLeft: an image deregistered
+// by an earlier attempt (NotFound now) still gets its snapshots deleted,
+// and a snapshot already gone is not an error.
+func TestRetention_FinishesWhatAnInterruptedRunLeft(t *testing.T) {
+	w := newRTWorld(t, `"retention":{"keep":1}`)
+	id, snaps := w.mk(img{instance: "i-a", daysAgo: 3})
+	w.deregisterKeepingSnapshots(rtHome, id)
+	if _, err := w.ec2(rtHome).DeleteSnapshot(w.ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(snaps[1])}); err != nil {
+		t.Fatal(err)
+	}
+	o := deleteImage(w.ctx, w.ec2(rtHome), rotation.Decision{ImageID: id, Region: rtHome, InstanceID: "i-a", Delete: true, SnapshotIDs: snaps})
+	if o.err != nil || len(o.snapshotsFailed) > 0 || len(o.snapshotsKept) > 0 {
+		t.Fatalf("outcome %+v; want success", o)
+	}
+	if o.snapshotsDeleted != 1 {
+		t.Errorf("%d snapshots deleted; want 1 (the other was already gone)", o.snapshotsDeleted)
+	}
+	if w.snapshotExists(rtHome, snaps[0]) {
+		t.Errorf("snapshot %s of the deregistered image is left", snaps[0])
+	}
+}
+
+// TestRetention_ReportsWhatItCouldNotDelete: a refused deregistration or
+// snapshot deletion is reported per image; the rest of the plan goes on.
+func TestRetention_ReportsWhatItCouldNotDelete(t *testing.T) {
+	w := newRTWorld(t, `"retention":{"keep":1}`)
+	recs := w.rotated("i-a")
+	a, _ := w.mk(img{instance: "i-a", daysAgo: 2})
+	bImg, bSnaps := w.mk(img{instance: "i-a", daysAgo: 3})
+	w.register(rtHome, "user-image", []string{bSnaps[0]}, nil)
+	w.inject(ec2sim.Fault{Action: "DeregisterImage", Code: "UnauthorizedOperation", Count: 1})
+	w.inject(ec2sim.Fault{Action: "DeleteSnapshot", Code: "UnauthorizedOperation", Count: 1})
+	b := w.runRetention(w.batchOf(recs))
+	rep := scopeOf(b.Retention, "i-a", rtHome)
+	if len(rep.Failed) != 1 || len(rep.Deleted) != 1 {
+		t.Fatalf("report %+v; want one image failed and one deleted", rep)
+	}
+	failed := a
+	if _, ok := rep.Failed[a]; !ok {
+		failed = bImg
+	}
+	if !w.imageExists(rtHome, failed) {
+		t.Errorf("image %s reported failed but is gone", failed)
+	}
+	if !strings.Contains(rep.Failed[failed], "UnauthorizedOperation") {
+		t.Errorf("failure %q does not carry the AWS error", rep.Failed[failed])
+	}
+	if rep.Deleted[0] == bImg && len(rep.SnapshotsFailed)+len(rep.SnapshotsKept) == 0 {
+		t.Errorf("the shared snapshot of %s was neither kept nor failed: %+v", bImg, rep)
+	}
+	if !w.snapshotExists(rtHome, bSnaps[0]) {
+		t.Errorf("snapshot %s used by the user's image was deleted", bSnaps[0])
+	}
+}
+
+// TestRetention_DeletesNothingWhenItCannotSeeEverything: if any listing
+// or reference source fails, the region's plan is not carried out, and
+// the error reaches the state machine with its class.
+func TestRetention_DeletesNothingWhenItCannotSeeEverything(t *testing.T) {
+	cases := []struct {
+		action, code, errorType string
+	}{
+		{"DescribeImages", "UnauthorizedOperation", "FatalError"},
+		{"DescribeImages", "InternalError", "RetryableError"},
+		{"DescribeImageReferences", "UnauthorizedOperation", "FatalError"},
+		{"DescribeImageReferences", "RequestLimitExceeded", "RetryableError"},
+		{"DescribeLaunchTemplateVersions", "UnauthorizedOperation", "FatalError"},
+		{"autoscaling:DescribeAutoScalingGroups", "AccessDenied", "FatalError"},
+		{"autoscaling:DescribeLaunchConfigurations", "InternalFailure", "RetryableError"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.action+" "+tc.code, func(t *testing.T) {
+			w := newRTWorld(t, `"retention":{"keep":1}`)
+			recs := w.rotated("i-a")
+			old, snaps := w.mk(img{instance: "i-a", daysAgo: 3})
+			w.inject(ec2sim.Fault{Action: tc.action, Code: tc.code})
+			w.sim.ResetStats()
+			typ, msg := lambdaResponseErrorType(t, w.retention().Handle, w.batchOf(recs))
+			if typ != tc.errorType {
+				t.Errorf("errorType %q (%s); want %s", typ, msg, tc.errorType)
+			}
+			if n := w.sim.Stats().Total("DeregisterImage"); n > 0 {
+				t.Errorf("%d DeregisterImage calls although %s failed", n, tc.action)
+			}
+			w.sim.ClearFaults()
+			w.requireIntact(rtHome, old, snaps, "retention that could not see everything")
+		})
+	}
+}
+
+func TestRetention_ErrorTypeReachesTheLambdaResponse(t *testing.T) {
+	w := newRTWorld(t, `"retention":{"keep":1}`)
+	b := w.batchOf(w.rotated("i-a"))
+	b.Policy.Name = ""
+	if typ, msg := lambdaResponseErrorType(t, w.retention().Handle, b); typ != "InvalidInputError" {
+		t.Errorf("batch without a policy name: errorType %q (%s); want InvalidInputError", typ, msg)
+	}
+	in := RetentionOthersIn{Policy: w.policy, Rotation: w.rot}
+	in.Policy.Retention = rotation.Retention{}
+	if typ, msg := lambdaResponseErrorType(t, w.retention().HandleOthers, in); typ != "InvalidInputError" {
+		t.Errorf("others pass without a retention rule: errorType %q (%s); want InvalidInputError", typ, msg)
+	}
+	w.inject(ec2sim.Fault{Action: "DescribeSnapshots", Code: "UnauthorizedOperation"})
+	if typ, msg := lambdaResponseErrorType(t, w.retention().HandleOthers, RetentionOthersIn{Policy: w.policy, Rotation: w.rot}); typ != "FatalError" {
+		t.Errorf("others pass, orphan listing refused: errorType %q (%s); want FatalError", typ, msg)
 	}
 }

@@ -95,7 +95,7 @@ func (s *Snapshot) handle(ctx context.Context, b Batch) (Batch, error) {
 	b.Polls = 0
 	recount(&b, p)
 	b.ToCopy = 0 // copies start after a poll saw the sources available
-	b.WaitSeconds = p.PollIntervalSeconds
+	b.WaitSeconds = waitFor(b, p.PollIntervalSeconds)
 	return b, nil
 }
 

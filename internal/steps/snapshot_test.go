@@ -148,6 +148,9 @@ func TestSnapshot_DryRunChangesNothing(t *testing.T) {
 	if len(recordsIn(b, rotation.StatePlanned)) != 3 || b.Pending != 0 {
 		t.Errorf("want 3 planned records, got %+v", b.Images)
 	}
+	if b.WaitSeconds != 0 {
+		t.Errorf("dry run waits %d s for nothing", b.WaitSeconds)
+	}
 }
 
 func TestSnapshot_ErrorNamesReachTheLambdaResponse(t *testing.T) {
