@@ -3,6 +3,7 @@ package ec2x
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"strings"
 
@@ -134,11 +135,14 @@ func IsRetryable(err error) bool {
 		return false
 	case errors.As(err, &ne):
 		return true
+	case errors.As(err, new(smithy.InvalidParamsError)), errors.As(err, new(*smithy.SerializationError)):
+		// The request itself is wrong: a retry sends it again unchanged.
+		return false
 	case errors.As(err, &ope):
-		// A failure before any API answer (connection reset, DNS, a body cut
-		// short) is transport trouble.
+		// No API answer: retryable when it is transport trouble the SDK
+		// itself retries (connection reset, a body cut short).
 		return retry.IsErrorRetryables(retry.DefaultRetryables).IsErrorRetryable(err).Bool() ||
-			!errors.As(err, new(*smithyhttp.ResponseError))
+			errors.Is(err, io.ErrUnexpectedEOF)
 	}
 	return false
 }

@@ -163,6 +163,14 @@ func TestClassify_ConnectionRefusedIsRetryable(t *testing.T) {
 	}
 }
 
+func TestClassify_InvalidRequestIsFatal(t *testing.T) {
+	cl, n := ec2Error(t, 500, "InternalError")
+	_, err := cl.CreateImage(context.Background(), &ec2.CreateImageInput{}) // no InstanceId, no Name
+	if _, ok := Classify(err).(FatalError); !ok || n.Load() != 0 {
+		t.Errorf("Classify(%v) = %T after %d requests, want FatalError before any request", err, Classify(err), n.Load())
+	}
+}
+
 func TestClients_CachedPerRegionAndConcurrencySafe(t *testing.T) {
 	c := NewClients(aws.Config{Region: "us-east-1"})
 	if c.Home() != "us-east-1" {
