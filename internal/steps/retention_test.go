@@ -65,40 +65,41 @@ func TestRetention_KeepsEveryImageASafetyRuleProtects(t *testing.T) {
 		victim img                             // instance and daysAgo are set by the test
 		setup  func(w *rtWorld, victim string) // makes the rule hold
 		reason string
+		detail string // what the reason must name
 	}{
-		{name: "used by a running instance", setup: func(w *rtWorld, v string) { w.launch(rtHome, v, false) }, reason: rotation.ReasonInUse},
-		{name: "used by a stopped instance", setup: func(w *rtWorld, v string) { w.launch(rtHome, v, true) }, reason: rotation.ReasonInUse},
+		{name: "used by a running instance", setup: func(w *rtWorld, v string) { w.launch(rtHome, v, false) }, reason: rotation.ReasonInUse, detail: "instance i-"},
+		{name: "used by a stopped instance", setup: func(w *rtWorld, v string) { w.launch(rtHome, v, true) }, reason: rotation.ReasonInUse, detail: "instance i-"},
 		{name: "launch template default version", setup: func(w *rtWorld, v string) {
 			w.template(rtHome, "lt-default", []string{v, base}, 1, nil)
-		}, reason: rotation.ReasonInUse},
+		}, reason: rotation.ReasonInUse, detail: "version 1 (default)"},
 		{name: "launch template default version older than the reference depth", setup: func(w *rtWorld, v string) {
 			w.template(rtHome, "lt-deep", append([]string{v}, slices.Repeat([]string{base}, 14)...), 1, nil)
-		}, reason: rotation.ReasonInUse},
+		}, reason: rotation.ReasonInUse, detail: "version 1 (default)"},
 		{name: "launch template latest version that is not the default", setup: func(w *rtWorld, v string) {
 			w.template(rtHome, "lt-latest", []string{base, v}, 1, nil)
-		}, reason: rotation.ReasonInUse},
+		}, reason: rotation.ReasonInUse, detail: "version 2 (latest)"},
 		{name: "SSM parameter", setup: func(w *rtWorld, v string) {
 			if err := w.sim.PutParameter(rtHome, "/app/ami", v, "aws:ec2:image"); err != nil {
 				t.Fatal(err)
 			}
-		}, reason: rotation.ReasonInUse},
+		}, reason: rotation.ReasonInUse, detail: "ssm-parameter /app/ami"},
 		{name: "auto scaling group pinned to an old launch template version", setup: func(w *rtWorld, v string) {
 			lt := w.template(rtHome, "lt-asg", []string{base, v, base}, 3, nil)
 			w.group(rtHome, "asg-pinned", func(in *autoscaling.CreateAutoScalingGroupInput) { in.LaunchTemplate = ltSpec(lt, "2") })
-		}, reason: rotation.ReasonInUse},
+		}, reason: rotation.ReasonInUse, detail: "auto-scaling-group asg-pinned"},
 		{name: "auto scaling group naming its launch template", setup: func(w *rtWorld, v string) {
 			w.template(rtHome, "lt-by-name", []string{base, v, base}, 3, nil)
 			w.group(rtHome, "asg-by-name", func(in *autoscaling.CreateAutoScalingGroupInput) {
 				in.LaunchTemplate = &asgtypes.LaunchTemplateSpecification{LaunchTemplateName: aws.String("lt-by-name"), Version: aws.String("2")}
 			})
-		}, reason: rotation.ReasonInUse},
+		}, reason: rotation.ReasonInUse, detail: "auto-scaling-group asg-by-name"},
 		{name: "auto scaling group with a mixed instances policy", setup: func(w *rtWorld, v string) {
 			lt := w.template(rtHome, "lt-mixed", []string{base, v, base}, 3, nil)
 			w.group(rtHome, "asg-mixed", func(in *autoscaling.CreateAutoScalingGroupInput) {
 				in.MixedInstancesPolicy = &asgtypes.MixedInstancesPolicy{LaunchTemplate: &asgtypes.LaunchTemplate{LaunchTemplateSpecification: ltSpec(lt, "2")}}
 			})
-		}, reason: rotation.ReasonInUse},
-		{name: "launch configuration", setup: func(w *rtWorld, v string) { w.launchConfiguration(rtHome, "lc-old", v) }, reason: rotation.ReasonInUse},
+		}, reason: rotation.ReasonInUse, detail: "auto-scaling-group asg-mixed"},
+		{name: "launch configuration", setup: func(w *rtWorld, v string) { w.launchConfiguration(rtHome, "lc-old", v) }, reason: rotation.ReasonInUse, detail: "launch-configuration lc-old"},
 		{name: "amirotate:keep tag", victim: img{tags: map[string]string{rotation.TagKeep: "true"}}, reason: rotation.ReasonKeepTag},
 		{name: "deregistration protection", setup: func(w *rtWorld, v string) {
 			if _, err := w.ec2(rtHome).EnableImageDeregistrationProtection(w.ctx, &ec2.EnableImageDeregistrationProtectionInput{ImageId: aws.String(v)}); err != nil {
@@ -131,8 +132,8 @@ func TestRetention_KeepsEveryImageASafetyRuleProtects(t *testing.T) {
 			w.requireIntact(rtHome, victim, victimSnaps, tc.name)
 			w.requireGone(rtHome, control, controlSnaps, "the unprotected image of the same age")
 			rep := scopeOf(b.Retention, "i-a", rtHome)
-			if got := rotation.ReasonCode(rep.Kept[victim]); got != tc.reason {
-				t.Errorf("kept reason %q; want %s", rep.Kept[victim], tc.reason)
+			if got := rotation.ReasonCode(rep.Kept[victim]); got != tc.reason || !strings.Contains(rep.Kept[victim], tc.detail) {
+				t.Errorf("kept reason %q; want %s naming %q", rep.Kept[victim], tc.reason, tc.detail)
 			}
 			if !slices.Equal(rep.Deleted, []string{control}) {
 				t.Errorf("deleted %v; want only %s", rep.Deleted, control)
