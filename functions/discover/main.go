@@ -1,0 +1,18 @@
+// Command discover is the discover step's Lambda function: it validates the execution input and splits the policy's instances into batches.
+// The handler is steps.Discover (internal/steps); this file only wires it.
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/amirotate/amirotate/functions/internal/boot"
+	"github.com/amirotate/amirotate/internal/ec2x"
+	"github.com/amirotate/amirotate/internal/steps"
+)
+
+func main() {
+	boot.Start(func(c *ec2x.Clients) func(context.Context, steps.DiscoverIn) (steps.DiscoverOut, error) {
+		return (&steps.Discover{Clients: c, Now: time.Now}).Handle
+	})
+}
