@@ -606,3 +606,114 @@ func TestRetention_ErrorTypeReachesTheLambdaResponse(t *testing.T) {
 		t.Errorf("others pass, orphan listing refused: errorType %q (%s); want FatalError", typ, msg)
 	}
 }
+
+// TestRetentionOthers_PrunesInstancesThatLeftTheSelector: images of an
+// instance outside this rotation's targets (terminated, or no longer
+// matching the selector) are governed by their tags: keep N newest, the
+// newest always; the targets' images are left to their batches.
+func TestRetentionOthers_PrunesInstancesThatLeftTheSelector(t *testing.T) {
+	w := newRTWorld(t, copyPolicyJSON)
+	type made struct {
+		region, id string
+		snaps      []string
+		day        int
+	}
+	var gone, target []made
+	for d := 10; d <= 14; d++ {
+		id, snaps := w.mk(img{instance: "i-gone", daysAgo: d})
+		gone = append(gone, made{rtHome, id, snaps, d})
+	}
+	for d := 10; d <= 12; d++ {
+		id, snaps := w.mk(img{instance: "i-gone", daysAgo: d, region: rtCopy, copy: true})
+		gone = append(gone, made{rtCopy, id, snaps, d})
+	}
+	lone, loneSnaps := w.mk(img{instance: "i-lone", daysAgo: 40})
+	for d := 1; d <= 5; d++ {
+		id, snaps := w.mk(img{instance: "i-target", daysAgo: d})
+		target = append(target, made{rtHome, id, snaps, d})
+	}
+	foreign, foreignSnaps := w.mk(img{instance: "i-gone", daysAgo: 30, policy: "weekly"})
+
+	out, err := w.retention().HandleOthers(w.ctx, RetentionOthersIn{Policy: w.policy, Rotation: w.rot, Exclude: []string{"i-target"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range gone {
+		if m.day <= 11 {
+			w.requireIntact(m.region, m.id, m.snaps, "one of the two newest of an instance that left")
+		} else {
+			w.requireGone(m.region, m.id, m.snaps, "expired image of an instance that left")
+		}
+	}
+	w.requireIntact(rtHome, lone, loneSnaps, "the only (newest) image of an instance that left")
+	for _, m := range target {
+		w.requireIntact(m.region, m.id, m.snaps, "image of a target of this rotation")
+	}
+	w.requireIntact(rtHome, foreign, foreignSnaps, "image of another policy")
+	for _, rep := range out.Retention {
+		if rep.InstanceID == "i-target" {
+			t.Errorf("the others pass reported on a target: %+v", rep)
+		}
+	}
+	if got := len(deletedIDs(out.Retention)); got != 4 {
+		t.Errorf("deleted %d; want 4 (3 at home, 1 copy)", got)
+	}
+	if why := scopeOf(out.Retention, "i-lone", rtHome).Kept[lone]; rotation.ReasonCode(why) != rotation.ReasonNewest {
+		t.Errorf("lone image kept as %q; want %s", why, rotation.ReasonNewest)
+	}
+}
+
+// TestRetentionOthers_SweepsOrphanSnapshots: only the policy's snapshots
+// that no image uses and that are older than an hour go.
+func TestRetentionOthers_SweepsOrphanSnapshots(t *testing.T) {
+	for _, dryRun := range []bool{false, true} {
+		t.Run(map[bool]string{false: "real", true: "dry run"}[dryRun], func(t *testing.T) {
+			w := newRTWorld(t, `"retention":{"keep":1},"copyTo":[{"region":"eu-west-1"}]`)
+			orphaned, orphanSnaps := w.mk(img{instance: "i-a", daysAgo: 3})
+			w.deregisterKeepingSnapshots(rtHome, orphaned)
+			copyOrphan, copySnaps := w.mk(img{instance: "i-a", daysAgo: 3, region: rtCopy, copy: true})
+			w.deregisterKeepingSnapshots(rtCopy, copyOrphan)
+			other, otherSnaps := w.mk(img{instance: "i-a", daysAgo: 3, policy: "weekly"})
+			w.deregisterKeepingSnapshots(rtHome, other)
+			reused, reusedSnaps := w.mk(img{instance: "i-a", daysAgo: 4})
+			userImage := w.register(rtHome, "made-from-our-snapshot", reusedSnaps[:1], nil)
+			w.deregisterKeepingSnapshots(rtHome, reused)
+			live, liveSnaps := w.mk(img{instance: "i-a", daysAgo: 1})
+			w.clock.Advance(2 * time.Hour)
+			young, youngSnaps := w.mk(img{instance: "i-a", daysAgo: 2})
+			w.deregisterKeepingSnapshots(rtHome, young)
+
+			in := RetentionOthersIn{Policy: w.policy, Rotation: w.rot, Exclude: []string{"i-a"}}
+			in.Policy.DryRun = dryRun
+			w.sim.ResetStats()
+			out, err := w.retention().HandleOthers(w.ctx, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantHome := slices.Sorted(slices.Values(append(slices.Clone(orphanSnaps), reusedSnaps[1])))
+			if got := out.Orphans[rtHome]; !slices.Equal(got, wantHome) {
+				t.Errorf("orphans at home %v; want %v", got, wantHome)
+			}
+			if got := out.Orphans[rtCopy]; !slices.Equal(got, slices.Sorted(slices.Values(copySnaps))) {
+				t.Errorf("orphans in %s %v; want %v", rtCopy, got, copySnaps)
+			}
+			for _, s := range append(append(slices.Clone(otherSnaps), youngSnaps...), reusedSnaps[0]) {
+				if !w.snapshotExists(rtHome, s) {
+					t.Errorf("snapshot %s deleted (another policy's, too young, or used by an image)", s)
+				}
+			}
+			w.requireIntact(rtHome, live, liveSnaps, "live image")
+			w.requireIntact(rtHome, userImage, reusedSnaps[:1], "user's image made from our snapshot")
+			for _, s := range wantHome {
+				if w.snapshotExists(rtHome, s) == !dryRun {
+					t.Errorf("orphan %s exists=%v after a dry run=%v", s, !dryRun, dryRun)
+				}
+			}
+			if dryRun {
+				if m := mutations(w.sim.Stats()); len(m) > 0 {
+					t.Errorf("dry run made changing calls: %v", m)
+				}
+			}
+		})
+	}
+}
