@@ -166,14 +166,15 @@ func nextWait(p rotation.Policy, polls int, now, due time.Time) int {
 	return int(math.Ceil(w))
 }
 
-// waitFor is the Wait the state machine does next: wait when images are
-// pending or copies were deferred, and not at all when nothing is in flight
-// (everything refused, or a dry run), so such a batch goes straight on.
+// waitFor is the Wait the state machine does next: at least a second when
+// images are pending or copies remain to start (Wait's SecondsPath), and
+// none when nothing is in flight (everything refused, or a dry run), so such
+// a batch goes straight on.
 func waitFor(b Batch, wait int) int {
-	if b.Pending == 0 && b.Counts[rotation.StateDeferred] == 0 {
+	if b.Pending == 0 && b.ToCopy == 0 && b.Counts[rotation.StateDeferred] == 0 {
 		return 0
 	}
-	return wait
+	return max(wait, 1)
 }
 
 // errText is the message a record carries for err.

@@ -79,3 +79,26 @@ func TestRecount_DryRunPlansCopiesOfPlannedSources(t *testing.T) {
 		t.Errorf("ToCopy = %d, want 1", b.ToCopy)
 	}
 }
+
+func TestWaitFor_WaitsOnlyForWhatIsInFlight(t *testing.T) {
+	tests := []struct {
+		name string
+		b    Batch
+		want int
+	}{
+		{"pending images", Batch{Pending: 2}, 60},
+		{"copies to start", Batch{ToCopy: 1}, 60},
+		{"deferred copies", Batch{Counts: map[string]int{rotation.StateDeferred: 1}}, 60},
+		{"nothing in flight", Batch{Counts: map[string]int{rotation.StateRefused: 3}}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := waitFor(tt.b, 60); got != tt.want {
+				t.Errorf("waitFor = %d, want %d", got, tt.want)
+			}
+		})
+	}
+	if got := waitFor(Batch{Pending: 1}, 0); got != 1 {
+		t.Errorf("waitFor with pending images = %d, want at least 1", got)
+	}
+}
