@@ -1,9 +1,16 @@
 package demofleet
 
 import (
+	"context"
+	"net/http/httptest"
 	"slices"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/amirotate/amirotate/internal/ec2sim"
 	"github.com/amirotate/amirotate/internal/rotation"
 )
 
@@ -66,5 +73,64 @@ func TestPolicies_AsDocumented(t *testing.T) {
 func TestPolicyJSON_UnknownName(t *testing.T) {
 	if _, err := PolicyJSON("nope"); err == nil {
 		t.Fatal("want an error for an unknown policy")
+	}
+}
+
+func TestSeed_LaunchesTheFleetThroughTheSDK(t *testing.T) {
+	sim := ec2sim.New(ec2sim.Options{Regions: []string{"eu-west-1", "us-east-1"}, ImageDelay: -1})
+	srv := httptest.NewServer(sim)
+	defer srv.Close()
+	cfg := ec2sim.AWSConfig(srv.URL, "eu-west-1")
+	ctx := context.Background()
+
+	fleet, err := Seed(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fleet.Region != "eu-west-1" || len(fleet.InstanceIDs("web")) != 3 || len(fleet.InstanceIDs("db")) != 2 {
+		t.Fatalf("got %+v", fleet)
+	}
+	if got := regionsOf(fleet.Policies[0]); !slices.Equal(got, []string{"ap-southeast-2"}) {
+		t.Errorf("web copies from eu-west-1 to %v, want [ap-southeast-2]", got)
+	}
+
+	client := ec2.NewFromConfig(cfg)
+	out, err := client.DescribeInstances(ctx, &ec2.DescribeInstancesInput{Filters: []types.Filter{
+		{Name: aws.String("tag-key"), Values: []string{"amirotate:policy"}},
+		{Name: aws.String("instance-state-name"), Values: []string{"running"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	volumes := map[string]int{}
+	for _, r := range out.Reservations {
+		for _, in := range r.Instances {
+			volumes[aws.ToString(in.InstanceId)] = len(in.BlockDeviceMappings)
+		}
+	}
+	for _, in := range fleet.Instances {
+		want := 1
+		if in.DataVolumeGiB > 0 {
+			want = 2
+		}
+		if volumes[in.ID] != want {
+			t.Errorf("%s (%s): %d volumes running, want %d", in.Name, in.ID, volumes[in.ID], want)
+		}
+	}
+
+	lts, err := client.DescribeLaunchTemplates(ctx, &ec2.DescribeLaunchTemplatesInput{Filters: []types.Filter{
+		{Name: aws.String("tag:amirotate:track"), Values: []string{fleet.TrackedInstance}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lts.LaunchTemplates) != 1 || aws.ToString(lts.LaunchTemplates[0].LaunchTemplateId) != fleet.LaunchTemplateID {
+		t.Errorf("launch templates tracking %s: got %+v, want %s", fleet.TrackedInstance, lts.LaunchTemplates, fleet.LaunchTemplateID)
+	}
+}
+
+func TestSeed_NeedsARegion(t *testing.T) {
+	if _, err := Seed(context.Background(), aws.Config{}); err == nil {
+		t.Fatal("want an error for a config without a region")
 	}
 }

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/amirotate/amirotate/internal/demofleet"
+	"github.com/amirotate/amirotate/internal/ec2sim"
+)
+
+func init() {
+	commands["sim"] = func(ctx context.Context, args []string) error {
+		return runSim(ctx, args, os.Stdout, os.Stderr)
+	}
+}
+
+// regionName accepts names shaped like AWS regions (us-east-1, us-gov-west-1).
+var regionName = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-\d{1,2}$`)
+
+// simConfig is the parsed command line of `amirotate sim`.
+type simConfig struct {
+	addr       string
+	regions    []string
+	imageDelay time.Duration
+	seedDemo   bool
+}
+
+func parseSimFlags(args []string, stderr io.Writer) (simConfig, error) {
+	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: amirotate sim [--addr 127.0.0.1:4566] [--regions r1,r2,...] [--image-delay 3s] [--seed-demo]\n\n"+
+			"Serves a local EC2 + SSM Parameter Store endpoint for every region at one address\n"+
+			"until interrupted. Admin endpoints: GET /_sim/stats, POST /_sim/reset,\n"+
+			"POST /_sim/faults, POST /_sim/throttling.\n\n")
+		fs.PrintDefaults()
+	}
+	var c simConfig
+	var regions string
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:4566", "`host:port` to listen on (port 0 picks a free one)")
+	fs.StringVar(&regions, "regions", strings.Join(ec2sim.DefaultRegions, ","), "comma-separated `regions` to serve; the first answers unsigned requests")
+	fs.DurationVar(&c.imageDelay, "image-delay", 3*time.Second, "how long a new 8 GiB image stays pending (bigger volumes and copies take longer; 0 = available at once)")
+	fs.BoolVar(&c.seedDemo, "seed-demo", false, "launch the demo fleet (5 tagged instances in policies web and db, a tracked launch template) in the first region")
+	if err := fs.Parse(args); err != nil {
+		return simConfig{}, err
+	}
+	if fs.NArg() > 0 {
+		return simConfig{}, fmt.Errorf("unexpected argument %q (see amirotate sim -h)", fs.Arg(0))
+	}
+	if c.imageDelay < 0 {
+		return simConfig{}, fmt.Errorf("--image-delay %s: must not be negative", c.imageDelay)
+	}
+	seen := map[string]bool{}
+	for _, r := range strings.Split(regions, ",") {
+		r = strings.TrimSpace(r)
+		if r == "" || seen[r] {
+			continue
+		}
+		if !regionName.MatchString(r) {
+			return simConfig{}, fmt.Errorf("--regions: %q is not a region name like us-east-1", r)
+		}
+		seen[r] = true
+		c.regions = append(c.regions, r)
+	}
+	if len(c.regions) == 0 {
+		return simConfig{}, errors.New("--regions: name at least one region, e.g. us-east-1,eu-west-1")
+	}
+	return c, nil
+}
+
+// runSim serves the simulator until ctx ends, then shuts the server down
+// gracefully so that in-flight requests still get their answer.
+func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, err := parseSimFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	delay := c.imageDelay
+	if delay == 0 {
+		delay = -1 // the simulator reads a negative delay as "at once" and zero as "default"
+	}
+	sim := ec2sim.New(ec2sim.Options{Regions: c.regions, ImageDelay: delay})
+
+	ln, err := net.Listen("tcp", c.addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", c.addr, err)
+	}
+	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	url := "http://" + ln.Addr().String()
+
+	if c.seedDemo {
+		fleet, err := demofleet.Seed(ctx, ec2sim.AWSConfig(url, c.regions[0]))
+		if err != nil {
+			_ = srv.Close()
+			return fmt.Errorf("seeding the demo fleet: %w", err)
+		}
+		printFleet(stdout, fleet)
+	}
+	printHowTo(stdout, url, c)
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serving %s: %w", url, err)
+	case <-ctx.Done():
+	}
+	fmt.Fprintln(stdout, "amirotate sim: stopping")
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdown); err != nil {
+		return fmt.Errorf("shutting down: %w", err)
+	}
+	return nil
+}
+
+func printFleet(w io.Writer, f demofleet.Fleet) {
+	fmt.Fprintf(w, "Demo fleet in %s (from %s):\n", f.Region, f.BaseImageID)
+	for _, in := range f.Instances {
+		extra := ""
+		if in.DataVolumeGiB > 0 {
+			extra = fmt.Sprintf(", data volume %d GiB", in.DataVolumeGiB)
+		}
+		fmt.Fprintf(w, "  %s  %-6s policy %s%s\n", in.ID, in.Name, in.Policy, extra)
+	}
+	fmt.Fprintf(w, "  %s  launch template %s, tracks %s\n", f.LaunchTemplateID, f.LaunchTemplateName, f.TrackedInstance)
+	fmt.Fprintf(w, "  policies: ")
+	for i, p := range f.Policies {
+		if i > 0 {
+			fmt.Fprint(w, ", ")
+		}
+		fmt.Fprint(w, p.Name)
+	}
+	fmt.Fprint(w, " (internal/demofleet/policies/)\n\n")
+}
+
+func printHowTo(w io.Writer, url string, c simConfig) {
+	home := c.regions[0]
+	fmt.Fprintf(w, `amirotate sim: EC2 + SSM Parameter Store on %[1]s
+  regions: %[2]s; new images stay pending %[3]s (longer for big volumes and copies)
+
+Point the AWS SDKs and CLI at it:
+
+  export AWS_ENDPOINT_URL_EC2=%[1]s
+  export AWS_ENDPOINT_URL_SSM=%[1]s
+  export AWS_ENDPOINT_URL_AUTO_SCALING=%[1]s
+  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+  export AWS_REGION=%[4]s AWS_DEFAULT_REGION=%[4]s
+
+  aws ec2 describe-images --owners amazon
+
+  (AWS CLI v2 older than 2.13 ignores AWS_ENDPOINT_URL_*: add --endpoint-url %[1]s)
+
+Admin: curl %[1]s/_sim/stats  (also POST /_sim/reset, /_sim/faults, /_sim/throttling)
+Press Ctrl-C to stop.
+`, url, strings.Join(c.regions, ", "), c.imageDelay, home)
+}
