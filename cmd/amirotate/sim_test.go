@@ -46,7 +46,9 @@ func TestRunSim_ServesUntilCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	out := syncBuffer{lines: make(chan string, 64)}
 	done := make(chan error, 1)
-	go func() { done <- runSim(ctx, []string{"--addr", "127.0.0.1:0", "--regions", "us-east-1"}, out, io.Discard) }()
+	go func() {
+		done <- runSim(ctx, []string{"--addr", "127.0.0.1:0", "--regions", "us-east-1"}, out, io.Discard)
+	}()
 
 	var url string
 	for url == "" {
