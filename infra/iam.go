@@ -103,16 +103,19 @@ var functionActions = map[string][]string{
 }
 
 // impliedActions are authorized by AWS as part of a call the handler makes,
-// without being a call of their own: CreateImage and CopyImage with
-// TagSpecifications are also authorized as ec2:CreateTags (with
-// ec2:CreateAction naming the call).
+// without being a call of their own:
+//   - CreateImage and CopyImage with TagSpecifications are also authorized
+//     as ec2:CreateTags (with ec2:CreateAction naming the call);
+//   - DescribeImageReferences (retention asks for every resource type, since
+//     a reference missed is an image deleted while in use) reads each type
+//     with the caller's permissions: instances, launch templates, SSM
+//     parameters, Image Builder image and container recipes.
 var impliedActions = map[string][]string{
 	"snapshot": {"ec2:CreateTags"},
 	"copy":     {"ec2:CreateTags"},
+	"retention": {"ec2:DescribeInstances", "ec2:DescribeLaunchTemplates", "imagebuilder:GetContainerRecipe",
+		"imagebuilder:ListContainerRecipes", "imagebuilder:ListImageRecipes", "ssm:DescribeParameters", "ssm:GetParameters"},
 }
-
-// describeReason says why read-only actions get Resource "*".
-const describeReason = "EC2 Describe*, Auto Scaling Describe* and DescribeImageReferences do not support resource-level permissions: IAM requires Resource \"*\"; they are limited to the deployment's regions by aws:RequestedRegion"
 
 // statements returns the API statements of a function's role.
 func (pc *permissionContext) statements(step string) []awsiam.PolicyStatement {
@@ -133,6 +136,16 @@ func (pc *permissionContext) statements(step string) []awsiam.PolicyStatement {
 	case "poll", "retention":
 		out = append(out, pc.statement("DeleteManagedImages", []string{"ec2:DeregisterImage", "ec2:DeleteSnapshot"},
 			pc.imagesAndSnapshots(), resourceTagged()))
+		if step == "retention" {
+			out = append(out,
+				pc.statement("ReadImageReferences", []string{"ec2:DescribeInstances", "ec2:DescribeLaunchTemplates",
+					"imagebuilder:ListContainerRecipes", "imagebuilder:ListImageRecipes", "ssm:DescribeParameters"}, []string{"*"}, nil),
+				pc.statement("ReadParameterReferences", []string{"ssm:GetParameters"},
+					[]string{pc.arn("ssm", "*", pc.account, "parameter/*")}, nil),
+				pc.statement("ReadContainerRecipeReferences", []string{"imagebuilder:GetContainerRecipe"},
+					[]string{pc.arn("imagebuilder", "*", pc.account, "container-recipe/*")}, nil),
+			)
+		}
 	case "copy":
 		out = append(out,
 			pc.statement("CopyToTaggedImage", []string{"ec2:CopyImage"}, pc.imagesAndSnapshots(), requestTagged()),

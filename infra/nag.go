@@ -10,8 +10,9 @@ import (
 // suppression names the exact wildcard it accepts (appliesTo), so a new
 // wildcard is still reported.
 const (
-	reasonDescribe = "Describe actions (ec2:Describe*, ec2:DescribeImageReferences, autoscaling:Describe*) do not support " +
-		"resource-level permissions, so IAM requires Resource \"*\"; the statement is limited to the deployment's regions (aws:RequestedRegion)."
+	reasonDescribe = "Read-only Describe and List actions (ec2:Describe*, autoscaling:Describe*, ssm:DescribeParameters, " +
+		"imagebuilder:List*Recipes) do not support resource-level permissions, so IAM requires Resource \"*\"; each statement is " +
+		"limited to the deployment's regions (aws:RequestedRegion)."
 	reasonImages = "AMI and snapshot ids are made at run time, so they cannot be listed. Every statement on them is conditioned on " +
 		"amirotate's tag amirotate:created-by=amirotate (aws:ResourceTag for changes and deletions, aws:RequestTag for creation, " +
 		"ec2:CreateAction for tagging at creation, aws:TagKeys for the latest marker): only what amirotate made can be touched."
@@ -21,6 +22,9 @@ const (
 		"allowed only on templates that carry it (aws:ResourceTag)."
 	reasonParameters = "Parameter names contain the instance id; access is limited to each policy's parameter path (its ssmParameter " +
 		"template up to the first per-instance placeholder)."
+	reasonReferences = "DescribeImageReferences checks every resource type that can use an image with the caller's permissions: " +
+		"it must read the account's SSM parameters and Image Builder container recipes to find the images they name (retention " +
+		"must not delete an image in use). Read-only; SecureString values stay encrypted (no kms:Decrypt)."
 	reasonXRay = "xray:PutTraceSegments and xray:PutTelemetryRecords (added by CDK for active tracing) do not support " +
 		"resource-level permissions."
 	reasonStateMachine = "Added by CDK for the state machine's logging and tracing: CloudWatch Logs log-delivery actions " +
@@ -45,7 +49,8 @@ func addSuppressions(r *Rotation) {
 				iam5(reasonImages, `^Resource::arn:`+partitionRE+`:ec2:\*::(image|snapshot)/\*$`),
 				iam5(reasonInstances, `^Resource::arn:`+partitionRE+`:ec2:\*:`+accountRE+`:instance/\*$`),
 				iam5(reasonLaunchTemplates, `^Resource::arn:`+partitionRE+`:ec2:\*:`+accountRE+`:launch-template/\*$`),
-				iam5(reasonParameters, `^Resource::arn:`+partitionRE+`:ssm:\*:`+accountRE+`:parameter/[^*]*\*$`),
+				iam5(reasonParameters, `^Resource::arn:`+partitionRE+`:ssm:\*:`+accountRE+`:parameter/[^*]+\*$`),
+				iam5(reasonReferences, `^Resource::arn:`+partitionRE+`:(ssm:\*:`+accountRE+`:parameter|imagebuilder:\*:`+accountRE+`:container-recipe)/\*$`),
 			)
 		}
 		if role := r.Node().TryFindChild(jsii.String(id + "Role")); role != nil {
