@@ -103,6 +103,9 @@ func scheduled(p rotation.Policy, at time.Time) map[string]any {
 
 type runOpt func(*localrun.Options)
 
+// waits sets the runner's Wait duration (milliseconds).
+func waits(ms int) runOpt { return func(o *localrun.Options) { o.WaitMs = &ms } }
+
 func (w *world) runner(opts ...runOpt) *localrun.Runner {
 	w.t.Helper()
 	waitMs, retryMs := 50, 20
@@ -149,13 +152,18 @@ func (w *world) run(r *localrun.Runner, input any) (*localrun.Result, steps.Summ
 	return res, out.Summary
 }
 
-// images lists the managed images of a policy in a region, by instance.
-func (w *world) images(region, policy string) map[string][]types.Image {
+// images lists the managed images of a policy in a region, by instance;
+// only those of the given instances when there are any.
+func (w *world) images(region, policy string, instanceIDs ...string) map[string][]types.Image {
 	w.t.Helper()
 	out := map[string][]types.Image{}
+	filters := []types.Filter{{Name: aws.String("tag:amirotate:policy"), Values: []string{policy}}}
+	if len(instanceIDs) > 0 {
+		filters = append(filters, types.Filter{Name: aws.String("tag:amirotate:instance-id"), Values: instanceIDs})
+	}
 	p := ec2.NewDescribeImagesPaginator(w.clients.EC2(region), &ec2.DescribeImagesInput{
 		Owners:  []string{"self"},
-		Filters: []types.Filter{{Name: aws.String("tag:amirotate:policy"), Values: []string{policy}}},
+		Filters: filters,
 	})
 	for p.HasMorePages() {
 		page, err := p.NextPage(context.Background())
@@ -186,7 +194,7 @@ func rotationOf(im types.Image) string { return tag(im.Tags, "amirotate:rotation
 func (w *world) expectImages(policyName string, ids []string, rotations ...string) {
 	w.t.Helper()
 	for _, region := range regions {
-		got := w.images(region, policyName)
+		got := w.images(region, policyName, ids...)
 		for _, id := range ids {
 			var have []string
 			for _, im := range got[id] {
@@ -477,12 +485,13 @@ func TestRotation_ThousandInstancesStayUnderThePayloadLimit(t *testing.T) {
 	p.Retention = rotation.Retention{Keep: 1}
 	p.Publish = rotation.Publish{}
 
+	// Waits a little longer than an image takes: fewer, fuller polls.
 	day1, day2 := t0.Add(-24*time.Hour), t0
-	res, _ := w.run(w.runner(), scheduled(p, day1))
+	res, _ := w.run(w.runner(waits(250)), scheduled(p, day1))
 	if err := res.Check(); err != nil {
 		t.Fatal(err)
 	}
-	res, sum := w.run(w.runner(), scheduled(p, day2))
+	res, sum := w.run(w.runner(waits(250)), scheduled(p, day2))
 	if err := res.Check(); err != nil {
 		t.Fatal(err)
 	}
