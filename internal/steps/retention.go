@@ -71,8 +71,13 @@ func (r *Retention) now() time.Time {
 // scope; an instance whose new image failed, timed out or errored is held:
 // none of its images go. It fills b.Retention.
 func (r *Retention) Handle(ctx context.Context, b Batch) (Batch, error) {
-	if err := checkRetentionInput(b.Policy); err != nil {
+	if err := checkRetentionInput(b.Policy, b.Rotation); err != nil {
 		return b, err
+	}
+	if b.Error != nil {
+		// A step of this batch failed: its records may be incomplete, and
+		// pruning on incomplete records could take an instance's last image.
+		return b, nil
 	}
 	home := r.homeOf(b.Rotation)
 	scope, hold, planned := batchScope(b, home)
@@ -114,7 +119,7 @@ func (r *Retention) Handle(ctx context.Context, b Batch) (Batch, error) {
 // policy's snapshots whose image is gone.
 func (r *Retention) HandleOthers(ctx context.Context, in RetentionOthersIn) (RetentionOthersOut, error) {
 	var out RetentionOthersOut
-	if err := checkRetentionInput(in.Policy); err != nil {
+	if err := checkRetentionInput(in.Policy, in.Rotation); err != nil {
 		return out, err
 	}
 	exclude := make(map[string]bool, len(in.Exclude))
@@ -146,7 +151,10 @@ func (r *Retention) HandleOthers(ctx context.Context, in RetentionOthersIn) (Ret
 	return out, nil
 }
 
-func checkRetentionInput(p rotation.Policy) error {
+func checkRetentionInput(p rotation.Policy, rot rotation.Rotation) error {
+	if rot.Time.IsZero() {
+		return rotation.Invalid("rotation.time", "is missing; retention counts image ages from the rotation time")
+	}
 	if p.Name == "" {
 		return rotation.Invalid("policy.name", "is empty; retention only touches images tagged with their policy's name")
 	}

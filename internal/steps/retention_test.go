@@ -717,3 +717,48 @@ func TestRetentionOthers_SweepsOrphanSnapshots(t *testing.T) {
 		})
 	}
 }
+
+// TestRetention_ThrottlingDoesNotChangeWhatIsDeleted: with a third of all
+// calls throttled (and retried by the SDK), retention deletes exactly what
+// it deletes in calm weather.
+func TestRetention_ThrottlingDoesNotChangeWhatIsDeleted(t *testing.T) {
+	build := func() (*rtWorld, Batch, map[string]bool) {
+		w := newRTWorld(t, copyPolicyJSON)
+		keep := map[string]bool{}
+		for d := 1; d <= 8; d++ {
+			id, _ := w.mk(img{instance: "i-a", daysAgo: d})
+			cp, _ := w.mk(img{instance: "i-a", daysAgo: d, region: rtCopy, copy: true})
+			if d == 1 {
+				keep[id], keep[cp] = true, true
+			}
+			if d == 5 {
+				w.launch(rtHome, id, false)
+				keep[id] = true
+			}
+		}
+		return w, w.batchOf(w.rotated("i-a")), keep
+	}
+	w, b, keep := build()
+	w.inject(ec2sim.Fault{Action: "*", Code: "RequestLimitExceeded", Probability: 0.33})
+	r := w.retention()
+	r.pageSize = 5
+	out, err := r.Handle(w.ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := failures(out.Retention); len(f) > 0 {
+		t.Fatalf("failures under throttling: %v", f)
+	}
+	if w.sim.Stats().Faulted == 0 {
+		t.Fatal("no call was throttled; the test proves nothing")
+	}
+	deleted := deletedIDs(out.Retention)
+	if len(deleted) != 13 {
+		t.Errorf("deleted %d; want 13 (8+8 old, minus 2 within keep, minus 1 in use)", len(deleted))
+	}
+	for _, id := range deleted {
+		if keep[id] {
+			t.Errorf("deleted %s, which must stay", id)
+		}
+	}
+}
