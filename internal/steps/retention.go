@@ -35,8 +35,17 @@ const (
 	// an orphan: an image being created or copied may not list its snapshots
 	// yet.
 	orphanMinAge = time.Hour
-	// planRounds bounds the plan → references → plan loop (see planRegion).
+	// planRounds bounds the plan → references → plan loop (see plan).
 	planRounds = 3
+	// deleteReserve is the time left before the invocation's deadline at
+	// which retention stops starting deletions: a big first prune (keep
+	// lowered from 30 to 3 on a large fleet) at EC2's 5 deletions/s can
+	// outlast a Lambda's 15 minutes. What is left is reported as deferred
+	// and the next run deletes it; the report still reaches the state
+	// machine.
+	deleteReserve = 30 * time.Second
+	// reasonDeferred is the kept reason of a deletion left to the next run.
+	reasonDeferred = "deferred: this run's time was used up; the next run deletes it"
 )
 
 // Retention deregisters the images a policy no longer keeps and deletes
@@ -357,6 +366,8 @@ func (r *Retention) region(ctx context.Context, region string, job retentionJob)
 		switch {
 		case !d.Delete:
 			setReason(&rep.Kept, d.ImageID, d.Reason)
+		case o.deferred:
+			setReason(&rep.Kept, d.ImageID, reasonDeferred)
 		case o.err != nil:
 			setReason(&rep.Failed, d.ImageID, o.err.Error())
 		default:
@@ -582,6 +593,7 @@ func toImage(im types.Image, region string) rotation.Image {
 
 // outcome is what carrying out one decision did.
 type outcome struct {
+	deferred         bool // not attempted: the invocation's time is nearly up
 	err              error
 	snapshotsDeleted int
 	snapshotsKept    map[string]string // snapshot → why it stays
@@ -602,6 +614,10 @@ func (r *Retention) execute(ctx context.Context, cl ec2x.RetentionEC2, dryRun bo
 		go func() {
 			defer wg.Done()
 			for i := range work {
+				if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < deleteReserve {
+					outcomes[i].deferred = true
+					continue
+				}
 				outcomes[i] = deleteImage(ctx, cl, decisions[i])
 			}
 		}()

@@ -1,6 +1,7 @@
 package steps
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -760,5 +761,27 @@ func TestRetention_ThrottlingDoesNotChangeWhatIsDeleted(t *testing.T) {
 		if keep[id] {
 			t.Errorf("deleted %s, which must stay", id)
 		}
+	}
+}
+
+// TestRetention_DefersDeletionsWhenTheInvocationIsNearlyOut: close to the
+// Lambda deadline no deletion starts; the report says so and nothing is
+// half done.
+func TestRetention_DefersDeletionsWhenTheInvocationIsNearlyOut(t *testing.T) {
+	w := newRTWorld(t, `"retention":{"keep":1}`)
+	recs := w.rotated("i-a")
+	old, snaps := w.mk(img{instance: "i-a", daysAgo: 2})
+	ctx, cancel := context.WithTimeout(w.ctx, deleteReserve/2)
+	defer cancel()
+	out, err := w.retention().Handle(ctx, w.batchOf(recs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.requireIntact(rtHome, old, snaps, "deletion deferred to the next run")
+	if why := scopeOf(out.Retention, "i-a", rtHome).Kept[old]; why != reasonDeferred {
+		t.Errorf("kept as %q; want %q", why, reasonDeferred)
+	}
+	if n := w.sim.Stats().Total("DeregisterImage"); n > 0 {
+		t.Errorf("%d DeregisterImage calls", n)
 	}
 }
