@@ -66,10 +66,17 @@ func New(handlers map[string]any) *Host {
 // process crashed (Runtime.ExitError). With AfterHandler the handler runs
 // first and its response is lost, as when the process dies after the work is
 // done: the retry must then find that work and not repeat it.
+//
+// With ServiceError set, the Lambda service itself refuses the invocation
+// instead (the function never runs): TooManyRequestsException answers 429,
+// anything else 500. Clients retry those on their own first, so Count must
+// outlast the client's attempts (the JavaScript SDK makes 3) to reach the
+// state machine, which sees Lambda.<ServiceError>.
 type Fault struct {
 	Function     string
 	Count        int
 	AfterHandler bool
+	ServiceError string
 }
 
 // Inject adds a fault.
@@ -84,7 +91,8 @@ func (h *Host) Inject(f Fault) {
 type Stats struct {
 	// Invocations per function name, crashed and failed ones included.
 	Invocations map[string]int `json:"invocations"`
-	// Errors per function name: invocations answered with X-Amz-Function-Error.
+	// Errors per function name: invocations that failed (function errors,
+	// crashes, injected service errors).
 	Errors map[string]int `json:"errors"`
 	// MaxRequestBytes and MaxResponseBytes are the largest payloads seen.
 	MaxRequestBytes  int `json:"maxRequestBytes"`
@@ -159,6 +167,15 @@ func (h *Host) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	fault := h.begin(name, len(payload))
 	requestID := fmt.Sprintf("local-%08d", h.requestSeq.Add(1))
+	if fault != nil && fault.ServiceError != "" {
+		status := http.StatusInternalServerError
+		if fault.ServiceError == "TooManyRequestsException" {
+			status = http.StatusTooManyRequests
+		}
+		h.end(name, 0, true)
+		writeServiceError(w, status, fault.ServiceError, serviceErrorMessage(fault.ServiceError))
+		return
+	}
 
 	var body []byte
 	var fnErr *messages.InvokeResponse_Error
@@ -293,4 +310,11 @@ func writeServiceError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("X-Amzn-ErrorType", code)
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"Type": "User", "message": msg})
+}
+
+func serviceErrorMessage(code string) string {
+	if code == "TooManyRequestsException" {
+		return "Rate Exceeded."
+	}
+	return "An internal error occurred: " + code
 }

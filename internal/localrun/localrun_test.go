@@ -281,6 +281,38 @@ func TestRunner_RetriesRetryableErrorAndCrash(t *testing.T) {
 	}
 }
 
+// A Lambda service error that outlasts the SDK's own retries reaches the
+// state machine as Lambda.TooManyRequestsException, which the definition
+// retries, as Step Functions names and retries it.
+func TestRunner_RetriesLambdaServiceErrors(t *testing.T) {
+	f := &fakeFleet{batchSize: 10}
+	var failed []string
+	var mu sync.Mutex
+	r, err := New(fast(f, func(o *Options) {
+		o.OnEvent = func(e Event) {
+			if e.Type == "StateFailed" {
+				mu.Lock()
+				failed = append(failed, e.State+": "+e.Error)
+				mu.Unlock()
+			}
+		}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Host.Inject(lambdahost.Fault{Function: "amirotate-tag", Count: 3, ServiceError: "TooManyRequestsException"})
+	res, err := r.Run(context.Background(), input(t, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if res.Retries != 1 || len(failed) != 1 || failed[0] != "Tag: Lambda.TooManyRequestsException" {
+		t.Fatalf("retries %d, failures %v", res.Retries, failed)
+	}
+}
+
 // A FatalError in one batch is caught into that batch's report; the other
 // batches finish, and the execution fails visibly with the summary's cause.
 func TestRunner_CatchReportsAndFailsVisibly(t *testing.T) {

@@ -38,6 +38,31 @@ if (!Promise.withResolvers) {
 const PUT_EVENTS = 'arn:aws:states:::events:putEvents';
 const DEFAULT_DETAIL_STATES = ['BatchReport', 'Report'];
 
+// Step Functions reports a Lambda invocation that failed outside the
+// function (throttled, service fault, network) as Lambda.<exception>, the
+// names the definition's Retry matches; the SDK throws them bare. Renaming
+// them keeps the local Retry and Catch decisions those of AWS.
+async function nameLambdaErrorsLikeStepFunctions() {
+  const { LambdaClient } = await import('@aws-sdk/client-lambda');
+  const send = LambdaClient.prototype.send;
+  LambdaClient.prototype.send = async function sendNamed(...args) {
+    try {
+      return await send.apply(this, args);
+    } catch (err) {
+      if (err && typeof err === 'object' && !String(err.name).startsWith('Lambda.')) {
+        if (err.$fault === undefined) {
+          err.name = 'Lambda.SdkClientException';
+        } else if (!err.name || err.name === 'Error' || err.name === 'LambdaServiceException') {
+          err.name = 'Lambda.AWSLambdaException';
+        } else {
+          err.name = `Lambda.${err.name}`;
+        }
+      }
+      throw err;
+    }
+  };
+}
+
 function emit(line) {
   process.stdout.write(`${JSON.stringify(line)}\n`);
 }
@@ -155,6 +180,7 @@ async function main() {
   if (!region) throw new Error('set AWS_REGION (or options.region): the Lambda client needs a region');
   if (!process.env.AWS_REGION) process.env.AWS_REGION = region;
 
+  await nameLambdaErrorsLikeStepFunctions();
   const { StateMachine } = await import('aws-local-stepfunctions');
   const machine = new StateMachine(definition, { validationOptions: { checkPaths: true, checkArn: true } });
   const detail = new Set(options.detailStates ?? DEFAULT_DETAIL_STATES);
