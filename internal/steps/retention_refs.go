@@ -283,9 +283,32 @@ func (r *Retention) autoScalingReferences(ctx context.Context, region string, cl
 		if len(numbers) == 0 {
 			continue
 		}
-		versions, err := r.templateVersions(ctx, cl, k.id, k.name, numbers)
-		if err != nil {
-			return err
+		// Numbers are read in one call; an alias ($Default/$Latest of a
+		// template the region listing did not show) on its own, since the
+		// answer does not say which alias a version stands for.
+		versions := map[string][]ltVersion{}
+		var plain []string
+		for _, n := range numbers {
+			if strings.HasPrefix(n, "$") {
+				got, err := r.templateVersions(ctx, cl, k.id, k.name, []string{n})
+				if err != nil {
+					return err
+				}
+				for _, vs := range got {
+					versions[n] = append(versions[n], vs...)
+				}
+				continue
+			}
+			plain = append(plain, n)
+		}
+		if len(plain) > 0 {
+			got, err := r.templateVersions(ctx, cl, k.id, k.name, plain)
+			if err != nil {
+				return err
+			}
+			for n, vs := range got {
+				versions[n] = append(versions[n], vs...)
+			}
 		}
 		for _, u := range uses[k] {
 			for _, v := range versions[u.version] {

@@ -1,0 +1,85 @@
+package steps
+
+import (
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/amirotate/amirotate/internal/rotation"
+)
+
+func TestRetention_DescribesReferencesForPeople(t *testing.T) {
+	cases := []struct {
+		typ  types.ImageReferenceResourceType
+		arn  string
+		want string
+	}{
+		{types.ImageReferenceResourceTypeEc2Instance, "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0", "instance i-0123456789abcdef0"},
+		{types.ImageReferenceResourceTypeEc2LaunchTemplate, "arn:aws:ec2:us-east-1:123456789012:launch-template/lt-0abc", "launch-template lt-0abc"},
+		{types.ImageReferenceResourceTypeSsmParameter, "arn:aws:ssm:us-east-1:123456789012:parameter/amirotate/web/i-1/latest", "ssm-parameter /amirotate/web/i-1/latest"},
+		{types.ImageReferenceResourceTypeImageBuilderImageRecipe, "arn:aws:imagebuilder:us-east-1:123456789012:image-recipe/r/1.0.0", "imagebuilder:ImageRecipe arn:aws:imagebuilder:us-east-1:123456789012:image-recipe/r/1.0.0"},
+		{"ec2:SomethingNew", "", "ec2:SomethingNew"},
+	}
+	for _, tc := range cases {
+		if got := describeReference(types.ImageReference{ResourceType: tc.typ, Arn: aws.String(tc.arn)}); got != tc.want {
+			t.Errorf("%s %s: %q; want %q", tc.typ, tc.arn, got, tc.want)
+		}
+	}
+}
+
+// TestRetention_ReadsDeregistrationProtectionConservatively: every value
+// but "disabled" (and none) protects, including a cooldown still running.
+func TestRetention_ReadsDeregistrationProtectionConservatively(t *testing.T) {
+	for value, want := range map[string]bool{
+		"":                                    false,
+		"disabled":                            false,
+		"enabled":                             true,
+		"enabled-with-cooldown":               true,
+		"disabled-until 2026-11-26T03:00:00Z": true,
+	} {
+		im := toImage(types.Image{ImageId: aws.String("ami-1"), DeregistrationProtection: aws.String(value)}, rtHome)
+		if value == "" {
+			im = toImage(types.Image{ImageId: aws.String("ami-1")}, rtHome)
+		}
+		if im.DeregistrationProtected != want {
+			t.Errorf("deregistrationProtection %q: protected=%v; want %v", value, im.DeregistrationProtected, want)
+		}
+	}
+}
+
+// TestRetention_BatchScope: which instances a batch may prune and which it
+// holds.
+func TestRetention_BatchScope(t *testing.T) {
+	p := rotation.Policy{Name: "p", CopyTo: []rotation.CopyTarget{{Region: "eu-west-1"}}}
+	rec := func(inst, region, state string) rotation.Record {
+		return rotation.Record{InstanceID: inst, Region: region, State: state}
+	}
+	b := Batch{Policy: p, Images: []rotation.Record{
+		rec("i-ok", rtHome, rotation.StateAvailable), rec("i-ok", "eu-west-1", rotation.StateAvailable),
+		rec("i-nocopy", rtHome, rotation.StateAvailable),
+		rec("i-copyfail", rtHome, rotation.StateAvailable), rec("i-copyfail", "eu-west-1", rotation.StateFailed),
+		rec("i-timeout", rtHome, rotation.StateTimedOut),
+		rec("i-planned", rtHome, rotation.StatePlanned), rec("i-planned", "eu-west-1", rotation.StatePlanned),
+		rec("i-refused", rtHome, rotation.StateRefused),
+	}}
+	scope, hold, planned := batchScope(b, rtHome)
+	for inst, want := range map[string]bool{"i-ok": true, "i-nocopy": false, "i-copyfail": true, "i-timeout": true, "i-planned": false, "i-refused": false} {
+		if scope[inst] != want {
+			t.Errorf("%s in scope: %v; want %v", inst, scope[inst], want)
+		}
+	}
+	for inst, want := range map[string]bool{"i-ok": false, "i-nocopy": false, "i-copyfail": true, "i-timeout": true, "i-planned": false, "i-refused": false} {
+		if _, held := hold[inst]; held != want {
+			t.Errorf("%s held: %v; want %v", inst, held, want)
+		}
+	}
+	if len(planned) != 0 {
+		t.Errorf("planned %v outside a dry run", planned)
+	}
+	b.Policy.DryRun = true
+	scope, _, planned = batchScope(b, rtHome)
+	if !scope["i-planned"] || len(planned) != 2 {
+		t.Errorf("dry run: i-planned in scope %v, planned %v; want in scope with 2 stand-ins", scope["i-planned"], planned)
+	}
+}
