@@ -785,3 +785,27 @@ func TestRetention_DefersDeletionsWhenTheInvocationIsNearlyOut(t *testing.T) {
 		t.Errorf("%d DeregisterImage calls", n)
 	}
 }
+
+// TestRetention_ChecksReferencesInEveryRegion: a copy in use in its own
+// region (an instance there, a parameter there) stays, while the same
+// day's source at home, unused, goes.
+func TestRetention_ChecksReferencesInEveryRegion(t *testing.T) {
+	w := newRTWorld(t, copyPolicyJSON)
+	recs := w.rotated("i-a")
+	w.mk(img{instance: "i-a", daysAgo: 1})
+	w.mk(img{instance: "i-a", daysAgo: 1, region: rtCopy, copy: true})
+	src, srcSnaps := w.mk(img{instance: "i-a", daysAgo: 2})
+	byInstance, snapsA := w.mk(img{instance: "i-a", daysAgo: 2, region: rtCopy, copy: true})
+	byParam, snapsB := w.mk(img{instance: "i-a", daysAgo: 3, region: rtCopy, copy: true})
+	w.launch(rtCopy, byInstance, false)
+	if err := w.sim.PutParameter(rtCopy, "/app/ami", byParam, "aws:ec2:image"); err != nil {
+		t.Fatal(err)
+	}
+	b := w.runRetention(w.batchOf(recs))
+	w.requireGone(rtHome, src, srcSnaps, "unused source")
+	w.requireIntact(rtCopy, byInstance, snapsA, "copy an instance in its region runs")
+	w.requireIntact(rtCopy, byParam, snapsB, "copy a parameter in its region names")
+	if got := scopeOf(b.Retention, "i-a", rtCopy).Deleted; len(got) > 0 {
+		t.Errorf("deleted copies %v", got)
+	}
+}
