@@ -70,10 +70,11 @@ func findCLIs() (map[int]*awsCLI, error) {
 	if p, err := exec.LookPath("aws"); err == nil {
 		candidates = append(candidates, p)
 	}
-	candidates = append(candidates, "/usr/bin/aws")
+	// CLI v1 lives in the pyenv Python, which a bare PATH may not reach.
+	candidates = append(candidates, "/usr/bin/aws", filepath.Join(pyenvRoot(), "shims", "aws"))
 	found := map[int]*awsCLI{}
-	for _, p := range candidates {
-		if _, err := os.Stat(p); err != nil {
+	for i, p := range candidates {
+		if _, err := os.Stat(p); err != nil || slices.Contains(candidates[:i], p) {
 			continue
 		}
 		out, err := exec.Command(p, "--version").CombinedOutput()
@@ -286,7 +287,8 @@ func walkthrough(t *testing.T, c *awsCLI, home, dest string) {
 	var regions []string
 	parallel(t,
 		func() {
-			c.ok(t, home, &amazon, "ec2", "describe-images", "--owners", "amazon", "--filters", "Name=state,Values=available")
+			// --page-size 1: the CLI follows NextToken through every page.
+			c.ok(t, home, &amazon, "ec2", "describe-images", "--owners", "amazon", "--filters", "Name=state,Values=available", "--page-size", "1")
 		},
 		func() {
 			c.fails(t, home, "InvalidAMIID.NotFound", "ec2", "describe-images", "--image-ids", "ami-0000000000000000f")
@@ -306,7 +308,12 @@ func walkthrough(t *testing.T, c *awsCLI, home, dest string) {
 		t.Fatal("describe-images --owners amazon: no image to launch from")
 	}
 	base := amazon.Images[0]
+	seen := map[string]bool{}
 	for _, img := range amazon.Images {
+		if seen[img.ImageId] {
+			t.Errorf("describe-images --page-size 1: %s on two pages", img.ImageId)
+		}
+		seen[img.ImageId] = true
 		if img.ImageOwnerAlias != "amazon" || !img.Public || !amiID.MatchString(img.ImageId) || img.State != "available" {
 			t.Errorf("describe-images --owners amazon: want public available ami-<17 hex> images owned by alias amazon, got %+v", img)
 		}

@@ -2,7 +2,10 @@ package conformance
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
@@ -70,5 +73,59 @@ func TestSimCommand_RejectsBadArguments(t *testing.T) {
 				t.Errorf("amirotate sim %v: exit %d, stderr %q; want exit %d and %q", tt.args, code, stderr.String(), tt.code, tt.want)
 			}
 		})
+	}
+}
+
+// TestCLI_InjectedFaults sets fault rules through the admin endpoint and
+// checks how each CLI meets them: RequestLimitExceeded (503) is retried
+// and the call succeeds; UnauthorizedOperation (403) is not retried and
+// surfaces with its code. The rules name an action and region no other
+// test uses, so tests running alongside never meet them.
+func TestCLI_InjectedFaults(t *testing.T) {
+	t.Parallel()
+	const region = "ap-northeast-1"
+	for _, major := range []int{1, 2} {
+		c := requireCLI(t, major)
+		before := simStats(t).Faulted
+		injectFault(t, `{"action":"DescribeTags","region":"`+region+`","code":"RequestLimitExceeded","count":1}`)
+		c.ok(t, region, nil, "ec2", "describe-tags")
+		if got := simStats(t).Faulted - before; got != 1 {
+			t.Errorf("CLI v%d: want exactly the one injected fault answered, got %d", major, got)
+		}
+		injectFault(t, `{"action":"DescribeTags","region":"`+region+`","code":"UnauthorizedOperation","count":1}`)
+		c.fails(t, region, "UnauthorizedOperation", "ec2", "describe-tags")
+	}
+}
+
+type simStatsDoc struct {
+	Calls     map[string]map[string]int `json:"calls"`
+	Throttled int                       `json:"throttled"`
+	Faulted   int                       `json:"faulted"`
+}
+
+func simStats(t *testing.T) simStatsDoc {
+	t.Helper()
+	resp, err := http.Get(shared.url + "/_sim/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s simStatsDoc
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatalf("GET /_sim/stats: %v", err)
+	}
+	return s
+}
+
+func injectFault(t *testing.T, rule string) {
+	t.Helper()
+	resp, err := http.Post(shared.url+"/_sim/faults", "application/json", strings.NewReader(rule))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		t.Fatalf("POST /_sim/faults %s: %s %s", rule, resp.Status, body)
 	}
 }

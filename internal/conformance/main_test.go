@@ -92,6 +92,8 @@ func startSim(args ...string) (*simProc, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Should the test binary die, the simulator goes with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	p := &simProc{cmd: cmd, done: make(chan struct{})}
 	cmd.Stderr = writerFunc(p.record)
 	if err := cmd.Start(); err != nil {
@@ -188,6 +190,15 @@ func waitHTTP(url string, within time.Duration) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// pyenvRoot is where the machine's Python (with AWS CLI v1 and moto) lives.
+func pyenvRoot() string {
+	if r := os.Getenv("PYENV_ROOT"); r != "" {
+		return r
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".pyenv")
 }
 
 // inCI reports whether the tests run in CI, where a missing tool is a

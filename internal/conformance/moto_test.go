@@ -8,11 +8,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -195,6 +197,9 @@ func startMoto(t *testing.T) string {
 	t.Helper()
 	path, err := exec.LookPath("moto_server")
 	if err != nil {
+		path, err = exec.LookPath(filepath.Join(pyenvRoot(), "shims", "moto_server"))
+	}
+	if err != nil {
 		msg := installMoto
 		if inCI() {
 			msg += " (CI=true: the comparison must run)"
@@ -209,6 +214,7 @@ func startMoto(t *testing.T) string {
 	ln.Close()
 	cmd := exec.Command(path, "-H", "127.0.0.1", "-p", fmt.Sprint(port))
 	cmd.Stdout, cmd.Stderr = nil, nil
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting moto_server: %v", err)
 	}
