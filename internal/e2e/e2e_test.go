@@ -371,6 +371,11 @@ func TestRotation_ThrottlingStormAndACrashAreRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := w.runner()
+	// Lambda itself throttles tag past the SDK's own 3 attempts: 5 refusals
+	// over the two batches' concurrent calls leave at least one call
+	// refused 3 times, which the state machine sees as
+	// Lambda.TooManyRequestsException and retries.
+	r.Host.Inject(lambdahost.Fault{Function: "amirotate-tag", Count: 5, ServiceError: "TooManyRequestsException"})
 	// The runtime dies after CreateImage went through: the retry must adopt
 	// the images, not make new ones.
 	r.Host.Inject(lambdahost.Fault{Function: "amirotate-snapshot", Count: 1, AfterHandler: true})
@@ -386,7 +391,7 @@ func TestRotation_ThrottlingStormAndACrashAreRetried(t *testing.T) {
 	if st := w.sim.Stats(); st.Faulted+st.Throttled == 0 {
 		t.Fatal("no request was throttled: the storm did not happen")
 	}
-	if res.Lambda.Errors["amirotate-snapshot"] == 0 || res.Lambda.Errors["amirotate-copy"] == 0 || res.Retries < 2 {
+	if res.Lambda.Errors["amirotate-snapshot"] == 0 || res.Lambda.Errors["amirotate-copy"] == 0 || res.Lambda.Errors["amirotate-tag"] != 5 || res.Retries < 3 {
 		t.Fatalf("crashes not seen: retries %d, lambda %+v", res.Retries, res.Lambda)
 	}
 	w.expectImages("web", ids, t0.Format(rot0Layout))
@@ -474,8 +479,9 @@ func TestRotation_DryRunChangesNothing(t *testing.T) {
 }
 
 // TestRotation_ThousandInstancesStayUnderThePayloadLimit: 1,000 instances
-// in batches of 100, copied into two more regions, rotated twice so the
-// second rotation's retention reports 3,000 deletions as well.
+// in batches of 100, copied into two more regions and published to SSM in
+// each, rotated twice so the second rotation's retention reports 3,000
+// deletions as well.
 func TestRotation_ThousandInstancesStayUnderThePayloadLimit(t *testing.T) {
 	const n = 1000
 	w := newWorld(t, ec2sim.Options{ImageDelay: 200 * time.Millisecond, CopyDelay: 200 * time.Millisecond})
@@ -483,7 +489,7 @@ func TestRotation_ThousandInstancesStayUnderThePayloadLimit(t *testing.T) {
 	p := policy("fleet")
 	p.BatchSize = 100
 	p.Retention = rotation.Retention{Keep: 1}
-	p.Publish = rotation.Publish{}
+	p.Publish = rotation.Publish{SSMParameter: "/amirotate/{policy}/{instanceId}/latest"}
 
 	// Waits a little longer than an image takes: fewer, fuller polls.
 	day1, day2 := t0.Add(-24*time.Hour), t0
