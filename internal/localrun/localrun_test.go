@@ -27,9 +27,10 @@ type fakeFleet struct {
 	throttleOne atomic.Bool
 	invalid     bool
 
-	mu         sync.Mutex
-	pollsByRun map[string]int
-	selected   [][]string
+	mu          sync.Mutex
+	selected    [][]string
+	inflight    int
+	maxInflight int
 }
 
 type fakeInput struct {
@@ -64,6 +65,13 @@ func (f *fakeFleet) snapshot(_ context.Context, b steps.Batch) (steps.Batch, err
 	}
 	f.mu.Lock()
 	f.selected = append(f.selected, b.InstanceIDs)
+	f.inflight++
+	f.maxInflight = max(f.maxInflight, f.inflight)
+	f.mu.Unlock()
+	// Long enough for concurrent iterations to overlap here.
+	time.Sleep(100 * time.Millisecond)
+	f.mu.Lock()
+	f.inflight--
 	f.mu.Unlock()
 	for _, id := range b.InstanceIDs {
 		b.Images = append(b.Images, rotation.Record{InstanceID: id, Region: "us-east-1", ImageID: "ami-" + id, State: rotation.StatePending})
@@ -250,6 +258,18 @@ func TestRunner_MapWaitPollCopyLoop(t *testing.T) {
 		t.Fatalf("lambda stats %+v, max payload %d", res.Lambda, res.MaxPayloadBytes)
 	}
 	t.Logf("transitions %d for 5 instances in 3 batches (%v)", res.Transitions, res.StatesEntered)
+}
+
+// The Map runs at most MaxConcurrency (4) iterations at once.
+func TestRunner_MapHonoursMaxConcurrency(t *testing.T) {
+	f := &fakeFleet{batchSize: 1}
+	res := run(t, fast(f, nil), input(t, 10))
+	if err := res.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if res.MapIterations != 10 || f.maxInflight < 2 || f.maxInflight > 4 {
+		t.Fatalf("%d iterations, at most %d at once", res.MapIterations, f.maxInflight)
+	}
 }
 
 // A RetryableError and a crashed runtime are retried. Snapshot's retry
