@@ -142,6 +142,10 @@ type ScopeReport struct {
 	Kept             map[string]string `json:"kept,omitempty"`   // image id → reason
 	Failed           map[string]string `json:"failed,omitempty"` // image id → error
 	SnapshotsDeleted int               `json:"snapshotsDeleted,omitempty"`
+	// KeptByRule counts the images kept only because the retention rule
+	// keeps them (newest, within keep, within max age) and left out of Kept
+	// to keep a large batch's state under Step Functions' 256 KiB.
+	KeptByRule int `json:"keptByRule,omitempty"`
 	// SnapshotsKept: snapshot of a deleted image → why it stays (EC2 says
 	// another image still uses it).
 	SnapshotsKept map[string]string `json:"snapshotsKept,omitempty"`

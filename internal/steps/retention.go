@@ -119,6 +119,7 @@ func (r *Retention) Handle(ctx context.Context, b Batch) (Batch, error) {
 		return b, ec2x.Classify(err)
 	}
 	b.Retention = reports
+	fitReports(b.Retention, batchBudget, func() int { return jsonSize(b) })
 	return b, nil
 }
 
@@ -157,6 +158,7 @@ func (r *Retention) HandleOthers(ctx context.Context, in RetentionOthersIn) (Ret
 	}
 	out.Orphans = orphans
 	out.OrphansFailed = failed
+	fitReports(out.Retention, othersBudget, func() int { return jsonSize(out) })
 	return out, nil
 }
 

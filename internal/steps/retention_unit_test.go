@@ -1,6 +1,7 @@
 package steps
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -81,5 +82,41 @@ func TestRetention_BatchScope(t *testing.T) {
 	scope, _, planned = batchScope(b, rtHome)
 	if !scope["i-planned"] || len(planned) != 2 {
 		t.Errorf("dry run: i-planned in scope %v, planned %v; want in scope with 2 stand-ins", scope["i-planned"], planned)
+	}
+}
+
+// TestRetention_ReportFitsStepFunctionsPayload: a batch of 100 instances
+// in four regions with keep 7 stays under the budget by counting the
+// routine kept images instead of listing them; everything else stays.
+func TestRetention_ReportFitsStepFunctionsPayload(t *testing.T) {
+	b := Batch{Policy: rotation.Policy{Name: "nightly"}}
+	regions := []string{"us-east-1", "eu-west-1", "ap-southeast-2", "us-west-2"}
+	n := 0
+	id := func() string { n++; return fmt.Sprintf("ami-%017x", n) }
+	for i := range 100 {
+		inst := fmt.Sprintf("i-%017x", i)
+		for _, region := range regions {
+			b.Images = append(b.Images, rotation.Record{InstanceID: inst, Region: region, ImageID: id(), Name: "amirotate-nightly-" + inst + "-20261125T0300Z", State: rotation.StateAvailable})
+			rep := rotation.ScopeReport{InstanceID: inst, Region: region, Kept: map[string]string{}, Deleted: []string{id()}, SnapshotsDeleted: 2}
+			rep.Kept[id()] = rotation.ReasonNewest
+			for range 6 {
+				rep.Kept[id()] = rotation.ReasonWithinKeep
+			}
+			rep.Kept[id()] = rotation.ReasonInUse + ": instance i-0123456789abcdef0, launch-template lt-0123456789abcdef0 version 3 (default)"
+			b.Retention = append(b.Retention, rep)
+			b.Published = append(b.Published, Publication{InstanceID: inst, Region: region, ImageID: id(), SSMParameter: "/amirotate/nightly/" + inst + "/latest", SSMVersion: 12, Changed: true})
+		}
+	}
+	if jsonSize(b) <= batchBudget {
+		t.Fatalf("test batch is only %d bytes; it must exceed the budget", jsonSize(b))
+	}
+	fitReports(b.Retention, batchBudget, func() int { return jsonSize(b) })
+	if size := jsonSize(b); size > 256<<10 {
+		t.Errorf("batch is %d bytes after fitting; Step Functions allows %d", size, 256<<10)
+	}
+	for _, rep := range b.Retention {
+		if rep.KeptByRule != 7 || len(rep.Kept) != 1 || len(rep.Deleted) != 1 {
+			t.Fatalf("report %+v; want 7 counted, the in-use image listed, the deletion listed", rep)
+		}
 	}
 }
