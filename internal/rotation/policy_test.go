@@ -127,7 +127,7 @@ func TestDecodePolicy_Rejects(t *testing.T) {
 		{"ssm reserved", `{` + ok + `,"publish":{"ssmParameter":"/aws/{instanceId}"}}`, "policy.publish.ssmParameter", "reserved"},
 		{"ssm no leading slash", `{` + ok + `,"publish":{"ssmParameter":"a/{instanceId}"}}`, "policy.publish.ssmParameter", "must start with /"},
 		{"batch too big", `{` + ok + `,"batchSize":101}`, "policy.batchSize", "256 KiB"},
-		{"batch too big for copies", `{` + ok + `,"batchSize":100,"copyTo":[{"region":"eu-west-1"},{"region":"eu-west-2"},{"region":"eu-west-3"},{"region":"eu-north-1"}]}`, "policy.batchSize", "set 1 to 80"},
+		{"batch too big for copies", `{` + ok + `,"batchSize":100,"copyTo":[{"region":"eu-west-1"},{"region":"eu-west-2"},{"region":"eu-west-3"},{"region":"eu-north-1"}]}`, "policy.batchSize", "set 1 to 60"},
 		{"batch negative", `{` + ok + `,"batchSize":-1}`, "policy.batchSize", "set 1 to"},
 		{"poll too long", `{` + ok + `,"pollIntervalSeconds":3601}`, "policy.pollIntervalSeconds", "set 1 to 3600"},
 		{"timeout too long", `{` + ok + `,"timeoutMinutes":2881}`, "policy.timeoutMinutes", "48 hours"},
