@@ -20,8 +20,10 @@ $(NODE_LOCAL)/node_modules/.installed: $(NODE_LOCAL)/package-lock.json
 	npm ci --prefix $(NODE_LOCAL) --no-audit --no-fund
 	@touch $@
 
+# The CDK CLI ships Go templates; a go.mod in node_modules keeps them out of ./...
 node_modules/.installed: package-lock.json
 	npm ci --no-audit --no-fund
+	@echo 'module ignore/node_modules' > node_modules/go.mod
 	@touch $@
 
 $(BIN): $(shell find cmd internal statemachine -name '*.go' -o -name '*.json' -not -path '*/node_modules/*' 2>/dev/null) go.mod
