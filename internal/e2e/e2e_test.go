@@ -130,7 +130,9 @@ func (w *world) run(r *localrun.Runner, input any) (*localrun.Result, steps.Summ
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// Generous: a loaded 2-core machine under -race runs the 1,000-instance
+	// rotation in about a minute.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	res, err := r.Run(ctx, raw)
 	if err != nil {
