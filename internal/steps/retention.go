@@ -349,10 +349,6 @@ func (r *Retention) region(ctx context.Context, region string, job retentionJob)
 	if err != nil {
 		return nil, err
 	}
-	byID := make(map[string]rotation.Image, len(in.Images))
-	for _, im := range in.Images {
-		byID[im.ID] = im
-	}
 	outcomes := r.execute(ctx, cl, job.policy.DryRun, decisions)
 	reports := map[string]*rotation.ScopeReport{}
 	for i, d := range decisions {
