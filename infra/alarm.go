@@ -1,6 +1,8 @@
 package infra
 
 import (
+	"fmt"
+
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatchactions"
@@ -21,8 +23,10 @@ func addAlarm(r *Rotation, p *RotationProps) {
 	}
 	period := awscdk.Duration_Minutes(jsii.Number(5))
 	sum := &awscloudwatch.MetricOptions{Statistic: jsii.String("Sum"), Period: period}
+	// FILL: Step Functions reports these metrics only when something
+	// happened, and a sum with a missing series would be missing too.
 	failures := awscloudwatch.NewMathExpression(&awscloudwatch.MathExpressionProps{
-		Expression: jsii.String("failed + timedOut"),
+		Expression: jsii.String("FILL(failed, 0) + FILL(timedOut, 0)"),
 		UsingMetrics: &map[string]awscloudwatch.IMetric{
 			"failed":   r.StateMachine.MetricFailed(sum),
 			"timedOut": r.StateMachine.MetricTimedOut(sum),
@@ -39,6 +43,37 @@ func addAlarm(r *Rotation, p *RotationProps) {
 		TreatMissingData: awscloudwatch.TreatMissingData_NOT_BREACHING,
 	})
 	r.Alarm.AddAlarmAction(awscloudwatchactions.NewSnsAction(r.AlarmTopic))
+
+	// A rotation that never starts fails no execution: alarm when Scheduler
+	// dropped an invocation after its retries, or a tag-change rule could
+	// not start the state machine.
+	metrics := map[string]awscloudwatch.IMetric{"dropped": r.ScheduleGroup.MetricDropped(sum)}
+	expr := "FILL(dropped, 0)"
+	for i, name := range sortedKeys(r.TagChangeRules) {
+		id := fmt.Sprintf("rule%d", i)
+		metrics[id] = awscloudwatch.NewMetric(&awscloudwatch.MetricProps{
+			Namespace:     jsii.String("AWS/Events"),
+			MetricName:    jsii.String("FailedInvocations"),
+			DimensionsMap: &map[string]*string{"RuleName": r.TagChangeRules[name].Ref()},
+			Statistic:     jsii.String("Sum"),
+			Period:        period,
+		})
+		expr += " + FILL(" + id + ", 0)"
+	}
+	notStarted := awscloudwatch.NewMathExpression(&awscloudwatch.MathExpressionProps{
+		Expression:   jsii.String(expr),
+		UsingMetrics: &metrics,
+		Label:        jsii.String("Rotations that could not be started"),
+		Period:       period,
+	})
+	r.TriggerAlarm = notStarted.CreateAlarm(r.Construct, jsii.String("TriggerFailedAlarm"), &awscloudwatch.CreateAlarmOptions{
+		AlarmDescription:   jsii.String("An amirotate schedule or tag-change rule could not start a rotation after its retries (see the Scheduler group's and the rules' metrics)."),
+		Threshold:          jsii.Number(1),
+		EvaluationPeriods:  jsii.Number(1),
+		ComparisonOperator: awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+		TreatMissingData:   awscloudwatch.TreatMissingData_NOT_BREACHING,
+	})
+	r.TriggerAlarm.AddAlarmAction(awscloudwatchactions.NewSnsAction(r.AlarmTopic))
 }
 
 // newAlarmTopic creates an SNS topic encrypted with its own KMS key (the

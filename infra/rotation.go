@@ -93,9 +93,13 @@ type Rotation struct {
 	Functions map[string]awslambda.Function
 	// Schedules and TagChangeRules by policy name.
 	Schedules      map[string]awsscheduler.Schedule
+	ScheduleGroup  awsscheduler.ScheduleGroup
 	TagChangeRules map[string]awsevents.CfnRule
 	AlarmTopic     awssns.ITopic
-	Alarm          awscloudwatch.Alarm
+	// Alarm fires on failed or timed-out rotations; TriggerAlarm when a
+	// schedule or rule could not start one.
+	Alarm        awscloudwatch.Alarm
+	TriggerAlarm awscloudwatch.Alarm
 }
 
 // NewRotation validates props and builds the construct. Problems with props
@@ -190,11 +194,15 @@ func validate(p *RotationProps, home string) error {
 			errs = append(errs, fmt.Errorf("copyKmsKeyArns[%d]: %q is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>); IAM authorizes keys by ARN, not alias", i, arn))
 		}
 	}
+	var missing []string
 	for _, spec := range functionSpecs {
-		b := filepath.Join(p.AssetDir, spec.Name, "bootstrap")
-		if _, err := os.Stat(b); err != nil {
-			errs = append(errs, fmt.Errorf("function %s: %s is missing: build the functions first (make build)", spec.Name, b))
+		if _, err := os.Stat(filepath.Join(p.AssetDir, spec.Name, "bootstrap")); err != nil {
+			missing = append(missing, spec.Name)
 		}
+	}
+	if len(missing) > 0 {
+		errs = append(errs, fmt.Errorf("functions %s: no %s: build them first (make build)",
+			strings.Join(missing, ", "), filepath.Join(p.AssetDir, "<name>", "bootstrap")))
 	}
 	if missing := missingSubstitutions(p.Definition); len(missing) > 0 {
 		errs = append(errs, fmt.Errorf("state machine definition: no value for ${%s}", strings.Join(missing, "}, ${")))

@@ -27,7 +27,8 @@ func TestRotation_ResourceCounts(t *testing.T) {
 			"AWS::StepFunctions::StateMachine": 1,
 			"AWS::Scheduler::Schedule":         2,
 			"AWS::Events::Rule":                2,
-			"AWS::CloudWatch::Alarm":           1,
+			"AWS::CloudWatch::Alarm":           2,
+			"AWS::Scheduler::ScheduleGroup":    1,
 			"AWS::SNS::Topic":                  1,
 			"AWS::SNS::Subscription":           1,
 			"AWS::KMS::Key":                    1,
@@ -37,7 +38,7 @@ func TestRotation_ResourceCounts(t *testing.T) {
 			"AWS::Lambda::Function":    8,
 			"AWS::Scheduler::Schedule": 1,
 			"AWS::Events::Rule":        1,
-			"AWS::CloudWatch::Alarm":   1,
+			"AWS::CloudWatch::Alarm":   2,
 			"AWS::SNS::Topic":          0, // the given topic is used
 			"AWS::KMS::Key":            0,
 		}},
@@ -246,7 +247,7 @@ func TestRotation_Alarm(t *testing.T) {
 		"TreatMissingData":   "notBreaching",
 		"AlarmActions":       []any{map[string]any{"Ref": assertions.Match_StringLikeRegexp(jsii.String("^RotationAlarmTopic"))}},
 		"Metrics": assertions.Match_ArrayWith(&[]any{
-			assertions.Match_ObjectLike(&map[string]any{"Expression": "failed + timedOut"}),
+			assertions.Match_ObjectLike(&map[string]any{"Expression": "FILL(failed, 0) + FILL(timedOut, 0)"}),
 			assertions.Match_ObjectLike(&map[string]any{"Id": "failed", "MetricStat": assertions.Match_ObjectLike(&map[string]any{
 				"Metric": assertions.Match_ObjectLike(&map[string]any{"MetricName": "ExecutionsFailed", "Namespace": "AWS/States"}),
 			})}),
@@ -262,7 +263,19 @@ func TestRotation_Alarm(t *testing.T) {
 		"Protocol": "email", "Endpoint": "ops@example.com",
 	})
 	synthed.fullTmpl.HasResourceProperties(jsii.String("AWS::KMS::Key"), &map[string]any{"EnableKeyRotation": true})
-	// The given topic receives the alarm in the agnostic stack.
+	synthed.fullTmpl.HasResourceProperties(jsii.String("AWS::CloudWatch::Alarm"), &map[string]any{
+		"AlarmActions": []any{map[string]any{"Ref": assertions.Match_StringLikeRegexp(jsii.String("^RotationAlarmTopic"))}},
+		"Metrics": assertions.Match_ArrayWith(&[]any{
+			assertions.Match_ObjectLike(&map[string]any{"Expression": "FILL(dropped, 0) + FILL(rule0, 0) + FILL(rule1, 0)"}),
+			assertions.Match_ObjectLike(&map[string]any{"Id": "dropped", "MetricStat": assertions.Match_ObjectLike(&map[string]any{
+				"Metric": assertions.Match_ObjectLike(&map[string]any{"MetricName": "InvocationDroppedCount", "Namespace": "AWS/Scheduler"}),
+			})}),
+			assertions.Match_ObjectLike(&map[string]any{"Id": "rule0", "MetricStat": assertions.Match_ObjectLike(&map[string]any{
+				"Metric": assertions.Match_ObjectLike(&map[string]any{"MetricName": "FailedInvocations", "Namespace": "AWS/Events"}),
+			})}),
+		}),
+	})
+	// The given topic receives the alarms in the agnostic stack.
 	synthed.agnoTmpl.HasResourceProperties(jsii.String("AWS::CloudWatch::Alarm"), &map[string]any{
 		"AlarmActions": []any{"arn:aws:sns:us-east-1:111122223333:ops"},
 	})

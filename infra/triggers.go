@@ -85,6 +85,11 @@ func addTriggers(r *Rotation, p *RotationProps) error {
 		Description: jsii.String("amirotate: start a rotation when an instance's rebuild tag changes"),
 	})
 	r.StateMachine.GrantStartExecution(eventsRole)
+	// A group of its own, so the Scheduler metrics of the group (dropped
+	// invocations, target errors) are this deployment's alone.
+	r.ScheduleGroup = awsscheduler.NewScheduleGroup(r.Construct, jsii.String("Schedules"), &awsscheduler.ScheduleGroupProps{
+		RemovalPolicy: awscdk.RemovalPolicy_DESTROY,
+	})
 
 	for _, ps := range p.Policies {
 		pol := ps.Policy
@@ -103,10 +108,11 @@ func addTriggers(r *Rotation, p *RotationProps) error {
 			tz = "UTC"
 		}
 		r.Schedules[pol.Name] = awsscheduler.NewSchedule(r.Construct, jsii.String(id+"Schedule"), &awsscheduler.ScheduleProps{
-			Description: jsii.String("amirotate: rotate policy " + pol.Name),
-			Schedule:    awsscheduler.ScheduleExpression_Expression(jsii.String(ps.Schedule.Expression), awscdk.TimeZone_Of(jsii.String(tz))),
-			TimeWindow:  window,
-			Enabled:     jsii.Bool(!ps.Schedule.Disabled),
+			Description:   jsii.String("amirotate: rotate policy " + pol.Name),
+			ScheduleGroup: r.ScheduleGroup,
+			Schedule:      awsscheduler.ScheduleExpression_Expression(jsii.String(ps.Schedule.Expression), awscdk.TimeZone_Of(jsii.String(tz))),
+			TimeWindow:    window,
+			Enabled:       jsii.Bool(!ps.Schedule.Disabled),
 			Target: awsschedulertargets.NewStepFunctionsStartExecution(r.StateMachine, &awsschedulertargets.ScheduleTargetBaseProps{
 				Input: awsscheduler.ScheduleTargetInput_FromText(jsii.String(input)),
 				// Retry a failed start for up to an hour; a rotation that
