@@ -809,3 +809,26 @@ func TestRetention_ChecksReferencesInEveryRegion(t *testing.T) {
 		t.Errorf("deleted copies %v", got)
 	}
 }
+
+// TestRetention_AlwaysKeepsTheNewestAvailableImage: with only a maximum
+// age and every image older than it, the newest available image of each
+// scope stays (a pending newer one does not count, and stays too).
+func TestRetention_AlwaysKeepsTheNewestAvailableImage(t *testing.T) {
+	w := newRTWorld(t, `"retention":{"maxAgeDays":1}`)
+	newest, newestSnaps := w.mk(img{instance: "i-gone", daysAgo: 10})
+	older, olderSnaps := w.mk(img{instance: "i-gone", daysAgo: 20})
+	pending, _ := w.mk(img{instance: "i-gone", daysAgo: 5, pending: true})
+	out, err := w.retention().HandleOthers(w.ctx, RetentionOthersIn{Policy: w.policy, Rotation: w.rot, Exclude: []string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.requireIntact(rtHome, newest, newestSnaps, "newest available image")
+	w.requireGone(rtHome, older, olderSnaps, "older image past max age")
+	if !w.imageExists(rtHome, pending) {
+		t.Errorf("pending image %s deleted", pending)
+	}
+	rep := scopeOf(out.Retention, "i-gone", rtHome)
+	if rotation.ReasonCode(rep.Kept[newest]) != rotation.ReasonNewest || rotation.ReasonCode(rep.Kept[pending]) != rotation.ReasonNotAvailable {
+		t.Errorf("kept %v; want %s newest and %s not available", rep.Kept, newest, pending)
+	}
+}
