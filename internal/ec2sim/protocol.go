@@ -343,6 +343,10 @@ func xmlList[T any](w *xw, name string, items []T, each func(T)) {
 }
 
 func escapeInto(b *strings.Builder, s string) {
+	if !needsEscape(s) {
+		b.WriteString(s)
+		return
+	}
 	for _, r := range s {
 		switch r {
 		case '<':
@@ -366,6 +370,18 @@ func escapeInto(b *strings.Builder, s string) {
 			b.WriteRune(r)
 		}
 	}
+}
+
+// needsEscape reports whether s has anything escapeInto must rewrite; most
+// values (ids, names, dates) don't, and skip the rune loop.
+func needsEscape(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c >= 0x7f || c == '<' || c == '>' || c == '&' || c == '"' || c == '\'' {
+			return true
+		}
+	}
+	return false
 }
 
 func sortedKeys[V any](m map[string]V) []string {
