@@ -366,6 +366,34 @@ func scenario(run string) []diffStep {
 		}, deviations: map[string]deviation{
 			"devices": {why: "moto lists only the extra volumes in an instance's block device mappings, not the root volume", sim: []string{"/dev/sdf", "/dev/xvda"}, moto: []string{"/dev/sdf"}},
 		}},
+		{name: "DescribeInstances paginated by the SDK paginator", run: func(ctx context.Context, e *endpoint) (obs, error) {
+			c := e.ec2(diffHome)
+			for i := 0; i < 5; i++ {
+				if _, err := c.RunInstances(ctx, &ec2.RunInstancesInput{
+					ImageId: aws.String(e.ids["base"]), InstanceType: types.InstanceTypeT3Micro, MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+					TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeInstance, Tags: ec2Tags("amirotate:policy", run+"-many")}},
+				}); err != nil {
+					return nil, err
+				}
+			}
+			pages, seen := 0, map[string]bool{}
+			p := ec2.NewDescribeInstancesPaginator(c, &ec2.DescribeInstancesInput{
+				MaxResults: aws.Int32(5), Filters: []types.Filter{filter("tag:amirotate:policy", run, run+"-many")},
+			})
+			for p.HasMorePages() {
+				out, err := p.NextPage(ctx)
+				if err != nil {
+					return nil, err
+				}
+				pages++
+				for _, r := range out.Reservations {
+					for _, in := range r.Instances {
+						seen[aws.ToString(in.InstanceId)] = true
+					}
+				}
+			}
+			return obs{"pages": pages, "instances": len(seen)}, nil
+		}},
 		{name: "CreateImage --no-reboot with image tags, until available", run: func(ctx context.Context, e *endpoint) (obs, error) {
 			c := e.ec2(diffHome)
 			out, err := c.CreateImage(ctx, &ec2.CreateImageInput{
