@@ -172,14 +172,9 @@ func TestRotation_Schedules(t *testing.T) {
 
 func TestRotation_TagChangeRules(t *testing.T) {
 	synth(t)
-	fixture, err := os.ReadFile("../internal/rotation/testdata/input-tag-change.json")
+	// A "Tag Change on Resource" event as EventBridge delivers it.
+	event, err := os.ReadFile("testdata/tag-change-event.json")
 	if err != nil {
-		t.Fatal(err)
-	}
-	var fx struct {
-		Event json.RawMessage `json:"event"`
-	}
-	if err := json.Unmarshal(fixture, &fx); err != nil {
 		t.Fatal(err)
 	}
 	wantTags := map[string]string{
@@ -198,7 +193,7 @@ func TestRotation_TagChangeRules(t *testing.T) {
 			t.Errorf("InputPathsMap set; the template only uses <aws.events.event>")
 		}
 		// EventBridge replaces <aws.events.event> with the whole event.
-		raw := strings.Replace(tmpl, eventVar, string(fx.Event), 1)
+		raw := strings.Replace(tmpl, eventVar, string(event), 1)
 		in, err := rotation.ParseInput([]byte(raw), time.Date(2026, 11, 25, 14, 42, 0, 0, time.UTC))
 		if err != nil {
 			t.Fatalf("tag-change input: %v\n%s", err, raw)
