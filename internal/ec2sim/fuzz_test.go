@@ -1,6 +1,8 @@
 package ec2sim
 
 import (
+	"encoding/json"
+	"encoding/xml"
 	"fmt"
 	"io"
 	"net/http"
@@ -40,6 +42,8 @@ func FuzzRequest(f *testing.F) {
 	f.Add(uint8(0), "Action=CopyImage&SourceRegion=us-east-1&SourceImageId="+img+"&Name=copy-fuzz&ClientToken=t&Encrypted=maybe")
 	f.Add(uint8(0), "Action=DescribeImageReferences&ImageId.1="+img+"&ResourceType.1.ResourceType=ec2:Instance&ResourceType.1.ResourceTypeOption.1.OptionName=state-name&ResourceType.1.ResourceTypeOption.1.OptionValue.1=bogus")
 	f.Add(uint8(0), "%zz&&==&Action")
+	f.Add(uint8(0), "Action=CreateLaunchTemplate&LaunchTemplateName=abc&LaunchTemplateData.1=x&LaunchTemplateData.A..B=y")
+	f.Add(uint8(0), "Action=CreateTags&ResourceId.1="+img+"&Tag.1.Key=%ff%fe&Tag.1.Value=%00%01")
 	f.Add(uint8(1), `{"Name":"/a/b","Value":"ami-12345678","DataType":"aws:ec2:image"}`)
 	f.Add(uint8(1), `{"Names":[]}`)
 	f.Add(uint8(1), `[1,2`)
@@ -67,6 +71,21 @@ func FuzzRequest(f *testing.F) {
 			sim.ServeHTTP(rec, req.Clone(req.Context()))
 			if strings.Contains(rec.Body.String(), "internal error:") {
 				t.Fatalf("panic on %q: %s", body, rec.Body.String())
+			}
+			if kind%3 != 1 {
+				// Whatever the input, the answer must be well-formed XML.
+				dec := xml.NewDecoder(strings.NewReader(rec.Body.String()))
+				for {
+					_, err := dec.Token()
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						t.Fatalf("malformed XML for %q: %v\n%s", body, err, rec.Body.String())
+					}
+				}
+			} else if !json.Valid(rec.Body.Bytes()) {
+				t.Fatalf("malformed JSON for %q: %s", body, rec.Body.String())
 			}
 			sim.Advance(time.Minute)
 			req.Body = io.NopCloser(strings.NewReader(body))

@@ -72,15 +72,30 @@ func (r *region) templateByRef(id, name string) (*launchTemplate, *apiError) {
 	return nil, errorf("MissingParameter", "The request must contain the parameter launchTemplateName or launchTemplateId")
 }
 
-// templateData extracts LaunchTemplateData.* from a request.
-func templateData(p params) params {
+var (
+	reMemberName = regexp.MustCompile(`^[A-Z][A-Za-z0-9]*$`)
+	reListIndex  = regexp.MustCompile(`^[1-9][0-9]{0,5}$`)
+)
+
+// templateData extracts LaunchTemplateData.* from a request. Keys must be
+// shaped like the protocol's (Member.N.Member...): they become XML element
+// names in responses.
+func templateData(p params) (params, *apiError) {
 	out := params{}
 	for k, v := range p {
-		if rest, ok := strings.CutPrefix(k, "LaunchTemplateData."); ok && rest != "" {
-			out[rest] = v
+		rest, ok := strings.CutPrefix(k, "LaunchTemplateData.")
+		if !ok {
+			continue
 		}
+		segs := strings.Split(rest, ".")
+		for i, seg := range segs {
+			if !reMemberName.MatchString(seg) && (i == 0 || !reListIndex.MatchString(seg) || isIndex(segs[i-1])) {
+				return nil, errorf("UnknownParameter", "The parameter %s is not recognized", k)
+			}
+		}
+		out[rest] = v
 	}
-	return out
+	return out, nil
 }
 
 // inherit overlays data on base: a top-level member present in data
@@ -135,7 +150,10 @@ func (s *Sim) createLaunchTemplate(c *call) *apiError {
 	if _, ok := c.r.templateNames[name]; ok {
 		return errorf("InvalidLaunchTemplateName.AlreadyExistsException", "Launch template name already in use.")
 	}
-	data := templateData(p)
+	data, err := templateData(p)
+	if err != nil {
+		return err
+	}
 	if err := checkTemplateData(data); err != nil {
 		return err
 	}
@@ -390,7 +408,10 @@ func (s *Sim) createLaunchTemplateVersion(c *call) *apiError {
 			}
 		}
 	}
-	data := templateData(p)
+	data, err := templateData(p)
+	if err != nil {
+		return err
+	}
 	if src := p.str("SourceVersion"); src != "" {
 		base, err := lt.version(src)
 		if err != nil {
