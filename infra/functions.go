@@ -24,9 +24,10 @@ type functionSpec struct {
 }
 
 var functionSpecs = []functionSpec{
-	// One paginated DescribeInstances over the fleet; holds all targets in
-	// memory to cut them into batches.
-	{"discover", "Validates the execution input and finds the policy's instances in batches", 256, 2 * time.Minute},
+	// One paginated DescribeInstances over the fleet (1,000 per page; 10
+	// pages for 10,000 instances, each of which may wait out throttling);
+	// holds all targets in memory to cut them into batches.
+	{"discover", "Validates the execution input and finds the policy's instances in batches", 256, 5 * time.Minute},
 	// CreateImage per instance of a batch, 5/s bucket: 100 calls take ~20 s,
 	// storms of throttling stretch it.
 	{"snapshot", "Starts CreateImage for each instance of a batch", 256, 5 * time.Minute},
