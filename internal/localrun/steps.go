@@ -1,8 +1,6 @@
 package localrun
 
 import (
-	"context"
-	"encoding/json"
 	"time"
 
 	"github.com/amirotate/amirotate/internal/ec2x"
@@ -25,33 +23,7 @@ func StepHandlers(c *ec2x.Clients, now func() time.Time) map[string]any {
 		"copy":      (&steps.Copy{Clients: c, Now: now}).Handle,
 		"tag":       (&steps.Tag{Clients: c, Now: now}).Handle,
 		"publish":   (&steps.Publish{Clients: c}).Handle,
-		"retention": retentionHandler(&steps.Retention{Clients: c, Now: now}),
+		"retention": (&steps.Retention{Clients: c, Now: now}).Invoke,
 		"report":    steps.Report{}.Handle,
-	}
-}
-
-// retentionHandler serves both retention states with one function, as the
-// one retention Lambda does: the pass over other instances is told apart by
-// its "exclude" field, which a Batch never has.
-func retentionHandler(r *steps.Retention) func(context.Context, json.RawMessage) (any, error) {
-	return func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var probe struct {
-			Exclude *json.RawMessage `json:"exclude"`
-		}
-		if err := json.Unmarshal(raw, &probe); err != nil {
-			return nil, err
-		}
-		if probe.Exclude != nil {
-			var in steps.RetentionOthersIn
-			if err := json.Unmarshal(raw, &in); err != nil {
-				return nil, err
-			}
-			return r.HandleOthers(ctx, in)
-		}
-		var b steps.Batch
-		if err := json.Unmarshal(raw, &b); err != nil {
-			return nil, err
-		}
-		return r.Handle(ctx, b)
 	}
 }

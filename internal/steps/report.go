@@ -139,7 +139,9 @@ func BatchResultOf(b Batch) BatchResult {
 	for _, s := range b.Retention {
 		res.ImagesDeleted += len(s.Deleted)
 		res.SnapshotsDeleted += s.SnapshotsDeleted
-		res.RetentionFailed += len(s.Failed)
+		// A snapshot that could not be deleted is a leak until the orphan
+		// sweep gets it: it fails the rotation visibly too.
+		res.RetentionFailed += len(s.Failed) + len(s.SnapshotsFailed)
 	}
 	if b.Error != nil {
 		res.Error = b.Error.Error + ": " + b.Error.Cause
@@ -198,11 +200,12 @@ func Summarize(in ReportIn) Summary {
 		for _, r := range in.Others.Retention {
 			s.ImagesDeleted += len(r.Deleted)
 			s.SnapshotsDeleted += r.SnapshotsDeleted
-			s.RetentionFailed += len(r.Failed)
+			s.RetentionFailed += len(r.Failed) + len(r.SnapshotsFailed)
 		}
 		for _, ids := range in.Others.Orphans {
 			s.OrphansDeleted += len(ids)
 		}
+		s.RetentionFailed += len(in.Others.OrphansFailed)
 	}
 	if e := in.OthersError; e != nil {
 		batchErrors = append(batchErrors, "retention of other instances: "+e.Error+": "+e.Cause)
@@ -228,7 +231,7 @@ func cause(s Summary, notOK int, batchErrors []string) string {
 		parts = append(parts, fmt.Sprintf("%d of %d instances not rotated (%s)", notOK, s.Instances, strings.Join(kinds, ", ")))
 	}
 	if s.RetentionFailed > 0 {
-		parts = append(parts, fmt.Sprintf("retention could not delete %d images", s.RetentionFailed))
+		parts = append(parts, fmt.Sprintf("retention could not delete %d images or snapshots", s.RetentionFailed))
 	}
 	if len(batchErrors) > 0 {
 		parts = append(parts, fmt.Sprintf("%d steps failed, first: %s", len(batchErrors), batchErrors[0]))

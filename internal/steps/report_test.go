@@ -85,6 +85,8 @@ func TestReport_SummaryFailsWhenAnythingFailed(t *testing.T) {
 			Refused: []rotation.Record{{InstanceID: "i-x", State: rotation.StateRefused, Error: "does not match"}}}, true, "1 refused"},
 		{"retention failure in others pass", ReportIn{Rotation: &rot, Policy: &pol, Results: []BatchResult{ok},
 			Others: &RetentionOthersOut{Retention: []rotation.ScopeReport{{Failed: map[string]string{"ami-1": "boom"}}}}}, true, "retention could not delete 1"},
+		{"orphan snapshot not deleted", ReportIn{Rotation: &rot, Policy: &pol, Results: []BatchResult{ok},
+			Others: &RetentionOthersOut{OrphansFailed: map[string]string{"snap-1": "boom"}}}, true, "retention could not delete 1"},
 		{"failed batch", ReportIn{Rotation: &rot, Policy: &pol, Results: []BatchResult{{Instances: 1, Outcomes: map[string]int{OutcomeError: 1}, Error: "FatalError: denied"}}}, true, "1 steps failed"},
 		{"others pass failed", ReportIn{Rotation: &rot, Policy: &pol, Results: []BatchResult{ok},
 			OthersError: &StepError{Error: "RetryableError", Cause: "throttled"}}, true, "retention of other instances"},

@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -160,6 +161,30 @@ func (r *Retention) HandleOthers(ctx context.Context, in RetentionOthersIn) (Ret
 	out.OrphansFailed = failed
 	fitReports(out.Retention, othersBudget, func() int { return jsonSize(out) })
 	return out, nil
+}
+
+// Invoke serves both retention states with one function, as the one
+// retention Lambda does: the pass over other instances is told apart by its
+// "exclude" field, which a Batch never has.
+func (r *Retention) Invoke(ctx context.Context, raw json.RawMessage) (any, error) {
+	var probe struct {
+		Exclude json.RawMessage `json:"exclude"`
+	}
+	if err := json.Unmarshal(raw, &probe); err != nil {
+		return nil, rotation.Invalid("", "retention input: %v", err)
+	}
+	if probe.Exclude != nil {
+		var in RetentionOthersIn
+		if err := json.Unmarshal(raw, &in); err != nil {
+			return nil, rotation.Invalid("", "retention input (others pass): %v", err)
+		}
+		return r.HandleOthers(ctx, in)
+	}
+	var b Batch
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return nil, rotation.Invalid("", "retention input (batch): %v", err)
+	}
+	return r.Handle(ctx, b)
 }
 
 func checkRetentionInput(p rotation.Policy, rot rotation.Rotation) error {
