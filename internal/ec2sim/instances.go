@@ -421,16 +421,28 @@ func (s *Sim) runInstances(c *call) *apiError {
 	w.el("reservationId", reservation)
 	w.el("ownerId", AccountID)
 	w.empty("groupSet")
-	xmlList(w, "instancesSet", insts, func(in *instance) { writeInstance(w, in, 0) })
+	w.open("instancesSet")
+	// EC2 answers RunInstances with the instances as launched: pending, even
+	// when (InstanceDelay 0) they are running by the next call.
+	for i, in := range insts {
+		w.open("item")
+		writeInstance(w, in, i, "pending")
+		w.close("item")
+	}
+	w.close("instancesSet")
 	return nil
 }
 
-func writeInstance(w *xw, in *instance, launchIndex int) {
+// writeInstance writes an instance; state overrides the reported state when set.
+func writeInstance(w *xw, in *instance, launchIndex int, state string) {
+	if state == "" {
+		state = in.state
+	}
 	w.el("instanceId", in.id)
 	w.el("imageId", in.imageID)
 	w.open("instanceState")
-	w.integer("code", instanceStateCodes[in.state])
-	w.el("name", in.state)
+	w.integer("code", instanceStateCodes[state])
+	w.el("name", state)
 	w.close("instanceState")
 	w.el("privateDnsName", "ip-"+strings.ReplaceAll(in.privateIP, ".", "-")+".ec2.internal")
 	w.el("dnsName", "")
@@ -584,7 +596,7 @@ func (s *Sim) describeInstances(c *call) *apiError {
 		w.el("reservationId", g[0].reservationID)
 		w.el("ownerId", AccountID)
 		w.empty("groupSet")
-		xmlList(w, "instancesSet", g, func(in *instance) { writeInstance(w, in, 0) })
+		xmlList(w, "instancesSet", g, func(in *instance) { writeInstance(w, in, 0, "") })
 	})
 	w.opt("nextToken", next)
 	return nil
@@ -609,14 +621,18 @@ func (s *Sim) changeInstances(c *call, verb string, allowed func(state string) b
 	w.open("instancesSet")
 	for _, in := range insts {
 		prev := in.state
+		cur := in.state
 		if prev != final && !(final == "running" && prev == "pending") {
 			s.setInstanceState(in, c.now, transient, final)
+			// The answer shows the transition as started (stopping,
+			// shutting-down, pending), as EC2 does, even when it completes at once.
+			cur = transient
 		}
 		w.open("item")
 		w.el("instanceId", in.id)
 		w.open("currentState")
-		w.integer("code", instanceStateCodes[in.state])
-		w.el("name", in.state)
+		w.integer("code", instanceStateCodes[cur])
+		w.el("name", cur)
 		w.close("currentState")
 		w.open("previousState")
 		w.integer("code", instanceStateCodes[prev])

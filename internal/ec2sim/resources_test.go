@@ -27,7 +27,7 @@ func TestInstances_LifecycleFiltersAndPaginator(t *testing.T) {
 		t.Fatal(err)
 	}
 	term, err := e.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids[2:3]})
-	if err != nil || term.TerminatingInstances[0].CurrentState.Name != ec2types.InstanceStateNameTerminated {
+	if err != nil || term.TerminatingInstances[0].CurrentState.Name != ec2types.InstanceStateNameShuttingDown {
 		t.Fatalf("terminate: %+v %v", term, err)
 	}
 	_, err = e.ec2.StartInstances(ctx, &ec2.StartInstancesInput{InstanceIds: ids[2:3]})
