@@ -78,3 +78,33 @@ func TestDescribeImages_ExecutableByAndOwners(t *testing.T) {
 		})
 	}
 }
+
+func TestSmallDescribes_RegionsZonesAttributes(t *testing.T) {
+	e := newEnv(t, Options{ImageDelay: -1})
+	ctx := context.Background()
+	regs, err := e.ec2.DescribeRegions(ctx, &ec2.DescribeRegionsInput{Filters: []ec2types.Filter{{Name: aws.String("region-name"), Values: []string{"eu-*"}}}})
+	if err != nil || len(regs.Regions) != 1 || *regs.Regions[0].RegionName != "eu-west-1" {
+		t.Fatalf("regions: %+v %v", regs, err)
+	}
+	zones, err := e.ec2.DescribeAvailabilityZones(ctx, &ec2.DescribeAvailabilityZonesInput{}, inRegion("ap-southeast-2"))
+	if err != nil || len(zones.AvailabilityZones) != 3 || *zones.AvailabilityZones[0].ZoneName != "ap-southeast-2a" {
+		t.Fatalf("zones: %+v %v", zones, err)
+	}
+	if _, err := e.ec2.DescribeAccountAttributes(ctx, &ec2.DescribeAccountAttributesInput{}); err != nil {
+		t.Fatal(err)
+	}
+	img, _ := availableImage(t, e, "us-east-1", "attr-image", nil)
+	for _, a := range ec2types.ImageAttributeName("").Values() {
+		t.Run(string(a), func(t *testing.T) {
+			if _, err := e.ec2.DescribeImageAttribute(ctx, &ec2.DescribeImageAttributeInput{ImageId: aws.String(img), Attribute: a}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if _, err := e.ec2.ModifyImageAttribute(ctx, &ec2.ModifyImageAttributeInput{ImageId: aws.String(img), Description: &ec2types.AttributeValue{Value: aws.String("new text")}}); err != nil {
+		t.Fatal(err)
+	}
+	if d := *e.image(t, "us-east-1", img).Description; d != "new text" {
+		t.Fatalf("description = %q", d)
+	}
+}

@@ -44,7 +44,7 @@ func newEnv(t *testing.T, opts Options) *env {
 		opts.Seed = 42
 	}
 	s := New(opts)
-	srv := httptest.NewServer(s)
+	srv := httptest.NewServer(checkShapes(t, s))
 	t.Cleanup(srv.Close)
 	cfg := AWSConfig(srv.URL, opts.Regions[0])
 	return &env{sim: s, clock: clk, srv: srv, cfg: cfg,

@@ -1008,6 +1008,7 @@ func (s *Sim) modifyImageAttribute(c *call) *apiError {
 			return err
 		}
 		img.description = d
+		c.w.boolean("return", true)
 		return nil
 	case attr == "launchPermission" || attr == "":
 		add, remove, err := permissionChanges(p, "LaunchPermission")
@@ -1034,8 +1035,10 @@ func (s *Sim) modifyImageAttribute(c *call) *apiError {
 				delete(img.launchUsers, v)
 			}
 		}
+		c.w.boolean("return", true)
 		return nil
 	case attr == "imdsSupport" || attr == "productCodes":
+		c.w.boolean("return", true)
 		return nil
 	}
 	return errInvalidValue("Value (%s) for parameter attribute is invalid. Unknown attribute.", attr)

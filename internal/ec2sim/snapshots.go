@@ -294,6 +294,7 @@ func (s *Sim) modifySnapshotAttribute(c *call) *apiError {
 			delete(sn.volumeUsers, v)
 		}
 	}
+	c.w.boolean("return", true)
 	return nil
 }
 
