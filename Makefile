@@ -7,6 +7,7 @@ DIST := dist
 BIN := bin/amirotate
 NODE_LOCAL := statemachine/local
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export AWS_EC2_METADATA_DISABLED := true
 
 .PHONY: help setup build run test lint synth deploy bench fuzz clean
