@@ -31,7 +31,7 @@ type awsCLI struct {
 }
 
 const (
-	installV1 = "AWS CLI v1 (`aws` on PATH) not found: it ships with the machine's Python (pyenv); on another machine use `apt-get install -y awscli` and run these tests with CLI v2 only"
+	installV1 = "AWS CLI v1 not found (`aws` on PATH, or the pyenv shim): it ships with the machine's Python; elsewhere `pip install awscli` from PyPI"
 	installV2 = "AWS CLI v2 not found at /usr/bin/aws: install it with `apt-get update && apt-get install -y awscli` (.ci/run does)"
 )
 
