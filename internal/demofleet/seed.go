@@ -7,10 +7,8 @@
 package demofleet
 
 import (
-	"bytes"
 	"context"
 	"embed"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -136,7 +134,8 @@ func Seed(ctx context.Context, cfg aws.Config) (Fleet, error) {
 	return fleet, nil
 }
 
-// Policies returns the demo policies for a fleet whose home region is home:
+// Policies returns the demo policies, decoded and validated as users'
+// policies are (defaults filled in), for a fleet whose home region is home:
 // copy targets equal to home are dropped (a region does not copy to itself).
 func Policies(home string) ([]rotation.Policy, error) {
 	out := make([]rotation.Policy, 0, len(PolicyNames))
@@ -145,10 +144,8 @@ func Policies(home string) ([]rotation.Policy, error) {
 		if err != nil {
 			return nil, err
 		}
-		var p rotation.Policy
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&p); err != nil {
+		p, err := rotation.DecodePolicy(raw)
+		if err != nil {
 			return nil, fmt.Errorf("demofleet: policy %s: %w", name, err)
 		}
 		p.CopyTo = slices.DeleteFunc(p.CopyTo, func(c rotation.CopyTarget) bool { return c.Region == home })
