@@ -45,13 +45,6 @@ func (s *Copy) Handle(ctx context.Context, in Batch) (Batch, error) {
 	return out, nil
 }
 
-func (s *Copy) now() time.Time {
-	if s.Now != nil {
-		return s.Now()
-	}
-	return time.Now()
-}
-
 // copyJob is one copy to start: source record → destination region.
 type copyJob struct {
 	source rotation.Record
@@ -66,7 +59,7 @@ func (s *Copy) handle(ctx context.Context, b Batch) (Batch, error) {
 		return Batch{}, err
 	}
 	p := bc.policy
-	now := s.now()
+	now := clockNow(s.Now)
 	b.Images = slices.Clone(b.Images) // never write into the caller's records
 
 	existing := copyIndex(b.Images)

@@ -40,13 +40,6 @@ func (s *Poll) Handle(ctx context.Context, in Batch) (Batch, error) {
 	return out, nil
 }
 
-func (s *Poll) now() time.Time {
-	if s.Now != nil {
-		return s.Now()
-	}
-	return time.Now()
-}
-
 // regionPoll is what one region's DescribeImages and cleanup produced.
 type regionPoll struct {
 	images  map[string]types.Image
@@ -60,7 +53,7 @@ func (s *Poll) handle(ctx context.Context, b Batch) (Batch, error) {
 		return Batch{}, err
 	}
 	p := bc.policy
-	now := s.now()
+	now := clockNow(s.Now)
 	due := deadline(b, p)
 	b.Images = slices.Clone(b.Images) // never write into the caller's records
 

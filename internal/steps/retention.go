@@ -69,13 +69,6 @@ func (r *Retention) asg(region string) ec2x.RetentionAutoScaling {
 	return r.Clients.AutoScaling(region)
 }
 
-func (r *Retention) now() time.Time {
-	if r.Now == nil {
-		return time.Now()
-	}
-	return r.Now()
-}
-
 // Handle prunes the images of the batch's instances. Only instances whose
 // new image (source and every copy) is available this rotation are in
 // scope; an instance whose new image failed, timed out or errored is held:

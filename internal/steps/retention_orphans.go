@@ -66,7 +66,7 @@ func (r *Retention) sweepOrphans(ctx context.Context, p rotation.Policy, regions
 
 func (r *Retention) sweepRegion(ctx context.Context, p rotation.Policy, region string) ([]string, map[string]string, error) {
 	cl := r.ec2(region)
-	cutoff := r.now().Add(-orphanMinAge)
+	cutoff := clockNow(r.Now).Add(-orphanMinAge)
 	var candidates []string
 	sp := ec2.NewDescribeSnapshotsPaginator(cl, &ec2.DescribeSnapshotsInput{
 		OwnerIds: []string{"self"},

@@ -38,13 +38,6 @@ func (s *Tag) Handle(ctx context.Context, in Batch) (Batch, error) {
 	return out, nil
 }
 
-func (s *Tag) now() time.Time {
-	if s.Now != nil {
-		return s.Now()
-	}
-	return time.Now()
-}
-
 // PublicGroup is the launch-permission group that makes an image public.
 const PublicGroup = "all"
 
@@ -178,7 +171,7 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 		emu   sync.Mutex
 		retry error
 	)
-	now := s.now()
+	now := clockNow(s.Now)
 	ec2x.ForEach(ctx, len(idx), ec2x.Workers, func(k int) {
 		r := b.Images[idx[k]]
 		var problems []string
