@@ -65,7 +65,9 @@ func newWorld(t *testing.T, opts ec2sim.Options) *world {
 	// The SDK's throttle backoff is seconds; a millisecond one keeps a
 	// storm's many retries inside the test's time (attempts and quota unchanged).
 	fast := retry.BackoffDelayerFunc(func(int, error) (time.Duration, error) { return time.Millisecond, nil })
-	return &world{t: t, sim: sim, clients: ec2x.NewClients(cfg, ec2x.WithBackoff(fast))}
+	// Unpaced: images take milliseconds here, and pacing by EC2's real-time
+	// refill rates would stretch a 1,000-instance rotation to many minutes.
+	return &world{t: t, sim: sim, clients: ec2x.NewClients(cfg, ec2x.WithBackoff(fast), ec2x.WithoutPacing())}
 }
 
 func (w *world) instances(n int, policy string) []string {

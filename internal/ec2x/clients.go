@@ -1,6 +1,7 @@
 package ec2x
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -47,7 +48,17 @@ const (
 type Option func(*clientOptions)
 
 type clientOptions struct {
-	backoff retry.BackoffDelayer
+	backoff   retry.BackoffDelayer
+	paceScale float64
+	noPacing  bool
+}
+
+func newClientOptions(opts []Option) clientOptions {
+	var co clientOptions
+	for _, o := range opts {
+		o(&co)
+	}
+	return co
 }
 
 // WithBackoff replaces the retryer's backoff delays (tests use a fast one so a
@@ -59,10 +70,7 @@ func WithBackoff(b retry.BackoffDelayer) Option {
 // NewRetryer returns the standard retryer with amirotate's attempts and quota.
 // Each call makes a new retryer (and quota): one per client, as the SDK does.
 func NewRetryer(opts ...Option) aws.Retryer {
-	var co clientOptions
-	for _, o := range opts {
-		o(&co)
-	}
+	co := newClientOptions(opts)
 	return retry.NewStandard(func(so *retry.StandardOptions) {
 		so.MaxAttempts = MaxAttempts
 		so.MaxBackoff = MaxBackoff
@@ -76,10 +84,12 @@ func NewRetryer(opts ...Option) aws.Retryer {
 // Clients hands out one client per service and region, made on first use
 // from the configuration loaded once at cold start. Endpoints come from that
 // configuration (AWS_ENDPOINT_URL_EC2 / _SSM / _AUTO_SCALING), so the same
-// code talks to AWS or to the simulator. Safe for concurrent use.
+// code talks to AWS or to the simulator. EC2 calls are paced by EC2's
+// buckets unless WithoutPacing (see pace.go). Safe for concurrent use.
 type Clients struct {
 	cfg  aws.Config
 	opts []Option
+	pace *pacer // nil: not paced
 
 	mu  sync.Mutex
 	ec2 map[string]*ec2.Client
@@ -89,13 +99,17 @@ type Clients struct {
 
 // NewClients returns the factory for cfg; cfg.Region is the home region.
 func NewClients(cfg aws.Config, opts ...Option) *Clients {
-	return &Clients{
+	c := &Clients{
 		cfg:  cfg,
 		opts: opts,
 		ec2:  map[string]*ec2.Client{},
 		ssm:  map[string]*ssm.Client{},
 		asg:  map[string]*autoscaling.Client{},
 	}
+	if co := newClientOptions(opts); !co.noPacing {
+		c.pace = newPacer(co.paceScale)
+	}
+	return c
 }
 
 // Home is the region the source images are made in (the configuration's).
@@ -123,6 +137,10 @@ func (c *Clients) EC2(region string) *ec2.Client {
 	cl := ec2.NewFromConfig(c.cfg, func(o *ec2.Options) {
 		o.Region = region
 		o.Retryer = NewRetryer(c.opts...)
+		if c.pace != nil {
+			// Clipped: appending must not write into cfg's shared slice.
+			o.APIOptions = append(slices.Clip(o.APIOptions), c.pace.addTo)
+		}
 	})
 	c.ec2[region] = cl
 	return cl

@@ -62,7 +62,9 @@ func newSimEnv(t testing.TB, opts ...func(*ec2sim.Options)) *simEnv {
 		Credentials:  credentials.NewStaticCredentialsProvider("AKIDSIM", "secret", ""),
 		BaseEndpoint: aws.String(srv.URL),
 	}
-	return &simEnv{t: t, sim: sim, clock: clock, clients: ec2x.NewClients(cfg, ec2x.WithBackoff(fastBackoff{}))}
+	// Unpaced: the simulator's clock is manual, so pacing by EC2's
+	// real-time refill rates would only slow the tests down.
+	return &simEnv{t: t, sim: sim, clock: clock, clients: ec2x.NewClients(cfg, ec2x.WithBackoff(fastBackoff{}), ec2x.WithoutPacing())}
 }
 
 func (e *simEnv) now() time.Time { return e.clock.Now() }
