@@ -171,7 +171,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	cfg := ec2sim.AWSConfig(url, regions[0])
-	clients := ec2x.NewClients(cfg, ec2x.WithBackoff(scaledBackoff{inner: retry.NewExponentialJitterBackoff(ec2x.MaxBackoff), scale: c.timeScale}))
+	clients := ec2x.NewClients(cfg, ec2x.WithBackoff(scaledBackoff{inner: retry.NewExponentialJitterBackoff(ec2x.MaxBackoff), scale: c.timeScale}), ec2x.WithPaceScale(c.timeScale))
 	for i := 0; i < c.instances; i++ {
 		if _, err := sim.RunInstance(regions[0], ec2sim.InstanceSpec{Tags: map[string]string{
 			"amirotate:policy": "bench", "Name": fmt.Sprintf("bench-%04d", i),
