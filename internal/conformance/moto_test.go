@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,13 +46,16 @@ type endpoint struct {
 
 // config is a plain aws.Config (not LoadDefaultConfig): no environment
 // variable or config file can redirect the clients elsewhere. One attempt
-// per call, so an answer is compared as given, not after retries.
+// per call, so an answer is compared as given, not after retries; and a new
+// connection per call, because moto's development server may close an idle
+// keep-alive connection just as the client reuses it.
 func (e *endpoint) config(region string) aws.Config {
 	return aws.Config{
 		Region:           region,
 		Credentials:      credentials.NewStaticCredentialsProvider("test", "test", ""),
 		BaseEndpoint:     aws.String(e.url),
 		RetryMaxAttempts: 1,
+		HTTPClient:       &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
 	}
 }
 
