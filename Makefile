@@ -62,8 +62,9 @@ bench: setup $(BIN) ## Fleet benchmark: 1,000 instances x 3 regions through the 
 	./$(BIN) bench --instances 1000 --regions 3 --json bench.json
 
 fuzz: ## Run each fuzz target for 20 s
-	$(GO) test ./internal/rotation -run '^$$' -fuzz FuzzDecodePolicy -fuzztime 20s
-	$(GO) test ./internal/rotation -run '^$$' -fuzz FuzzParseInput -fuzztime 20s
+	@for t in FuzzDecodePolicy FuzzParseInput FuzzImageName; do \
+	  $(GO) test ./internal/rotation -run '^$$' -fuzz "^$$t$$" -fuzztime 20s || exit 1; done
+	$(GO) test ./internal/ec2sim -run '^$$' -fuzz '^FuzzRequest$$' -fuzztime 20s -fuzzminimizetime 1x
 
 clean: ## Remove build outputs
 	rm -rf bin $(DIST) cdk.out bench.json
