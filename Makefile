@@ -15,7 +15,14 @@ export AWS_EC2_METADATA_DISABLED := true
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-setup: $(NODE_LOCAL)/node_modules/.installed node_modules/.installed ## Install the local Step Functions runner and the CDK CLI (npm ci)
+setup: $(NODE_LOCAL)/node_modules/.installed node_modules/.installed /usr/bin/aws ## Install what runs and tests need: npm packages, the AWS CLI v2
+
+# The conformance tests drive the simulator with Debian's AWS CLI v2 as well
+# as the v1 that comes with the machine's Python.
+/usr/bin/aws:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends awscli; \
+	else echo "the tests need Debian's AWS CLI v2: sudo apt-get install awscli"; exit 1; fi
 
 $(NODE_LOCAL)/node_modules/.installed: $(NODE_LOCAL)/package-lock.json
 	npm ci --prefix $(NODE_LOCAL) --no-audit --no-fund
