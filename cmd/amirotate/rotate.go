@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"text/tabwriter"
 	"time"
 
 	"github.com/amirotate/amirotate/internal/ec2x"
@@ -181,22 +182,24 @@ func printReport(w io.Writer, rep *rotationReport, maxRows int) {
 		mode = " (dry run: nothing was changed)"
 	}
 	fmt.Fprintf(w, "\nRotation %s of policy %q (%s)%s\n\n", s.Rotation, s.Policy, s.Trigger, mode)
-	fmt.Fprintf(w, "  %-19s  %-14s  %-21s  %-9s  %-30s  %s\n", "INSTANCE", "REGION", "NEW IMAGE", "STATE", "PUBLISHED", "RETENTION")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  INSTANCE\tREGION\tNEW IMAGE\tSTATE\tPUBLISHED\tRETENTION")
 	for i, r := range rep.Rows {
 		if maxRows > 0 && i == maxRows {
-			fmt.Fprintf(w, "  ... %d more rows (see --json)\n", len(rep.Rows)-maxRows)
+			fmt.Fprintf(tw, "  ... %d more rows (see --json)\n", len(rep.Rows)-maxRows)
 			break
 		}
 		image := r.ImageID
 		if r.SourceID != "" {
 			image += " (copy)"
 		}
-		fmt.Fprintf(w, "  %-19s  %-14s  %-21s  %-9s  %-30s  %s\n", r.InstanceID, r.Region, dash(image), dash(r.State),
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", r.InstanceID, r.Region, dash(image), dash(r.State),
 			dash(strings.Join(r.Published, " ")), retentionText(r, s.DryRun))
 		if r.Error != "" {
-			fmt.Fprintf(w, "  %19s  └ %s\n", "", r.Error)
+			fmt.Fprintf(tw, "  \t└ %s\n", r.Error)
 		}
 	}
+	tw.Flush()
 	fmt.Fprintf(w, "\n  instances %d: %s\n", s.Instances, outcomesText(s.Outcomes))
 	fmt.Fprintf(w, "  images created %d, copies %d, published %d, images deleted %d (snapshots %d, orphan snapshots %d)\n",
 		s.ImagesCreated, s.CopiesCreated, s.Published, s.ImagesDeleted, s.SnapshotsDeleted, s.OrphansDeleted)
