@@ -98,6 +98,14 @@ func (s *Poll) handle(ctx context.Context, b Batch) (Batch, error) {
 		case imageState(img) == rotation.StateAvailable:
 			r.State, r.Error = rotation.StateAvailable, ""
 			r.SnapshotIDs = ec2x.SnapshotIDs(img)
+		case img.State == types.ImageStateDisabled:
+			// It was available and a person disabled it: kept on purpose,
+			// so it is not this rotation's image, nor a failed one to clean.
+			r.State, r.Error = rotation.StateError, fmt.Sprintf("image %s was disabled outside amirotate; left as it is", r.ImageID)
+		case imageState(img) == rotation.StateFailed && !rotationImage(img, p, b.Rotation, r.InstanceID):
+			// Cleanup deletes snapshots, so it only takes an image this
+			// rotation made; a record can come from a hand-made input.
+			r.State, r.Error = rotation.StateError, fmt.Sprintf("image %s ended %s but is not this rotation's image of %s (its amirotate tags differ); left as it is", r.ImageID, img.State, r.InstanceID)
 		case imageState(img) == rotation.StateFailed:
 			r.State = rotation.StateFailed
 			r.SnapshotIDs = ec2x.SnapshotIDs(img)
@@ -122,6 +130,14 @@ func (s *Poll) handle(ctx context.Context, b Batch) (Batch, error) {
 	recount(&b, p)
 	b.WaitSeconds = waitFor(b, nextWait(p, b.Polls, now, due))
 	return b, nil
+}
+
+// rotationImage reports whether img carries the tags this policy's
+// rotation gave the instance's image.
+func rotationImage(img types.Image, p rotation.Policy, rot rotation.Rotation, instanceID string) bool {
+	tags := ec2x.TagMap(img.Tags)
+	return tags[rotation.TagCreatedBy] == rotation.CreatedBy && tags[rotation.TagPolicy] == p.Name &&
+		tags[rotation.TagRotation] == rot.ID && tags[rotation.TagInstanceID] == instanceID
 }
 
 // describeImagesByID reads the images with one DescribeImages (paginated;

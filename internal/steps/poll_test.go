@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/amirotate/amirotate/internal/ec2sim"
 	"github.com/amirotate/amirotate/internal/ec2x"
@@ -179,5 +181,114 @@ func TestPoll_ErrorNamesReachTheLambdaResponse(t *testing.T) {
 	}
 	if typ, _ := lambdaErrorType(t, (&Poll{Clients: e.clients}).Handle, b); typ != "RetryableError" {
 		t.Errorf("throttled: errorType %q, want RetryableError", typ)
+	}
+}
+
+// pollCleanupWorld snapshots one instance and returns the batch (its record
+// pending), the image and its snapshots.
+func pollCleanupWorld(t *testing.T, e *simEnv) (Batch, string, []string) {
+	t.Helper()
+	ids := e.run(testHome, 1, nil)
+	b, err := e.snapshot().Handle(context.Background(), e.batch(testPolicy(t, ""), ids))
+	if err != nil {
+		t.Fatal(err)
+	}
+	image := b.Images[0].ImageID
+	var snaps []string
+	for _, sn := range e.snapshots(testHome) {
+		if ec2x.TagMap(sn.Tags)[rotation.TagInstanceID] == ids[0] {
+			snaps = append(snaps, aws.ToString(sn.SnapshotId))
+		}
+	}
+	if len(snaps) == 0 {
+		t.Fatal("the image has no snapshots in the sim")
+	}
+	return b, image, snaps
+}
+
+// requireKept fails unless the image and its snapshots still exist.
+func (e *simEnv) requireKept(image string, snaps []string, why string) {
+	e.t.Helper()
+	registered := false
+	out, err := e.clients.EC2(testHome).DescribeImages(context.Background(), &ec2.DescribeImagesInput{
+		Owners: []string{"self"}, IncludeDisabled: aws.Bool(true)})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, img := range out.Images {
+		registered = registered || aws.ToString(img.ImageId) == image
+	}
+	if !registered {
+		e.t.Errorf("%s: image %s was deregistered", why, image)
+	}
+	left := map[string]bool{}
+	for _, sn := range e.snapshots(testHome) {
+		left[aws.ToString(sn.SnapshotId)] = true
+	}
+	for _, s := range snaps {
+		if !left[s] {
+			e.t.Errorf("%s: snapshot %s was deleted", why, s)
+		}
+	}
+}
+
+func TestPoll_LeavesAnImageDisabledByAPerson(t *testing.T) {
+	e := newSimEnv(t)
+	ctx := context.Background()
+	b, image, snaps := pollCleanupWorld(t, e)
+	// The image became available and a person disabled it before the poll
+	// saw it: a disabled image is kept on purpose, not a failed one.
+	e.clock.Advance(2 * time.Minute)
+	if _, err := e.clients.EC2(testHome).DisableImage(ctx, &ec2.DisableImageInput{ImageId: aws.String(image)}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.poll().Handle(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.requireKept(image, snaps, "disabled image")
+	if got := recordsIn(out, rotation.StateError); len(got) != 1 || !strings.Contains(got[0].Error, "disabled") {
+		t.Errorf("records = %+v, want one error naming the disabled image", out.Images)
+	}
+	if len(out.Cleanup) != 0 {
+		t.Errorf("cleanup = %+v, want none", out.Cleanup)
+	}
+}
+
+func TestPoll_NeverCleansUpAnImageOfAnotherPolicy(t *testing.T) {
+	e := newSimEnv(t)
+	ctx := context.Background()
+	ids := e.run(testHome, 1, nil)
+	// Someone else's image of the instance ends failed; a hand-made batch
+	// names it.
+	e.sim.FailNextImage(testHome, ids[0], "disk read error")
+	made, err := e.clients.EC2(testHome).CreateImage(ctx, &ec2.CreateImageInput{
+		InstanceId: aws.String(ids[0]),
+		Name:       aws.String("golden-base"),
+		TagSpecifications: []types.TagSpecification{
+			{ResourceType: types.ResourceTypeImage, Tags: []types.Tag{{Key: aws.String("Team"), Value: aws.String("core")}}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	image := aws.ToString(made.ImageId)
+	var snaps []string
+	for _, sn := range e.snapshots(testHome) {
+		snaps = append(snaps, aws.ToString(sn.SnapshotId))
+	}
+	b := e.batch(testPolicy(t, ""), ids)
+	b.Images = []rotation.Record{{InstanceID: ids[0], Region: testHome, ImageID: image, State: rotation.StatePending}}
+	e.clock.Advance(2 * time.Minute)
+	out, err := e.poll().Handle(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.requireKept(image, snaps, "another policy's failed image")
+	if len(out.Cleanup) != 0 {
+		t.Errorf("cleanup = %+v, want none", out.Cleanup)
+	}
+	if got := recordsIn(out, rotation.StateError); len(got) != 1 || !strings.Contains(got[0].Error, "not") {
+		t.Errorf("records = %+v, want one error saying the image is not this policy's", out.Images)
 	}
 }
