@@ -68,14 +68,18 @@ func (s *Sim) serveAutoScaling(w http.ResponseWriter, r *http.Request, regionNam
 		writeQueryError(w, err, s.lockedRequestID())
 		return
 	}
-	s.mu.Lock()
-	id := s.requestID()
-	reg, err := s.region(regionName)
-	c := &call{action: action, r: reg, p: p, w: &xw{}, now: s.Now()}
-	if err == nil {
-		err = h(s, c)
-	}
-	s.mu.Unlock()
+	c := &call{action: action, p: p, w: &xw{}}
+	id, err := func() (string, *apiError) {
+		s.mu.Lock()
+		defer s.mu.Unlock() // also when h panics
+		id := s.requestID()
+		reg, err := s.region(regionName)
+		c.r, c.now = reg, s.Now()
+		if err == nil {
+			err = h(s, c)
+		}
+		return id, err
+	}()
 	if err != nil {
 		writeQueryError(w, err, id)
 		return

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -280,4 +282,63 @@ func TestConcurrentUse_IsRaceFree(t *testing.T) {
 		}(w)
 	}
 	wg.Wait()
+}
+
+// serveWithin serves one request directly and fails the test if the
+// simulator does not answer within a few seconds (a lock left held).
+func serveWithin(t *testing.T, sim *Sim, req *http.Request) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sim.ServeHTTP(rec, req)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no answer to %s %s within 5s", req.Method, req.URL)
+	}
+	return rec.Code, rec.Body.String()
+}
+
+func TestServeHTTP_PanicInActionAnswersInternalErrorAndReleasesTheLock(t *testing.T) {
+	ec2Actions["PanicForTest"] = func(*Sim, *call) *apiError { panic("boom") }
+	t.Cleanup(func() { delete(ec2Actions, "PanicForTest") })
+	sim := New(Options{Regions: []string{"us-east-1"}, Seed: 1})
+	form := func(action string) *http.Request {
+		req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader("Action="+action+"&Version=2016-11-15"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		return req
+	}
+	if st, body := serveWithin(t, sim, form("PanicForTest")); st != 500 || !strings.Contains(body, "<Code>InternalError</Code>") {
+		t.Fatalf("panicking action: %d %s", st, body)
+	}
+	if st, body := serveWithin(t, sim, form("DescribeRegions")); st != 200 {
+		t.Fatalf("call after a panic: %d %s", st, body)
+	}
+}
+
+func TestSSM_GetParametersByPathWithTokenPastTheEnd(t *testing.T) {
+	sim := New(Options{Regions: []string{"us-east-1"}, Seed: 1})
+	if err := sim.PutParameter("us-east-1", "/a/b", "x", "text"); err != nil {
+		t.Fatal(err)
+	}
+	for _, after := range []uint64{2, math.MaxInt64, math.MaxUint64} {
+		req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(`{"Path":"/a","NextToken":"`+encodeToken("ssm", after)+`"}`))
+		req.Header.Set("X-Amz-Target", "AmazonSSM.GetParametersByPath")
+		st, body := serveWithin(t, sim, req)
+		if st != 200 || body != `{"Parameters":[]}` {
+			t.Fatalf("token after %d: %d %s", after, st, body)
+		}
+	}
+}
+
+func TestDescribeAvailabilityZones_ShortRegionName(t *testing.T) {
+	sim := New(Options{Regions: []string{"x"}, Seed: 1})
+	req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader("Action=DescribeAvailabilityZones"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if st, body := serveWithin(t, sim, req); st != 200 || !strings.Contains(body, "<zoneName>xa</zoneName>") {
+		t.Fatalf("zones of region x: %d %s", st, body)
+	}
 }

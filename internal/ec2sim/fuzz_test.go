@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -47,6 +48,7 @@ func FuzzRequest(f *testing.F) {
 	f.Add(uint8(1), `{"Name":"/a/b","Value":"ami-12345678","DataType":"aws:ec2:image"}`)
 	f.Add(uint8(1), `{"Names":[]}`)
 	f.Add(uint8(1), `[1,2`)
+	f.Add(uint8(10), `{"Path":"/a","NextToken":"`+encodeToken("ssm", math.MaxUint64)+`"}`) // GetParametersByPath
 	f.Add(uint8(2), "Action=CreateAutoScalingGroup&AutoScalingGroupName=g&MinSize=1&MaxSize=0&LaunchTemplate.LaunchTemplateName=x")
 	f.Add(uint8(2), "Action=DescribeAutoScalingGroups&Filters.member.1.Name=tag:a&Filters.member.1.Values.member.1=b")
 	ssmActions := []string{"PutParameter", "GetParameter", "GetParameters", "GetParametersByPath", "DeleteParameter", "DeleteParameters"}

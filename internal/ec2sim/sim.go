@@ -396,20 +396,24 @@ func (s *Sim) serveEC2(w http.ResponseWriter, r *http.Request, regionName string
 		writeEC2Error(w, err, s.lockedRequestID())
 		return
 	}
-	s.mu.Lock()
-	id := s.requestID()
-	reg, err := s.region(regionName)
-	if err == nil {
-		var dry bool
-		if dry, err = p.boolean("DryRun"); err == nil && dry {
-			err = errDryRun()
+	c := &call{action: action, p: p, w: &xw{}}
+	id, err := func() (string, *apiError) {
+		s.mu.Lock()
+		defer s.mu.Unlock() // also when h panics: ServeHTTP recovers, and later calls must not hang
+		id := s.requestID()
+		reg, err := s.region(regionName)
+		if err == nil {
+			var dry bool
+			if dry, err = p.boolean("DryRun"); err == nil && dry {
+				err = errDryRun()
+			}
 		}
-	}
-	c := &call{action: action, r: reg, p: p, w: &xw{}, now: s.Now()}
-	if err == nil {
-		err = h(s, c)
-	}
-	s.mu.Unlock()
+		c.r, c.now = reg, s.Now()
+		if err == nil {
+			err = h(s, c)
+		}
+		return id, err
+	}()
 	if err != nil {
 		writeEC2Error(w, err, id)
 		return

@@ -74,14 +74,17 @@ func (s *Sim) serveSSM(w http.ResponseWriter, r *http.Request, regionName string
 		writeJSONError(w, aerr, s.lockedRequestID())
 		return
 	}
-	s.mu.Lock()
-	id := s.requestID()
-	reg, aerr := s.region(regionName)
 	var out any
-	if aerr == nil {
-		out, aerr = h(s, reg, body, s.Now())
-	}
-	s.mu.Unlock()
+	id, aerr := func() (string, *apiError) {
+		s.mu.Lock()
+		defer s.mu.Unlock() // also when h panics
+		id := s.requestID()
+		reg, aerr := s.region(regionName)
+		if aerr == nil {
+			out, aerr = h(s, reg, body, s.Now())
+		}
+		return id, aerr
+	}()
 	if aerr != nil {
 		writeJSONError(w, aerr, id)
 		return
@@ -336,7 +339,8 @@ func (s *Sim) ssmGetParametersByPath(r *region, body []byte, _ time.Time) (any, 
 		if err != nil {
 			return nil, errorf("InvalidNextToken", "The specified token isn't valid.")
 		}
-		start = int(after)
+		// A token past the end (even one beyond int's range) leaves nothing to list.
+		start = int(min(after, uint64(len(names))))
 	}
 	params := []ssmParameterOut{}
 	next := ""
