@@ -221,7 +221,13 @@ func cleanupRegion(ctx context.Context, client ec2x.PollEC2, p rotation.Policy, 
 			break
 		}
 		for _, sn := range page.Snapshots {
-			inst := ec2x.TagMap(sn.Tags)[rotation.TagInstanceID]
+			tags := ec2x.TagMap(sn.Tags)
+			// As retention does: an API that ignored a filter still cannot
+			// make the cleanup delete another rotation's snapshot.
+			if tags[rotation.TagPolicy] != p.Name || tags[rotation.TagRotation] != rot.ID {
+				continue
+			}
+			inst := tags[rotation.TagInstanceID]
 			byInstance[inst] = append(byInstance[inst], aws.ToString(sn.SnapshotId))
 		}
 	}
