@@ -167,7 +167,7 @@ func TestRunCommand_AgainstTheSimulatorThroughTheStandardConfig(t *testing.T) {
 	if len(web) < 2 {
 		t.Fatalf("demo fleet has %d web instances", len(web))
 	}
-	day1 := time.Now().UTC().Truncate(24*time.Hour).Add(-48*time.Hour + 3*time.Hour)
+	day1 := time.Now().UTC().Truncate(24 * time.Hour).Add(-48*time.Hour + 3*time.Hour)
 	day2 := day1.Add(24 * time.Hour)
 
 	// 1. A dry run changes nothing and says so.
@@ -267,7 +267,7 @@ func TestRunCommand_FailsWhenTheExecutionFails(t *testing.T) {
 	bad := web[1]
 	w.sim.FailNextImage("us-east-1", bad, "audit: injected failure")
 	j := filepath.Join(w.dir, "failed.json")
-	when := time.Now().UTC().Truncate(24*time.Hour).Add(-24*time.Hour + 3*time.Hour)
+	when := time.Now().UTC().Truncate(24 * time.Hour).Add(-24*time.Hour + 3*time.Hour)
 	out, err := w.run("--rotation-time", when.Format(time.RFC3339), "--json", j)
 	if err == nil {
 		t.Fatalf("runRotation returned nil (exit 0) for a rotation with a failed image:\n%s", out)
