@@ -38,11 +38,7 @@ const PlannedImageID = "planned"
 
 // Handle starts the missing copies.
 func (s *Copy) Handle(ctx context.Context, in Batch) (Batch, error) {
-	out, err := s.handle(ctx, in)
-	if err != nil {
-		return Batch{}, ec2x.Classify(err)
-	}
-	return out, nil
+	return classified(s.handle(ctx, in))
 }
 
 // copyJob is one copy to start: source record → destination region.

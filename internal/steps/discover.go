@@ -27,11 +27,7 @@ type Discover struct {
 
 // Handle discovers; a bad input is an InvalidInputError naming the field.
 func (s *Discover) Handle(ctx context.Context, in DiscoverIn) (DiscoverOut, error) {
-	out, err := s.handle(ctx, in)
-	if err != nil {
-		return DiscoverOut{}, ec2x.Classify(err)
-	}
-	return out, nil
+	return classified(s.handle(ctx, in))
 }
 
 func (s *Discover) handle(ctx context.Context, in DiscoverIn) (DiscoverOut, error) {

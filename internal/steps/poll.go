@@ -33,11 +33,7 @@ const MissingPolls = 3
 
 // Handle polls once.
 func (s *Poll) Handle(ctx context.Context, in Batch) (Batch, error) {
-	out, err := s.handle(ctx, in)
-	if err != nil {
-		return Batch{}, ec2x.Classify(err)
-	}
-	return out, nil
+	return classified(s.handle(ctx, in))
 }
 
 // regionPoll is what one region's DescribeImages and cleanup produced.

@@ -27,11 +27,7 @@ type Snapshot struct {
 // Handle answers the batch with one record per instance: pending (or
 // available, when adopted), refused with the reason, or error.
 func (s *Snapshot) Handle(ctx context.Context, in Batch) (Batch, error) {
-	out, err := s.handle(ctx, in)
-	if err != nil {
-		return Batch{}, ec2x.Classify(err)
-	}
-	return out, nil
+	return classified(s.handle(ctx, in))
 }
 
 // instanceStates an image can be made from.

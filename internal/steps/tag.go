@@ -31,11 +31,7 @@ type Tag struct {
 // Handle tags the batch. Every call it makes is idempotent, so a retry
 // repeats it safely. Failures of single images are reported on their record.
 func (s *Tag) Handle(ctx context.Context, in Batch) (Batch, error) {
-	out, err := s.handle(ctx, in)
-	if err != nil {
-		return Batch{}, ec2x.Classify(err)
-	}
-	return out, nil
+	return classified(s.handle(ctx, in))
 }
 
 // PublicGroup is the launch-permission group that makes an image public.
