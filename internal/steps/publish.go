@@ -136,7 +136,7 @@ func (p *Publish) publishSSM(ctx context.Context, region string, dryRun bool, pu
 		version int64
 	}
 	have := map[string]current{}
-	for _, c := range chunk(names, ssmChunk) {
+	for _, c := range ec2x.Chunks(names, ssmChunk) {
 		out, err := cl.GetParameters(ctx, &ssm.GetParametersInput{Names: c})
 		if err != nil {
 			for _, name := range c {
@@ -198,9 +198,9 @@ func (p *Publish) publishLaunchTemplates(ctx context.Context, region string, b B
 		pub      *Publication
 	}
 	var lts []tracked
-	for _, c := range chunk(ids, filterChunk) {
+	for _, c := range ec2x.Chunks(ids, filterChunk) {
 		in := &ec2.DescribeLaunchTemplatesInput{
-			Filters:    []types.Filter{{Name: aws.String("tag:" + rotation.TagTrack), Values: c}},
+			Filters:    []types.Filter{ec2x.Filter("tag:"+rotation.TagTrack, c...)},
 			MaxResults: aws.Int32(200),
 		}
 		if p.pageSize > 0 {

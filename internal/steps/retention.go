@@ -527,14 +527,14 @@ func (r *Retention) limit(def int32) *int32 {
 // still images with snapshots that cost money and may still be in use.
 func (r *Retention) listImages(ctx context.Context, cl ec2x.RetentionEC2, region string, job retentionJob) ([]rotation.Image, error) {
 	base := []types.Filter{
-		{Name: aws.String("tag:" + rotation.TagPolicy), Values: []string{job.policy.Name}},
-		{Name: aws.String("tag:" + rotation.TagCreatedBy), Values: []string{rotation.CreatedBy}},
+		ec2x.Filter("tag:"+rotation.TagPolicy, job.policy.Name),
+		ec2x.Filter("tag:"+rotation.TagCreatedBy, rotation.CreatedBy),
 	}
 	var groups [][]string
 	if job.instanceIDs == nil {
 		groups = [][]string{nil}
 	} else {
-		groups = chunk(job.instanceIDs, filterChunk)
+		groups = ec2x.Chunks(job.instanceIDs, filterChunk)
 	}
 	wanted := map[string]bool{}
 	for _, id := range job.instanceIDs {
@@ -546,7 +546,7 @@ func (r *Retention) listImages(ctx context.Context, cl ec2x.RetentionEC2, region
 	for _, ids := range groups {
 		filters := slices.Clone(base)
 		if ids != nil {
-			filters = append(filters, types.Filter{Name: aws.String("tag:" + rotation.TagInstanceID), Values: ids})
+			filters = append(filters, ec2x.Filter("tag:"+rotation.TagInstanceID, ids...))
 		}
 		p := ec2.NewDescribeImagesPaginator(cl, &ec2.DescribeImagesInput{
 			Owners:            []string{"self"},
@@ -580,24 +580,17 @@ func (r *Retention) listImages(ctx context.Context, cl ec2x.RetentionEC2, region
 // toImage converts an EC2 image.
 func toImage(im types.Image, region string) rotation.Image {
 	img := rotation.Image{
-		ID:     aws.ToString(im.ImageId),
-		Region: region,
-		Name:   aws.ToString(im.Name),
-		State:  string(im.State),
-		Tags:   make(map[string]string, len(im.Tags)),
+		ID:          aws.ToString(im.ImageId),
+		Region:      region,
+		Name:        aws.ToString(im.Name),
+		State:       string(im.State),
+		Tags:        ec2x.TagMap(im.Tags),
+		SnapshotIDs: ec2x.SnapshotIDs(im),
 	}
 	// An unreadable date stays zero: the planner then dates the image by
 	// its rotation tag, or keeps it as of unknown age.
 	if created, err := time.Parse(time.RFC3339Nano, aws.ToString(im.CreationDate)); err == nil {
 		img.CreatedAt = created
-	}
-	for _, t := range im.Tags {
-		img.Tags[aws.ToString(t.Key)] = aws.ToString(t.Value)
-	}
-	for _, bdm := range im.BlockDeviceMappings {
-		if bdm.Ebs != nil && aws.ToString(bdm.Ebs.SnapshotId) != "" {
-			img.SnapshotIDs = append(img.SnapshotIDs, aws.ToString(bdm.Ebs.SnapshotId))
-		}
 	}
 	// "disabled" is the only value that allows deregistration; "enabled",
 	// "enabled-with-cooldown" and "disabled-until <time>" all still protect.
@@ -702,16 +695,4 @@ func apiMessage(err error) string {
 		return ae.ErrorMessage()
 	}
 	return err.Error()
-}
-
-func chunk[T any](s []T, n int) [][]T {
-	var out [][]T
-	for len(s) > n {
-		out = append(out, s[:n:n])
-		s = s[n:]
-	}
-	if len(s) > 0 {
-		out = append(out, s)
-	}
-	return out
 }

@@ -71,8 +71,8 @@ func (r *Retention) sweepRegion(ctx context.Context, p rotation.Policy, region s
 	sp := ec2.NewDescribeSnapshotsPaginator(cl, &ec2.DescribeSnapshotsInput{
 		OwnerIds: []string{"self"},
 		Filters: []types.Filter{
-			{Name: aws.String("tag:" + rotation.TagPolicy), Values: []string{p.Name}},
-			{Name: aws.String("tag:" + rotation.TagCreatedBy), Values: []string{rotation.CreatedBy}},
+			ec2x.Filter("tag:"+rotation.TagPolicy, p.Name),
+			ec2x.Filter("tag:"+rotation.TagCreatedBy, rotation.CreatedBy),
 		},
 		MaxResults: r.limit(1000),
 	})
@@ -82,10 +82,7 @@ func (r *Retention) sweepRegion(ctx context.Context, p rotation.Policy, region s
 			return nil, nil, fmt.Errorf("listing snapshots of policy %s: %w", p.Name, err)
 		}
 		for _, s := range page.Snapshots {
-			tags := map[string]string{}
-			for _, t := range s.Tags {
-				tags[aws.ToString(t.Key)] = aws.ToString(t.Value)
-			}
+			tags := ec2x.TagMap(s.Tags)
 			// A pending snapshot may belong to an image still being made;
 			// a young one to an image that does not list it yet.
 			if tags[rotation.TagPolicy] != p.Name || tags[rotation.TagCreatedBy] != rotation.CreatedBy ||
@@ -131,10 +128,10 @@ func (r *Retention) sweepRegion(ctx context.Context, p rotation.Policy, region s
 // (any state, deprecated and disabled included), asking EC2 by snapshot id.
 func (r *Retention) snapshotsInUse(ctx context.Context, cl ec2x.RetentionEC2, ids []string) (map[string]bool, error) {
 	used := map[string]bool{}
-	for _, c := range chunk(ids, filterChunk) {
+	for _, c := range ec2x.Chunks(ids, filterChunk) {
 		p := ec2.NewDescribeImagesPaginator(cl, &ec2.DescribeImagesInput{
 			Owners:            []string{"self"},
-			Filters:           []types.Filter{{Name: aws.String("block-device-mapping.snapshot-id"), Values: c}},
+			Filters:           []types.Filter{ec2x.Filter("block-device-mapping.snapshot-id", c...)},
 			IncludeDeprecated: aws.Bool(true),
 			IncludeDisabled:   aws.Bool(true),
 			MaxResults:        r.limit(1000),
@@ -145,10 +142,8 @@ func (r *Retention) snapshotsInUse(ctx context.Context, cl ec2x.RetentionEC2, id
 				return nil, fmt.Errorf("finding images of snapshots: %w", err)
 			}
 			for _, im := range page.Images {
-				for _, bdm := range im.BlockDeviceMappings {
-					if bdm.Ebs != nil {
-						used[aws.ToString(bdm.Ebs.SnapshotId)] = true
-					}
+				for _, id := range ec2x.SnapshotIDs(im) {
+					used[id] = true
 				}
 			}
 		}

@@ -78,7 +78,7 @@ func (r *Retention) references(ctx context.Context, region string, ids []string)
 // imageReferences asks EC2 which resources reference ids, 10 images per
 // call (the API's limit), every page.
 func (r *Retention) imageReferences(ctx context.Context, cl ec2x.RetentionEC2, ids []string, add func(image, what string)) error {
-	for _, c := range chunk(ids, refChunk) {
+	for _, c := range ec2x.Chunks(ids, refChunk) {
 		in := &ec2.DescribeImageReferencesInput{
 			ImageIds:                c,
 			IncludeAllResourceTypes: aws.Bool(true),
