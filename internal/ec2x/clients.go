@@ -118,62 +118,52 @@ func (c *Clients) Home() string { return c.cfg.Region }
 // Config returns a copy of the configuration the clients are built from.
 func (c *Clients) Config() aws.Config { return c.cfg.Copy() }
 
-// region returns region, or the home region when empty.
-func (c *Clients) region(region string) string {
-	if region == "" {
-		return c.cfg.Region
-	}
-	return region
-}
-
 // EC2 returns the EC2 client of region ("" = home).
 func (c *Clients) EC2(region string) *ec2.Client {
-	region = c.region(region)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if cl, ok := c.ec2[region]; ok {
-		return cl
-	}
-	cl := ec2.NewFromConfig(c.cfg, func(o *ec2.Options) {
-		o.Region = region
-		o.Retryer = NewRetryer(c.opts...)
-		if c.pace != nil {
-			// Clipped: appending must not write into cfg's shared slice.
-			o.APIOptions = append(slices.Clip(o.APIOptions), c.pace.addTo)
-		}
+	return cached(c, c.ec2, region, func(region string) *ec2.Client {
+		return ec2.NewFromConfig(c.cfg, func(o *ec2.Options) {
+			o.Region = region
+			o.Retryer = NewRetryer(c.opts...)
+			if c.pace != nil {
+				// Clipped: appending must not write into cfg's shared slice.
+				o.APIOptions = append(slices.Clip(o.APIOptions), c.pace.addTo)
+			}
+		})
 	})
-	c.ec2[region] = cl
-	return cl
 }
 
 // SSM returns the Systems Manager client of region ("" = home).
 func (c *Clients) SSM(region string) *ssm.Client {
-	region = c.region(region)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if cl, ok := c.ssm[region]; ok {
-		return cl
-	}
-	cl := ssm.NewFromConfig(c.cfg, func(o *ssm.Options) {
-		o.Region = region
-		o.Retryer = NewRetryer(c.opts...)
+	return cached(c, c.ssm, region, func(region string) *ssm.Client {
+		return ssm.NewFromConfig(c.cfg, func(o *ssm.Options) {
+			o.Region = region
+			o.Retryer = NewRetryer(c.opts...)
+		})
 	})
-	c.ssm[region] = cl
-	return cl
 }
 
 // AutoScaling returns the Auto Scaling client of region ("" = home).
 func (c *Clients) AutoScaling(region string) *autoscaling.Client {
-	region = c.region(region)
+	return cached(c, c.asg, region, func(region string) *autoscaling.Client {
+		return autoscaling.NewFromConfig(c.cfg, func(o *autoscaling.Options) {
+			o.Region = region
+			o.Retryer = NewRetryer(c.opts...)
+		})
+	})
+}
+
+// cached returns the client of region ("" = home) from cache, made with
+// newClient on first use.
+func cached[T any](c *Clients, cache map[string]T, region string, newClient func(region string) T) T {
+	if region == "" {
+		region = c.cfg.Region
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if cl, ok := c.asg[region]; ok {
+	if cl, ok := cache[region]; ok {
 		return cl
 	}
-	cl := autoscaling.NewFromConfig(c.cfg, func(o *autoscaling.Options) {
-		o.Region = region
-		o.Retryer = NewRetryer(c.opts...)
-	})
-	c.asg[region] = cl
+	cl := newClient(region)
+	cache[region] = cl
 	return cl
 }
