@@ -39,9 +39,7 @@ type autoScalingGroup struct {
 	tags      []tag
 }
 
-type asHandler func(s *Sim, c *call) *apiError
-
-var autoScalingActions = map[string]asHandler{
+var autoScalingActions = map[string]queryHandler{
 	"CreateLaunchConfiguration":    (*Sim).asCreateLaunchConfiguration,
 	"DescribeLaunchConfigurations": (*Sim).asDescribeLaunchConfigurations,
 	"DeleteLaunchConfiguration":    (*Sim).asDeleteLaunchConfiguration,
@@ -54,33 +52,19 @@ func (s *Sim) serveAutoScaling(w http.ResponseWriter, r *http.Request, regionNam
 	action := p.str("Action")
 	h, ok := autoScalingActions[action]
 	if !ok {
-		s.mu.Lock()
-		s.countLocked(regionName, "autoscaling:"+action)
-		id := s.requestID()
-		s.mu.Unlock()
+		id := s.countUnknown(regionName, "autoscaling:"+action)
 		writeQueryError(w, errorf("InvalidAction", "Could not find operation %s for version 2011-01-01", action), id)
 		return
 	}
-	if err := s.admit(r.Context(), regionName, "autoscaling:"+action, "autoscaling:"+action, nil); err != nil {
+	c := &call{p: p, w: &xw{}}
+	id, err := s.serve(r.Context(), regionName, "autoscaling:"+action, nil, func(reg *region, now time.Time) *apiError {
+		c.r, c.now = reg, now
+		return h(s, c)
+	})
+	if err != nil {
 		if err.Code == "RequestLimitExceeded" {
 			err = &apiError{Code: "Throttling", Message: "Rate exceeded", Status: http.StatusBadRequest}
 		}
-		writeQueryError(w, err, s.lockedRequestID())
-		return
-	}
-	c := &call{action: action, p: p, w: &xw{}}
-	id, err := func() (string, *apiError) {
-		s.mu.Lock()
-		defer s.mu.Unlock() // also when h panics
-		id := s.requestID()
-		reg, err := s.region(regionName)
-		c.r, c.now = reg, s.Now()
-		if err == nil {
-			err = h(s, c)
-		}
-		return id, err
-	}()
-	if err != nil {
 		writeQueryError(w, err, id)
 		return
 	}
@@ -130,6 +114,37 @@ func asValidation(format string, args ...any) *apiError {
 // members reads an awsquery list: prefix.member.N.
 func (p params) members(prefix string) []string { return p.list(prefix + ".member") }
 
+// asDescribe lists the entries of m that names name (every entry when it
+// names none) and that match, in creation order, a page at a time:
+// MaxRecords (default 50, at most 100) and NextToken.
+func asDescribe[T any](p params, m map[string]T, names []string, seq func(T) uint64, match func(T) bool, kind string) ([]T, string, *apiError) {
+	var items []T
+	if len(names) > 0 {
+		for _, n := range names {
+			if v, ok := m[n]; ok {
+				items = append(items, v)
+			}
+		}
+	} else {
+		for _, v := range m {
+			items = append(items, v)
+		}
+	}
+	sort.Slice(items, func(i, j int) bool { return seq(items[i]) < seq(items[j]) })
+	limit, _, err := p.integer("MaxRecords")
+	if err != nil {
+		return nil, "", err
+	}
+	if limit <= 0 || limit > 100 {
+		limit = 50
+	}
+	page, next, err := paginate(items, seq, match, kind, p.str("NextToken"), limit)
+	if err != nil {
+		return nil, "", asValidation("%s", err.Message)
+	}
+	return page, next, nil
+}
+
 func (s *Sim) asCreateLaunchConfiguration(c *call) *apiError {
 	p := c.p
 	name := p.str("LaunchConfigurationName")
@@ -162,30 +177,10 @@ func (s *Sim) asCreateLaunchConfiguration(c *call) *apiError {
 
 func (s *Sim) asDescribeLaunchConfigurations(c *call) *apiError {
 	p := c.p
-	names := p.members("LaunchConfigurationNames")
-	var lcs []*launchConfiguration
-	if len(names) > 0 {
-		for _, n := range names {
-			if lc, ok := c.r.launchConfigs[n]; ok {
-				lcs = append(lcs, lc)
-			}
-		}
-	} else {
-		for _, lc := range c.r.launchConfigs {
-			lcs = append(lcs, lc)
-		}
-	}
-	sort.Slice(lcs, func(i, j int) bool { return lcs[i].seq < lcs[j].seq })
-	limit, _, err := p.integer("MaxRecords")
+	page, next, err := asDescribe(p, c.r.launchConfigs, p.members("LaunchConfigurationNames"),
+		func(lc *launchConfiguration) uint64 { return lc.seq }, func(*launchConfiguration) bool { return true }, "lcs")
 	if err != nil {
 		return err
-	}
-	if limit <= 0 || limit > 100 {
-		limit = 50
-	}
-	page, next, err := paginate(lcs, func(lc *launchConfiguration) uint64 { return lc.seq }, func(*launchConfiguration) bool { return true }, "lcs", p.str("NextToken"), limit)
-	if err != nil {
-		return asValidation("%s", err.Message)
 	}
 	w := c.w
 	w.open("LaunchConfigurations")
@@ -308,20 +303,6 @@ func (s *Sim) asCreateAutoScalingGroup(c *call) *apiError {
 
 func (s *Sim) asDescribeAutoScalingGroups(c *call) *apiError {
 	p := c.p
-	names := p.members("AutoScalingGroupNames")
-	var gs []*autoScalingGroup
-	if len(names) > 0 {
-		for _, n := range names {
-			if g, ok := c.r.asgs[n]; ok {
-				gs = append(gs, g)
-			}
-		}
-	} else {
-		for _, g := range c.r.asgs {
-			gs = append(gs, g)
-		}
-	}
-	sort.Slice(gs, func(i, j int) bool { return gs[i].seq < gs[j].seq })
 	// Filters.member.N.Name / Values.member.M: tag:<key>, tag-key, tag-value.
 	type asFilter struct {
 		name string
@@ -348,16 +329,10 @@ func (s *Sim) asDescribeAutoScalingGroups(c *call) *apiError {
 		}
 		return true
 	}
-	limit, _, err := p.integer("MaxRecords")
+	page, next, err := asDescribe(p, c.r.asgs, p.members("AutoScalingGroupNames"),
+		func(g *autoScalingGroup) uint64 { return g.seq }, match, "asgs")
 	if err != nil {
 		return err
-	}
-	if limit <= 0 || limit > 100 {
-		limit = 50
-	}
-	page, next, err := paginate(gs, func(g *autoScalingGroup) uint64 { return g.seq }, match, "asgs", p.str("NextToken"), limit)
-	if err != nil {
-		return asValidation("%s", err.Message)
 	}
 	w := c.w
 	w.open("AutoScalingGroups")

@@ -137,15 +137,11 @@ func (s *Sim) seedBaseImages(r *region) {
 
 // imageByID validates and finds an image of the region visible to the caller.
 func (r *region) imageByID(id string, now time.Time) (*image, *apiError) {
-	if !reImageID.MatchString(id) {
-		return nil, errorf("InvalidAMIID.Malformed", "Invalid id: \"%s\" (expecting \"ami-...\")", id)
+	imgs, err := r.imagesByID([]string{id}, now)
+	if err != nil {
+		return nil, err
 	}
-	img, ok := r.images[id]
-	if !ok || !img.visibleTo(AccountID) {
-		return nil, errorf("InvalidAMIID.NotFound", "The image id '[%s]' does not exist", id)
-	}
-	img.refresh(now)
-	return img, nil
+	return imgs[0], nil
 }
 
 // ownImage is imageByID for actions only the owner may take.
@@ -162,14 +158,19 @@ func (r *region) ownImage(id string, now time.Time) (*image, *apiError) {
 
 var reAMIName = regexp.MustCompile(`^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$`)
 
-func checkAMIName(name string) *apiError {
+// nameAndDescription reads and checks a new image's Name and Description.
+func nameAndDescription(p params) (name, desc string, err *apiError) {
+	name, desc = p.str("Name"), p.str("Description")
 	if name == "" {
-		return errMissing("Name")
+		return "", "", errMissing("Name")
 	}
 	if !reAMIName.MatchString(name) {
-		return errorf("InvalidAMIName.Malformed", "AMI names must be between 3 and 128 characters long, and may contain letters, numbers, '(', ')', '.', '-', '/' and '_'")
+		return "", "", errorf("InvalidAMIName.Malformed", "AMI names must be between 3 and 128 characters long, and may contain letters, numbers, '(', ')', '.', '-', '/' and '_'")
 	}
-	return nil
+	if err := checkDescription(desc); err != nil {
+		return "", "", err
+	}
+	return name, desc, nil
 }
 
 func checkDescription(d string) *apiError {
@@ -195,12 +196,8 @@ func (s *Sim) createImage(c *call) *apiError {
 	if err != nil {
 		return err
 	}
-	name := p.str("Name")
-	if err := checkAMIName(name); err != nil {
-		return err
-	}
-	desc := p.str("Description")
-	if err := checkDescription(desc); err != nil {
+	name, desc, err := nameAndDescription(p)
+	if err != nil {
 		return err
 	}
 	if _, err := p.boolean("NoReboot"); err != nil {
@@ -213,8 +210,8 @@ func (s *Sim) createImage(c *call) *apiError {
 	if in.state != "running" && in.state != "stopped" {
 		return errorf("IncorrectInstanceState", "The instance '%s' is not in a state from which it can be imaged (state: %s).", instID, in.state)
 	}
-	if other, ok := c.r.imageNames[name]; ok {
-		return errorf("InvalidAMIName.Duplicate", "AMI name %s is already in use by AMI %s", name, other.id)
+	if err := c.r.checkNameFree(name); err != nil {
+		return err
 	}
 	specs, err := p.tagSpecs("image", "snapshot")
 	if err != nil {
@@ -280,9 +277,7 @@ func (s *Sim) createImage(c *call) *apiError {
 		img.bdm = append(img.bdm, imageBDM{deviceName: v.device, snapshotID: snap.id, volumeSize: v.size,
 			volumeType: v.volumeType, deleteOnTermination: d, encrypted: v.encrypted})
 	}
-	c.r.images[imgID] = img
-	c.r.imageList = append(c.r.imageList, img)
-	c.r.imageNames[name] = img
+	c.r.addImageLocked(img)
 	c.w.el("imageId", imgID)
 	return nil
 }
@@ -626,12 +621,8 @@ func (s *Sim) copyImage(c *call) *apiError {
 	if err != nil {
 		return err
 	}
-	name := p.str("Name")
-	if err := checkAMIName(name); err != nil {
-		return err
-	}
-	desc := p.str("Description")
-	if err := checkDescription(desc); err != nil {
+	name, desc, err := nameAndDescription(p)
+	if err != nil {
 		return err
 	}
 	encrypted, err := p.boolean("Encrypted")
@@ -672,8 +663,8 @@ func (s *Sim) copyImage(c *call) *apiError {
 	if srcImg.state != "available" {
 		return errorf("IncorrectState", "Image %s is not in a valid state (%s) for copying; it must be available.", srcID, srcImg.state)
 	}
-	if other, ok := c.r.imageNames[name]; ok {
-		return errorf("InvalidAMIName.Duplicate", "AMI name %s is already in use by AMI %s", name, other.id)
+	if err := c.r.checkNameFree(name); err != nil {
+		return err
 	}
 	// Concurrent-copy limit per destination region (count pending copies).
 	for id, img := range c.r.pendingCopy {
@@ -734,15 +725,28 @@ func (s *Sim) copyImage(c *call) *apiError {
 		mm.snapshotID, mm.encrypted, mm.kmsKeyID = snap.id, enc, key
 		img.bdm = append(img.bdm, mm)
 	}
-	c.r.images[imgID] = img
-	c.r.imageList = append(c.r.imageList, img)
-	c.r.imageNames[name] = img
+	c.r.addImageLocked(img)
 	c.r.pendingCopy[imgID] = img
 	if token != "" {
 		c.r.copyTokens[token] = copyToken{fingerprint: fp, imageID: imgID}
 	}
 	c.w.el("imageId", imgID)
 	return nil
+}
+
+// checkNameFree refuses a name another image of the region has.
+func (r *region) checkNameFree(name string) *apiError {
+	if other, ok := r.imageNames[name]; ok {
+		return errorf("InvalidAMIName.Duplicate", "AMI name %s is already in use by AMI %s", name, other.id)
+	}
+	return nil
+}
+
+// addImageLocked registers a new image under its id and name.
+func (r *region) addImageLocked(img *image) {
+	r.images[img.id] = img
+	r.imageList = append(r.imageList, img)
+	r.imageNames[img.name] = img
 }
 
 // removeImageLocked deregisters an image: it disappears at once (EC2 keeps
@@ -817,123 +821,98 @@ func parseAWSTime(v string) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-func (s *Sim) enableImageDeprecation(c *call) *apiError {
+// changeOwnImage serves the actions that change one of the caller's own
+// images and answer return=true. paramErr is what the action's other
+// parameters were refused with, if anything: it is answered after a missing
+// ImageId and before the image is looked up.
+func changeOwnImage(c *call, paramErr *apiError, change func(img *image) *apiError) *apiError {
 	id, err := c.p.required("ImageId")
 	if err != nil {
 		return err
 	}
-	raw, err := c.p.required("DeprecateAt")
-	if err != nil {
-		return err
-	}
-	at, ok := parseAWSTime(raw)
-	if !ok {
-		return errInvalidValue("Value (%s) for parameter DeprecateAt is invalid. Expected an ISO 8601 timestamp.", raw)
+	if paramErr != nil {
+		return paramErr
 	}
 	img, err := c.r.ownImage(id, c.now)
 	if err != nil {
 		return err
 	}
-	at = at.Round(time.Minute)
-	if !at.After(c.now) {
-		return errInvalidValue("The deprecation time %s must be in the future.", at.Format(time.RFC3339))
+	if err := change(img); err != nil {
+		return err
 	}
-	if at.After(c.now.AddDate(10, 0, 0)) {
-		return errInvalidValue("The deprecation time %s must be within 10 years from now.", at.Format(time.RFC3339))
-	}
-	img.deprecation = at
 	c.w.boolean("return", true)
 	return nil
+}
+
+func (s *Sim) enableImageDeprecation(c *call) *apiError {
+	raw, paramErr := c.p.required("DeprecateAt")
+	at, ok := parseAWSTime(raw)
+	if paramErr == nil && !ok {
+		paramErr = errInvalidValue("Value (%s) for parameter DeprecateAt is invalid. Expected an ISO 8601 timestamp.", raw)
+	}
+	return changeOwnImage(c, paramErr, func(img *image) *apiError {
+		at = at.Round(time.Minute)
+		if !at.After(c.now) {
+			return errInvalidValue("The deprecation time %s must be in the future.", at.Format(time.RFC3339))
+		}
+		if at.After(c.now.AddDate(10, 0, 0)) {
+			return errInvalidValue("The deprecation time %s must be within 10 years from now.", at.Format(time.RFC3339))
+		}
+		img.deprecation = at
+		return nil
+	})
 }
 
 func (s *Sim) disableImageDeprecation(c *call) *apiError {
-	id, err := c.p.required("ImageId")
-	if err != nil {
-		return err
-	}
-	img, err := c.r.ownImage(id, c.now)
-	if err != nil {
-		return err
-	}
-	img.deprecation = time.Time{}
-	c.w.boolean("return", true)
-	return nil
+	return changeOwnImage(c, nil, func(img *image) *apiError {
+		img.deprecation = time.Time{}
+		return nil
+	})
 }
 
 func (s *Sim) enableImageDeregistrationProtection(c *call) *apiError {
-	id, err := c.p.required("ImageId")
-	if err != nil {
-		return err
-	}
-	cool, err := c.p.boolean("WithCooldown")
-	if err != nil {
-		return err
-	}
-	img, err := c.r.ownImage(id, c.now)
-	if err != nil {
-		return err
-	}
-	img.protection = "enabled"
-	if cool {
-		img.protection = "enabled-with-cooldown"
-	}
-	img.protectUntil = time.Time{}
-	c.w.el("return", "true")
-	return nil
+	cool, paramErr := c.p.boolean("WithCooldown")
+	return changeOwnImage(c, paramErr, func(img *image) *apiError {
+		img.protection = "enabled"
+		if cool {
+			img.protection = "enabled-with-cooldown"
+		}
+		img.protectUntil = time.Time{}
+		return nil
+	})
 }
 
 func (s *Sim) disableImageDeregistrationProtection(c *call) *apiError {
-	id, err := c.p.required("ImageId")
-	if err != nil {
-		return err
-	}
-	img, err := c.r.ownImage(id, c.now)
-	if err != nil {
-		return err
-	}
-	if img.protection == "enabled-with-cooldown" {
-		img.protectUntil = c.now.Add(24 * time.Hour)
-	}
-	img.protection = "disabled"
-	c.w.el("return", "true")
-	return nil
+	return changeOwnImage(c, nil, func(img *image) *apiError {
+		if img.protection == "enabled-with-cooldown" {
+			img.protectUntil = c.now.Add(24 * time.Hour)
+		}
+		img.protection = "disabled"
+		return nil
+	})
 }
 
 func (s *Sim) enableImage(c *call) *apiError {
-	id, err := c.p.required("ImageId")
-	if err != nil {
-		return err
-	}
-	img, err := c.r.ownImage(id, c.now)
-	if err != nil {
-		return err
-	}
-	if img.state != "disabled" && img.state != "available" {
-		return errorf("IncorrectState", "Image %s is in state %s; only a disabled image can be enabled.", id, img.state)
-	}
-	img.state = "available"
-	c.w.boolean("return", true)
-	return nil
+	return changeOwnImage(c, nil, func(img *image) *apiError {
+		if img.state != "disabled" && img.state != "available" {
+			return errorf("IncorrectState", "Image %s is in state %s; only a disabled image can be enabled.", img.id, img.state)
+		}
+		img.state = "available"
+		return nil
+	})
 }
 
 func (s *Sim) disableImage(c *call) *apiError {
-	id, err := c.p.required("ImageId")
-	if err != nil {
-		return err
-	}
-	img, err := c.r.ownImage(id, c.now)
-	if err != nil {
-		return err
-	}
-	if img.state != "available" && img.state != "disabled" {
-		return errorf("IncorrectState", "Image %s is in state %s; only an available image can be disabled.", id, img.state)
-	}
-	// Disabling makes the image private: shares are dropped and not restored.
-	img.state = "disabled"
-	img.public = false
-	img.launchUsers = map[string]bool{}
-	c.w.boolean("return", true)
-	return nil
+	return changeOwnImage(c, nil, func(img *image) *apiError {
+		if img.state != "available" && img.state != "disabled" {
+			return errorf("IncorrectState", "Image %s is in state %s; only an available image can be disabled.", img.id, img.state)
+		}
+		// Disabling makes the image private: shares are dropped and not restored.
+		img.state = "disabled"
+		img.public = false
+		img.launchUsers = map[string]bool{}
+		return nil
+	})
 }
 
 // permissionChanges reads the add/remove lists of ModifyImageAttribute or
@@ -987,6 +966,42 @@ func permissionChanges(p params, structName string) (add, remove []string, err *
 	return add, remove, nil
 }
 
+// applyPermissions applies permission changes read by permissionChanges
+// to a resource's public flag and account list.
+func applyPermissions(public *bool, users map[string]bool, add, remove []string) {
+	for _, v := range add {
+		if v == "group:all" {
+			*public = true
+		} else {
+			users[v] = true
+		}
+	}
+	for _, v := range remove {
+		if v == "group:all" {
+			*public = false
+		} else {
+			delete(users, v)
+		}
+	}
+}
+
+// writePermissions writes a launch or create-volume permission list:
+// <item><group>all</group></item> when public, then an item per account.
+func writePermissions(w *xw, name string, public bool, users map[string]bool) {
+	var perms []string
+	if public {
+		perms = append(perms, "group:all")
+	}
+	perms = append(perms, sortedKeys(users)...)
+	xmlList(w, name, perms, func(v string) {
+		if g, ok := strings.CutPrefix(v, "group:"); ok {
+			w.el("group", g)
+		} else {
+			w.el("userId", v)
+		}
+	})
+}
+
 func (s *Sim) modifyImageAttribute(c *call) *apiError {
 	p := c.p
 	id, err := p.required("ImageId")
@@ -1021,20 +1036,7 @@ func (s *Sim) modifyImageAttribute(c *call) *apiError {
 		if img.state == "disabled" && len(add) > 0 {
 			return errorf("IncorrectState", "Image %s is disabled; it cannot be shared.", id)
 		}
-		for _, v := range add {
-			if v == "group:all" {
-				img.public = true
-			} else {
-				img.launchUsers[v] = true
-			}
-		}
-		for _, v := range remove {
-			if v == "group:all" {
-				img.public = false
-			} else {
-				delete(img.launchUsers, v)
-			}
-		}
+		applyPermissions(&img.public, img.launchUsers, add, remove)
 		c.w.boolean("return", true)
 		return nil
 	case attr == "imdsSupport" || attr == "productCodes":
@@ -1070,18 +1072,7 @@ func (s *Sim) describeImageAttribute(c *call) *apiError {
 		if img.ownerID != AccountID {
 			return errorf("AuthFailure", "Not authorized for image:%s", id)
 		}
-		var perms []string
-		if img.public {
-			perms = append(perms, "group:all")
-		}
-		perms = append(perms, sortedKeys(img.launchUsers)...)
-		xmlList(w, "launchPermission", perms, func(v string) {
-			if g, ok := strings.CutPrefix(v, "group:"); ok {
-				w.el("group", g)
-			} else {
-				w.el("userId", v)
-			}
-		})
+		writePermissions(w, "launchPermission", img.public, img.launchUsers)
 	case "description":
 		value("description", img.description)
 	case "blockDeviceMapping":
@@ -1122,12 +1113,8 @@ func (s *Sim) describeImageAttribute(c *call) *apiError {
 // first is how two images come to share a snapshot.
 func (s *Sim) registerImage(c *call) *apiError {
 	p := c.p
-	name := p.str("Name")
-	if err := checkAMIName(name); err != nil {
-		return err
-	}
-	desc := p.str("Description")
-	if err := checkDescription(desc); err != nil {
+	name, desc, err := nameAndDescription(p)
+	if err != nil {
 		return err
 	}
 	if p.has("ImageLocation") {
@@ -1141,8 +1128,8 @@ func (s *Sim) registerImage(c *call) *apiError {
 	if arch == "" {
 		arch = "x86_64"
 	}
-	if other, ok := c.r.imageNames[name]; ok {
-		return errorf("InvalidAMIName.Duplicate", "AMI name %s is already in use by AMI %s", name, other.id)
+	if err := c.r.checkNameFree(name); err != nil {
+		return err
 	}
 	specs, err := p.tagSpecs("image")
 	if err != nil {
@@ -1212,9 +1199,7 @@ func (s *Sim) registerImage(c *call) *apiError {
 			sn.usedBy[img.id] = true
 		}
 	}
-	c.r.images[img.id] = img
-	c.r.imageList = append(c.r.imageList, img)
-	c.r.imageNames[name] = img
+	c.r.addImageLocked(img)
 	c.w.el("imageId", img.id)
 	return nil
 }

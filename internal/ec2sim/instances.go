@@ -66,12 +66,18 @@ var (
 // refresh applies a due state transition.
 func (in *instance) refresh(now time.Time) {
 	if in.target != "" && !now.Before(in.targetAt) {
-		in.state, in.target = in.target, ""
-		if in.state == "terminated" {
-			in.terminatedAt = in.targetAt
-			for _, v := range in.volumes {
-				v.instanceID = ""
-			}
+		in.become(in.target, in.targetAt)
+	}
+}
+
+// become puts the instance in state at time at, with no transition pending;
+// terminating detaches its volumes.
+func (in *instance) become(state string, at time.Time) {
+	in.state, in.target = state, ""
+	if state == "terminated" {
+		in.terminatedAt = at
+		for _, v := range in.volumes {
+			v.instanceID = ""
 		}
 	}
 }
@@ -84,15 +90,11 @@ func (in *instance) gone(now time.Time) bool {
 	return in.state == "terminated" && now.Sub(in.terminatedAt) >= terminatedRetention
 }
 
+// setInstanceState starts the transition to final through transient, which
+// completes after InstanceDelay, or at once without one.
 func (s *Sim) setInstanceState(in *instance, now time.Time, transient, final string) {
 	if s.opts.InstanceDelay <= 0 {
-		in.state, in.target = final, ""
-		if final == "terminated" {
-			in.terminatedAt = now
-			for _, v := range in.volumes {
-				v.instanceID = ""
-			}
-		}
+		in.become(final, now)
 		return
 	}
 	in.state, in.target, in.targetAt = transient, final, now.Add(s.opts.InstanceDelay)
@@ -100,17 +102,11 @@ func (s *Sim) setInstanceState(in *instance, now time.Time, transient, final str
 
 // instanceByID validates and looks up one instance id.
 func (r *region) instanceByID(id string, now time.Time) (*instance, *apiError) {
-	if !reInstanceID.MatchString(id) {
-		return nil, errorf("InvalidInstanceID.Malformed", "Invalid id: \"%s\"", id)
+	ins, err := r.instancesByID([]string{id}, now)
+	if err != nil {
+		return nil, err
 	}
-	in, ok := r.instances[id]
-	if ok {
-		in.refresh(now)
-	}
-	if !ok || in.gone(now) {
-		return nil, errorf("InvalidInstanceID.NotFound", "The instance ID '%s' does not exist", id)
-	}
-	return in, nil
+	return ins[0], nil
 }
 
 // instancesByID looks up many ids and names every missing one at once, as EC2 does.

@@ -347,27 +347,18 @@ func (s *Sim) describeLaunchTemplateVersions(c *call) *apiError {
 			refs = append(refs, ltVersionRef{lt, v})
 		}
 	}
-	// Position in the result list is the token.
-	type row struct {
-		seq uint64
-		ref ltVersionRef
-	}
-	rows := make([]row, len(refs))
-	for i, r := range refs {
-		rows[i] = row{uint64(i + 1), r}
-	}
-	match := func(r row) bool {
+	match := func(r ltVersionRef) bool {
 		return matchFilters(fs, func(name string) []string {
-			d := r.ref.v.data
+			d := r.v.data
 			switch name {
 			case "create-time":
-				return []string{fmtTime(r.ref.v.created)}
+				return []string{fmtTime(r.v.created)}
 			case "image-id":
 				return []string{d.str("ImageId")}
 			case "instance-type":
 				return []string{d.str("InstanceType")}
 			case "is-default-version":
-				return []string{boolStr(r.ref.v.number == r.ref.lt.defaultVersion)}
+				return []string{boolStr(r.v.number == r.lt.defaultVersion)}
 			case "iam-instance-profile":
 				return []string{d.str("IamInstanceProfile.Arn"), d.str("IamInstanceProfile.Name")}
 			case "ebs-optimized":
@@ -380,12 +371,12 @@ func (s *Sim) describeLaunchTemplateVersions(c *call) *apiError {
 			return nil
 		})
 	}
-	page, next, err := paginate(rows, func(r row) uint64 { return r.seq }, match, "ltv", p.str("NextToken"), limit)
+	page, next, err := paginateList(refs, match, "ltv", p.str("NextToken"), limit)
 	if err != nil {
 		return err
 	}
 	w := c.w
-	xmlList(w, "launchTemplateVersionSet", page, func(r row) { writeTemplateVersion(w, r.ref.lt, r.ref.v) })
+	xmlList(w, "launchTemplateVersionSet", page, func(r ltVersionRef) { writeTemplateVersion(w, r.lt, r.v) })
 	w.opt("nextToken", next)
 	return nil
 }

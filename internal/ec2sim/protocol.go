@@ -275,6 +275,28 @@ func paginate[T any](items []T, seqOf func(T) uint64, match func(T) bool, kind, 
 	return out, "", nil
 }
 
+// paginateList is paginate for a list built afresh by each call: an item's
+// position in it (from 1) is its sequence number.
+func paginateList[T any](items []T, match func(T) bool, kind, token string, limit int) ([]T, string, *apiError) {
+	type row struct {
+		pos  uint64
+		item T
+	}
+	rows := make([]row, len(items))
+	for i, it := range items {
+		rows[i] = row{uint64(i + 1), it}
+	}
+	page, next, err := paginate(rows, func(r row) uint64 { return r.pos }, func(r row) bool { return match(r.item) }, kind, token, limit)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]T, len(page))
+	for i, r := range page {
+		out[i] = r.item
+	}
+	return out, next, nil
+}
+
 // removeSeq deletes the element with sequence number seq from a sorted slice.
 func removeSeq[T any](items []T, seqOf func(T) uint64, seq uint64) []T {
 	i := sort.Search(len(items), func(i int) bool { return seqOf(items[i]) >= seq })

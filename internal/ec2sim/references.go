@@ -16,7 +16,6 @@ var imageReferenceTypes = set("ec2:Instance", "ec2:LaunchTemplate", "ssm:Paramet
 	"imagebuilder:ImageRecipe", "imagebuilder:ContainerRecipe")
 
 type imageRef struct {
-	seq     uint64
 	imageID string
 	rtype   string
 	arn     string
@@ -134,12 +133,9 @@ func (s *Sim) describeImageReferences(c *call) *apiError {
 	}
 	var rows []imageRef
 	for _, id := range order {
-		for _, ref := range byImage[id] {
-			ref.seq = uint64(len(rows) + 1)
-			rows = append(rows, ref)
-		}
+		rows = append(rows, byImage[id]...)
 	}
-	page, next, err := paginate(rows, func(r imageRef) uint64 { return r.seq }, func(imageRef) bool { return true }, "refs", p.str("NextToken"), limit)
+	page, next, err := paginateList(rows, func(imageRef) bool { return true }, "refs", p.str("NextToken"), limit)
 	if err != nil {
 		return err
 	}

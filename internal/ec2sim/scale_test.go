@@ -18,7 +18,7 @@ func direct(tb testing.TB, s *Sim, region, action string, form url.Values) strin
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	form.Set("Action", action)
-	c := &call{action: action, r: s.regions[region], p: params(form), w: &xw{}, now: s.Now()}
+	c := &call{r: s.regions[region], p: params(form), w: &xw{}, now: s.Now()}
 	if err := ec2Actions[action](s, c); err != nil {
 		tb.Fatalf("%s: %v", action, err)
 	}

@@ -320,19 +320,19 @@ func credentialScope(r *http.Request) (service, region string) {
 	return "", ""
 }
 
-// call is one EC2 request being served.
+// call is one EC2 or Auto Scaling request being served.
 type call struct {
-	action string
-	r      *region
-	p      params
-	w      *xw
-	now    time.Time
+	r   *region
+	p   params
+	w   *xw
+	now time.Time
 }
 
-type ec2Handler func(s *Sim, c *call) *apiError
+// queryHandler serves an action of a query protocol (EC2, Auto Scaling).
+type queryHandler func(s *Sim, c *call) *apiError
 
 // ec2Actions are the EC2 actions the simulator implements.
-var ec2Actions = map[string]ec2Handler{
+var ec2Actions = map[string]queryHandler{
 	"DescribeRegions":                      (*Sim).describeRegions,
 	"DescribeAvailabilityZones":            (*Sim).describeAvailabilityZones,
 	"DescribeAccountAttributes":            (*Sim).describeAccountAttributes,
@@ -381,10 +381,7 @@ func (s *Sim) serveEC2(w http.ResponseWriter, r *http.Request, regionName string
 	action := p.str("Action")
 	h, ok := ec2Actions[action]
 	if !ok {
-		s.mu.Lock()
-		s.countLocked(regionName, action)
-		id := s.requestID()
-		s.mu.Unlock()
+		id := s.countUnknown(regionName, action)
 		if action == "" {
 			writeEC2Error(w, errMissing("Action"), id)
 			return
@@ -392,28 +389,16 @@ func (s *Sim) serveEC2(w http.ResponseWriter, r *http.Request, regionName string
 		writeEC2Error(w, errorf("InvalidAction", "The action %s is not valid for this web service.", action), id)
 		return
 	}
-	if err := s.admit(r.Context(), regionName, action, action, func() []bucketCost { return ec2Buckets(action, p) }); err != nil {
-		writeEC2Error(w, err, s.lockedRequestID())
-		return
-	}
-	c := &call{action: action, p: p, w: &xw{}}
-	id, err := func() (string, *apiError) {
-		s.mu.Lock()
-		defer s.mu.Unlock() // also when h panics: ServeHTTP recovers, and later calls must not hang
-		id := s.requestID()
-		reg, err := s.region(regionName)
-		if err == nil {
-			var dry bool
-			if dry, err = p.boolean("DryRun"); err == nil && dry {
-				err = errDryRun()
-			}
+	c := &call{p: p, w: &xw{}}
+	id, err := s.serve(r.Context(), regionName, action, func() []bucketCost { return ec2Buckets(action, p) }, func(reg *region, now time.Time) *apiError {
+		if dry, err := p.boolean("DryRun"); err != nil {
+			return err
+		} else if dry {
+			return errDryRun()
 		}
-		c.r, c.now = reg, s.Now()
-		if err == nil {
-			err = h(s, c)
-		}
-		return id, err
-	}()
+		c.r, c.now = reg, now
+		return h(s, c)
+	})
 	if err != nil {
 		writeEC2Error(w, err, id)
 		return
@@ -464,13 +449,40 @@ func writeEC2Error(w http.ResponseWriter, e *apiError, requestID string) {
 	_, _ = w.Write([]byte(x.b.String()))
 }
 
+// countUnknown counts a call of an action the simulator does not implement
+// and returns the request id to answer it with.
+func (s *Sim) countUnknown(regionName, statsKey string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.countLocked(regionName, statsKey)
+	return s.requestID()
+}
+
+// serve runs one call of an implemented action (statsKey is the action as
+// counted and matched by faults: "ssm:PutParameter" for other services). The
+// call is admitted (counted, then a matching fault and throttling applied,
+// buckets nil for no throttling) and then handle runs under the lock with the
+// region named. It returns the request id and the error to answer, if any.
+func (s *Sim) serve(ctx context.Context, regionName, statsKey string, buckets func() []bucketCost, handle func(r *region, now time.Time) *apiError) (string, *apiError) {
+	if err := s.admit(ctx, regionName, statsKey, buckets); err != nil {
+		return s.lockedRequestID(), err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock() // also when handle panics: ServeHTTP recovers, and later calls must not hang
+	id := s.requestID()
+	reg, err := s.region(regionName)
+	if err != nil {
+		return id, err
+	}
+	return id, handle(reg, s.Now())
+}
+
 // admit does the bookkeeping every call goes through before it is served:
 // count it, apply a matching fault (error and/or latency), then throttling.
-// statsKey is the action as counted ("ssm:PutParameter" for other services).
-func (s *Sim) admit(ctx context.Context, regionName, action, statsKey string, buckets func() []bucketCost) *apiError {
+func (s *Sim) admit(ctx context.Context, regionName, statsKey string, buckets func() []bucketCost) *apiError {
 	s.mu.Lock()
 	s.countLocked(regionName, statsKey)
-	f := s.matchFaultLocked(regionName, action)
+	f := s.matchFaultLocked(regionName, statsKey)
 	var ferr *apiError
 	var latency time.Duration
 	if f != nil {

@@ -94,6 +94,18 @@ func (r *region) snapshotByID(id string, now time.Time) (*snapshot, *apiError) {
 	return sn, nil
 }
 
+// ownSnapshot is snapshotByID for actions only the owner may take.
+func (r *region) ownSnapshot(id string, now time.Time) (*snapshot, *apiError) {
+	sn, err := r.snapshotByID(id, now)
+	if err != nil {
+		return nil, err
+	}
+	if sn.ownerID != AccountID {
+		return nil, errorf("UnauthorizedOperation", "You are not authorized to perform this operation.")
+	}
+	return sn, nil
+}
+
 var snapshotFilters = set("status", "volume-id", "description", "owner-id", "owner-alias", "snapshot-id",
 	"tag-key", "volume-size", "encrypted", "start-time", "progress", "kms-key-id", "storage-tier")
 
@@ -236,12 +248,9 @@ func (s *Sim) deleteSnapshot(c *call) *apiError {
 	if err != nil {
 		return err
 	}
-	sn, err := c.r.snapshotByID(id, c.now)
+	sn, err := c.r.ownSnapshot(id, c.now)
 	if err != nil {
 		return err
-	}
-	if sn.ownerID != AccountID {
-		return errorf("UnauthorizedOperation", "You are not authorized to perform this operation.")
 	}
 	if len(sn.usedBy) > 0 {
 		return errorf("InvalidSnapshot.InUse", "The snapshot %s is currently in use by %s", id, sortedKeys(sn.usedBy)[0])
@@ -257,12 +266,9 @@ func (s *Sim) modifySnapshotAttribute(c *call) *apiError {
 	if err != nil {
 		return err
 	}
-	sn, err := c.r.snapshotByID(id, c.now)
+	sn, err := c.r.ownSnapshot(id, c.now)
 	if err != nil {
 		return err
-	}
-	if sn.ownerID != AccountID {
-		return errorf("UnauthorizedOperation", "You are not authorized to perform this operation.")
 	}
 	if attr := p.str("Attribute"); attr != "" && attr != "createVolumePermission" {
 		return errInvalidValue("Value (%s) for parameter attribute is invalid. Unknown attribute.", attr)
@@ -280,20 +286,7 @@ func (s *Sim) modifySnapshotAttribute(c *call) *apiError {
 	if sn.encrypted && containsStr(add, "group:all") {
 		return errorf("InvalidParameter", "Encrypted snapshots with EBS default key cannot be shared")
 	}
-	for _, v := range add {
-		if v == "group:all" {
-			sn.public = true
-		} else {
-			sn.volumeUsers[v] = true
-		}
-	}
-	for _, v := range remove {
-		if v == "group:all" {
-			sn.public = false
-		} else {
-			delete(sn.volumeUsers, v)
-		}
-	}
+	applyPermissions(&sn.public, sn.volumeUsers, add, remove)
 	c.w.boolean("return", true)
 	return nil
 }
@@ -325,18 +318,7 @@ func (s *Sim) describeSnapshotAttribute(c *call) *apiError {
 	w.el("snapshotId", id)
 	switch attr {
 	case "createVolumePermission":
-		var perms []string
-		if sn.public {
-			perms = append(perms, "group:all")
-		}
-		perms = append(perms, sortedKeys(sn.volumeUsers)...)
-		xmlList(w, "createVolumePermission", perms, func(v string) {
-			if g, ok := strings.CutPrefix(v, "group:"); ok {
-				w.el("group", g)
-			} else {
-				w.el("userId", v)
-			}
-		})
+		writePermissions(w, "createVolumePermission", sn.public, sn.volumeUsers)
 	case "productCodes":
 		w.empty("productCodes")
 	default:

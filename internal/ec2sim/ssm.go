@@ -60,32 +60,19 @@ func (s *Sim) serveSSM(w http.ResponseWriter, r *http.Request, regionName string
 	}
 	h, ok := ssmActions[action]
 	if !ok {
-		s.mu.Lock()
-		s.countLocked(regionName, "ssm:"+action)
-		id := s.requestID()
-		s.mu.Unlock()
+		id := s.countUnknown(regionName, "ssm:"+action)
 		writeJSONError(w, &apiError{Code: "UnknownOperationException", Message: "Unknown operation " + target, Status: http.StatusBadRequest}, id)
 		return
 	}
-	if aerr := s.admit(r.Context(), regionName, "ssm:"+action, "ssm:"+action, nil); aerr != nil {
+	var out any
+	id, aerr := s.serve(r.Context(), regionName, "ssm:"+action, nil, func(reg *region, now time.Time) (aerr *apiError) {
+		out, aerr = h(s, reg, body, now)
+		return aerr
+	})
+	if aerr != nil {
 		if aerr.Code == "RequestLimitExceeded" {
 			aerr = &apiError{Code: "ThrottlingException", Message: "Rate exceeded", Status: http.StatusBadRequest}
 		}
-		writeJSONError(w, aerr, s.lockedRequestID())
-		return
-	}
-	var out any
-	id, aerr := func() (string, *apiError) {
-		s.mu.Lock()
-		defer s.mu.Unlock() // also when h panics
-		id := s.requestID()
-		reg, aerr := s.region(regionName)
-		if aerr == nil {
-			out, aerr = h(s, reg, body, s.Now())
-		}
-		return id, aerr
-	}()
-	if aerr != nil {
 		writeJSONError(w, aerr, id)
 		return
 	}
@@ -333,23 +320,13 @@ func (s *Sim) ssmGetParametersByPath(r *region, body []byte, _ time.Time) (any, 
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	start := 0
-	if in.NextToken != "" {
-		after, err := decodeToken("ssm", in.NextToken)
-		if err != nil {
-			return nil, errorf("InvalidNextToken", "The specified token isn't valid.")
-		}
-		// A token past the end (even one beyond int's range) leaves nothing to list.
-		start = int(min(after, uint64(len(names))))
+	page, next, err := paginateList(names, func(string) bool { return true }, "ssm", in.NextToken, in.MaxResults)
+	if err != nil {
+		return nil, errorf("InvalidNextToken", "The specified token isn't valid.")
 	}
-	params := []ssmParameterOut{}
-	next := ""
-	for i := start; i < len(names); i++ {
-		if len(params) == in.MaxResults {
-			next = encodeToken("ssm", uint64(i))
-			break
-		}
-		params = append(params, r.params[names[i]].out(r.name))
+	params := make([]ssmParameterOut, len(page))
+	for i, name := range page {
+		params[i] = r.params[name].out(r.name)
 	}
 	out := map[string]any{"Parameters": params}
 	if next != "" {

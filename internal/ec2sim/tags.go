@@ -20,12 +20,9 @@ func (r *region) taggable(id string, now time.Time) (*map[string]string, string,
 		}
 		return &img.tags, "image", img.seq, nil
 	case strings.HasPrefix(id, "snap-"):
-		sn, err := r.snapshotByID(id, now)
+		sn, err := r.ownSnapshot(id, now)
 		if err != nil {
 			return nil, "", 0, err
-		}
-		if sn.ownerID != AccountID {
-			return nil, "", 0, errorf("UnauthorizedOperation", "You are not authorized to perform this operation.")
 		}
 		return &sn.tags, "snapshot", sn.seq, nil
 	case strings.HasPrefix(id, "i-"):
@@ -139,7 +136,6 @@ func (s *Sim) deleteTags(c *call) *apiError {
 var tagFilters = set("key", "value", "resource-id", "resource-type")
 
 type tagRow struct {
-	seq          uint64
 	key          string
 	resourceID   string
 	resourceType string
@@ -156,8 +152,7 @@ func (s *Sim) describeTags(c *call) *apiError {
 	if err != nil {
 		return err
 	}
-	// Rows in a stable order: resource creation order, then key. A row's
-	// position is its token.
+	// Rows in a stable order: resource creation order, then key.
 	var rows []tagRow
 	add := func(id, rt string, tags map[string]string) {
 		for _, k := range sortedKeys(tags) {
@@ -199,9 +194,6 @@ func (s *Sim) describeTags(c *call) *apiError {
 	for _, v := range vols {
 		add(v.id, "volume", v.tags)
 	}
-	for i := range rows {
-		rows[i].seq = uint64(i + 1)
-	}
 	match := func(t tagRow) bool {
 		return matchFilters(fs, func(name string) []string {
 			switch name {
@@ -220,7 +212,7 @@ func (s *Sim) describeTags(c *call) *apiError {
 			return nil
 		})
 	}
-	page, next, err := paginate(rows, func(t tagRow) uint64 { return t.seq }, match, "tags", p.str("NextToken"), limit)
+	page, next, err := paginateList(rows, match, "tags", p.str("NextToken"), limit)
 	if err != nil {
 		return err
 	}
