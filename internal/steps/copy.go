@@ -239,25 +239,3 @@ func copyImage(ctx context.Context, client ec2x.CopyEC2, p rotation.Policy, rot 
 	}
 	return aws.ToString(img.ImageId), nil
 }
-
-// imagesByName finds the account's images with these names (one
-// DescribeImages per MaxFilterValues names).
-func imagesByName(ctx context.Context, client ec2.DescribeImagesAPIClient, names []string) (map[string]types.Image, error) {
-	found := map[string]types.Image{}
-	for _, chunk := range ec2x.Chunks(names, ec2x.MaxFilterValues) {
-		pages := ec2.NewDescribeImagesPaginator(client, &ec2.DescribeImagesInput{
-			Owners:  []string{"self"},
-			Filters: []types.Filter{ec2x.Filter("name", chunk...)},
-		})
-		for pages.HasMorePages() {
-			page, err := pages.NextPage(ctx)
-			if err != nil {
-				return nil, err
-			}
-			for _, img := range page.Images {
-				found[aws.ToString(img.Name)] = img
-			}
-		}
-	}
-	return found, nil
-}

@@ -136,33 +136,6 @@ func rotationImage(img types.Image, p rotation.Policy, rot rotation.Rotation, in
 		tags[rotation.TagRotation] == rot.ID && tags[rotation.TagInstanceID] == instanceID
 }
 
-// describeImagesByID reads the images with one DescribeImages (paginated;
-// chunked only beyond MaxFilterValues ids, more than a batch ever has in a
-// region). An image-id filter rather than ImageIds: EC2 answers an unknown
-// id in ImageIds with InvalidAMIID.NotFound for the whole call, and a just
-// created image may not be visible yet.
-func describeImagesByID(ctx context.Context, client ec2.DescribeImagesAPIClient, ids []string) (map[string]types.Image, error) {
-	found := map[string]types.Image{}
-	for _, chunk := range ec2x.Chunks(ids, ec2x.MaxFilterValues) {
-		pages := ec2.NewDescribeImagesPaginator(client, &ec2.DescribeImagesInput{
-			Owners:            []string{"self"},
-			Filters:           []types.Filter{ec2x.Filter("image-id", chunk...)},
-			IncludeDeprecated: aws.Bool(true),
-			IncludeDisabled:   aws.Bool(true),
-		})
-		for pages.HasMorePages() {
-			page, err := pages.NextPage(ctx)
-			if err != nil {
-				return nil, err
-			}
-			for _, img := range page.Images {
-				found[aws.ToString(img.ImageId)] = img
-			}
-		}
-	}
-	return found, nil
-}
-
 // cleanup deregisters each failed image with its snapshots and deletes any
 // snapshot EC2 did not delete with it, including snapshots the image does
 // not list (found by amirotate's tags for that instance and rotation).

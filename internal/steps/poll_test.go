@@ -292,3 +292,30 @@ func TestPoll_NeverCleansUpAnImageOfAnotherPolicy(t *testing.T) {
 		t.Errorf("records = %+v, want one error saying the image is not this policy's", out.Images)
 	}
 }
+
+func TestPoll_RerunFindsADisabledImageAndLeavesIt(t *testing.T) {
+	e := newSimEnv(t)
+	ctx := context.Background()
+	b, image, snaps := pollCleanupWorld(t, e)
+	e.clock.Advance(2 * time.Minute)
+	if _, err := e.clients.EC2(testHome).DisableImage(ctx, &ec2.DisableImageInput{ImageId: aws.String(image)}); err != nil {
+		t.Fatal(err)
+	}
+	// The same rotation again: its name is taken by the disabled image,
+	// which the rerun must find (not wait for it to be listed).
+	again, err := e.snapshot().Handle(ctx, e.batch(b.Policy, b.InstanceIDs))
+	if err != nil {
+		t.Fatalf("rerun: %v", err)
+	}
+	if r := again.Images[0]; r.ImageID != image {
+		t.Fatalf("rerun record = %+v, want image %s adopted", r, image)
+	}
+	out, err := e.poll().Handle(ctx, again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.requireKept(image, snaps, "disabled image found by a rerun")
+	if got := recordsIn(out, rotation.StateError); len(got) != 1 || !strings.Contains(got[0].Error, "disabled") {
+		t.Errorf("records = %+v, want one error naming the disabled image", out.Images)
+	}
+}

@@ -153,19 +153,49 @@ func (s *Snapshot) createImage(ctx context.Context, client ec2x.SnapshotEC2, p r
 
 // imageByName finds the account's image named name in the client's region.
 func imageByName(ctx context.Context, client ec2.DescribeImagesAPIClient, name string) (types.Image, bool, error) {
-	out, err := client.DescribeImages(ctx, &ec2.DescribeImagesInput{
-		Owners:  []string{"self"},
-		Filters: []types.Filter{ec2x.Filter("name", name)},
-	})
-	if err != nil {
-		return types.Image{}, false, err
-	}
-	for _, img := range out.Images {
-		if aws.ToString(img.Name) == name {
-			return img, true, nil
+	found, err := imagesByName(ctx, client, []string{name})
+	img, ok := found[name]
+	return img, ok, err
+}
+
+// imagesByName finds the account's images with these names.
+func imagesByName(ctx context.Context, client ec2.DescribeImagesAPIClient, names []string) (map[string]types.Image, error) {
+	return describeImages(ctx, client, "name", names, func(img types.Image) *string { return img.Name })
+}
+
+// describeImagesByID reads the images by id. An image-id filter rather
+// than ImageIds: EC2 answers an unknown id in ImageIds with
+// InvalidAMIID.NotFound for the whole call, and a just created image may
+// not be visible yet.
+func describeImagesByID(ctx context.Context, client ec2.DescribeImagesAPIClient, ids []string) (map[string]types.Image, error) {
+	return describeImages(ctx, client, "image-id", ids, func(img types.Image) *string { return img.ImageId })
+}
+
+// describeImages lists the account's images whose filter matches one of
+// values, keyed by key: one paginated DescribeImages per MaxFilterValues
+// values (more than a batch ever has in a region). Deprecated and disabled
+// images are included: a name is taken by them too, and a disabled image
+// must not look gone.
+func describeImages(ctx context.Context, client ec2.DescribeImagesAPIClient, filter string, values []string, key func(types.Image) *string) (map[string]types.Image, error) {
+	found := map[string]types.Image{}
+	for _, chunk := range ec2x.Chunks(values, ec2x.MaxFilterValues) {
+		pages := ec2.NewDescribeImagesPaginator(client, &ec2.DescribeImagesInput{
+			Owners:            []string{"self"},
+			Filters:           []types.Filter{ec2x.Filter(filter, chunk...)},
+			IncludeDeprecated: aws.Bool(true),
+			IncludeDisabled:   aws.Bool(true),
+		})
+		for pages.HasMorePages() {
+			page, err := pages.NextPage(ctx)
+			if err != nil {
+				return nil, err
+			}
+			for _, img := range page.Images {
+				found[aws.ToString(key(img))] = img
+			}
 		}
 	}
-	return types.Image{}, false, nil
+	return found, nil
 }
 
 // imageState maps EC2's image state to a record state.
