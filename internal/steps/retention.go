@@ -279,43 +279,17 @@ type retentionJob struct {
 	report      func(instanceID string) bool
 }
 
-// regionResult is one region's plan and what carrying it out did.
-type regionResult struct {
-	reports []rotation.ScopeReport
-	err     error
-}
-
 // run plans and prunes every region concurrently. A region whose images or
 // references cannot be read deletes nothing; its error is returned after the
 // other regions finished (the step is idempotent, so the state machine's
 // retry redoes only what is left).
 func (r *Retention) run(ctx context.Context, regions []string, job retentionJob) ([]rotation.ScopeReport, error) {
-	results := make([]regionResult, len(regions))
-	var wg sync.WaitGroup
-	for i, region := range regions {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			reps, err := r.region(ctx, region, job)
-			if err != nil {
-				err = fmt.Errorf("retention in %s: %w", region, err)
-			}
-			results[i] = regionResult{reports: reps, err: err}
-		}()
-	}
-	wg.Wait()
-	var all []rotation.ScopeReport
-	var errs []error
-	for _, res := range results {
-		all = append(all, res.reports...)
-		if res.err != nil {
-			errs = append(errs, res.err)
-		}
-	}
-	if len(errs) > 0 {
-		// The first error decides the classification; the others ride along
-		// in the message.
-		return all, joinFirst(errs)
+	perRegion, err := eachRegion(regions, "retention", func(region string) ([]rotation.ScopeReport, error) {
+		return r.region(ctx, region, job)
+	})
+	all := slices.Concat(perRegion...)
+	if err != nil {
+		return all, err
 	}
 	sort.Slice(all, func(i, j int) bool {
 		if all[i].InstanceID != all[j].InstanceID {
@@ -324,6 +298,33 @@ func (r *Retention) run(ctx context.Context, regions []string, job retentionJob)
 		return all[i].Region < all[j].Region
 	})
 	return all, nil
+}
+
+// eachRegion runs fn for every region at once and returns its results in
+// the order of regions. The errors, each prefixed with what and its
+// region, are returned together once every region finished.
+func eachRegion[T any](regions []string, what string, fn func(region string) (T, error)) ([]T, error) {
+	results := make([]T, len(regions))
+	errs := make([]error, len(regions))
+	var wg sync.WaitGroup
+	for i, region := range regions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = fn(region)
+			if errs[i] != nil {
+				errs[i] = fmt.Errorf("%s in %s: %w", what, region, errs[i])
+			}
+		}()
+	}
+	wg.Wait()
+	errs = slices.DeleteFunc(errs, func(err error) bool { return err == nil })
+	if len(errs) > 0 {
+		// The first error decides the classification; the others ride along
+		// in the message.
+		return results, joinFirst(errs)
+	}
+	return results, nil
 }
 
 // joinFirst keeps errs[0] unwrappable (so Classify sees its AWS code) and

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -22,32 +21,17 @@ import (
 // policy or none, lists it. Returns region → deleted (or, in a dry run,
 // would-be-deleted) ids and snapshot → error for those that failed.
 func (r *Retention) sweepOrphans(ctx context.Context, p rotation.Policy, regions []string) (map[string][]string, map[string]string, error) {
-	type result struct {
+	type swept struct {
 		deleted []string
 		failed  map[string]string
-		err     error
 	}
-	results := make([]result, len(regions))
-	var wg sync.WaitGroup
-	for i, region := range regions {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d, f, err := r.sweepRegion(ctx, p, region)
-			if err != nil {
-				err = fmt.Errorf("orphan sweep in %s: %w", region, err)
-			}
-			results[i] = result{d, f, err}
-		}()
-	}
-	wg.Wait()
+	results, err := eachRegion(regions, "orphan sweep", func(region string) (swept, error) {
+		d, f, err := r.sweepRegion(ctx, p, region)
+		return swept{d, f}, err
+	})
 	var orphans map[string][]string
 	var failed map[string]string
-	var errs []error
 	for i, res := range results {
-		if res.err != nil {
-			errs = append(errs, res.err)
-		}
 		if len(res.deleted) > 0 {
 			if orphans == nil {
 				orphans = map[string][]string{}
@@ -58,10 +42,7 @@ func (r *Retention) sweepOrphans(ctx context.Context, p rotation.Policy, regions
 			setReason(&failed, k, v)
 		}
 	}
-	if len(errs) > 0 {
-		return orphans, failed, joinFirst(errs)
-	}
-	return orphans, failed, nil
+	return orphans, failed, err
 }
 
 func (r *Retention) sweepRegion(ctx context.Context, p rotation.Policy, region string) ([]string, map[string]string, error) {
