@@ -66,8 +66,7 @@ func IsNotFound(err error) bool {
 	switch {
 	case c == "":
 		return false
-	case strings.HasSuffix(c, ".NotFound"), strings.HasSuffix(c, "NotFoundException"),
-		strings.HasSuffix(c, "NotFound"):
+	case strings.HasSuffix(c, "NotFound"), strings.HasSuffix(c, "NotFoundException"):
 		return true
 	case c == "InvalidAMIID.Unavailable":
 		return true

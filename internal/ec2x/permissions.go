@@ -1,9 +1,10 @@
 package ec2x
 
 import (
+	"maps"
 	"path"
 	"reflect"
-	"sort"
+	"slices"
 )
 
 // Step names as the functions and the IAM policy know them.
@@ -21,17 +22,15 @@ const (
 // Permissions maps each step to the client interfaces its handler uses.
 // It is the single source of the IAM policy: infra grants exactly Actions(step).
 var Permissions = map[string][]reflect.Type{
-	StepDiscover:  {typeOf[DiscoverEC2]()},
-	StepSnapshot:  {typeOf[SnapshotEC2]()},
-	StepPoll:      {typeOf[PollEC2]()},
-	StepCopy:      {typeOf[CopyEC2]()},
-	StepTag:       {typeOf[TagEC2]()},
-	StepPublish:   {typeOf[PublishEC2](), typeOf[PublishSSM]()},
-	StepRetention: {typeOf[RetentionEC2](), typeOf[RetentionAutoScaling]()},
+	StepDiscover:  {reflect.TypeFor[DiscoverEC2]()},
+	StepSnapshot:  {reflect.TypeFor[SnapshotEC2]()},
+	StepPoll:      {reflect.TypeFor[PollEC2]()},
+	StepCopy:      {reflect.TypeFor[CopyEC2]()},
+	StepTag:       {reflect.TypeFor[TagEC2]()},
+	StepPublish:   {reflect.TypeFor[PublishEC2](), reflect.TypeFor[PublishSSM]()},
+	StepRetention: {reflect.TypeFor[RetentionEC2](), reflect.TypeFor[RetentionAutoScaling]()},
 	StepReport:    {},
 }
-
-func typeOf[T any]() reflect.Type { return reflect.TypeFor[T]() }
 
 // Actions returns the sorted IAM actions ("ec2:CreateImage") the step's
 // handler may call, derived from the method names of its interfaces. The
@@ -47,12 +46,7 @@ func Actions(step string) []string {
 			seen[servicePrefix(m.Type)+":"+m.Name] = true
 		}
 	}
-	out := make([]string, 0, len(seen))
-	for a := range seen {
-		out = append(out, a)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(seen))
 }
 
 // servicePrefix reads the service from the method's input parameter type
