@@ -36,11 +36,10 @@ func (s *Poll) Handle(ctx context.Context, in Batch) (Batch, error) {
 	return classified(s.handle(ctx, in))
 }
 
-// regionPoll is what one region's DescribeImages and cleanup produced.
+// regionPoll is what one region's DescribeImages returned.
 type regionPoll struct {
-	images  map[string]types.Image
-	err     error
-	cleanup []rotation.Record
+	images map[string]types.Image
+	err    error
 }
 
 func (s *Poll) handle(ctx context.Context, b Batch) (Batch, error) {
