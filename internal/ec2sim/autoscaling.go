@@ -1,6 +1,7 @@
 package ec2sim
 
 import (
+	"fmt"
 	"net/http"
 	"sort"
 	"strings"
@@ -63,7 +64,7 @@ func (s *Sim) serveAutoScaling(w http.ResponseWriter, r *http.Request, regionNam
 	})
 	if err != nil {
 		if err.Code == "RequestLimitExceeded" {
-			err = &apiError{Code: "Throttling", Message: "Rate exceeded", Status: http.StatusBadRequest}
+			err = errorf("Throttling", "Rate exceeded")
 		}
 		writeQueryError(w, err, id)
 		return
@@ -108,7 +109,7 @@ func writeQueryError(w http.ResponseWriter, e *apiError, requestID string) {
 }
 
 func asValidation(format string, args ...any) *apiError {
-	return &apiError{Code: "ValidationError", Message: sprintf(format, args...), Status: http.StatusBadRequest}
+	return errorf("ValidationError", format, args...)
 }
 
 // members reads an awsquery list: prefix.member.N.
@@ -152,7 +153,7 @@ func (s *Sim) asCreateLaunchConfiguration(c *call) *apiError {
 		return asValidation("1 validation error detected: Value at 'launchConfigurationName' failed to satisfy constraint: Member must have length between 1 and 255")
 	}
 	if _, ok := c.r.launchConfigs[name]; ok {
-		return &apiError{Code: "AlreadyExists", Message: "Launch Configuration by this name already exists - A launch configuration already exists with the name " + name, Status: http.StatusBadRequest}
+		return errorf("AlreadyExists", "Launch Configuration by this name already exists - A launch configuration already exists with the name %s", name)
 	}
 	imageID := p.str("ImageId")
 	if imageID == "" && p.str("InstanceId") == "" {
@@ -215,7 +216,7 @@ func (s *Sim) asDescribeLaunchConfigurations(c *call) *apiError {
 
 func lcUUID(lc *launchConfiguration) string {
 	h := hashString(lc.name)
-	return sprintf("%08x-%04x-%04x-%04x-%012x", uint32(h), uint16(h>>32), uint16(h>>48), uint16(lc.seq), h&0xffffffffffff)
+	return fmt.Sprintf("%08x-%04x-%04x-%04x-%012x", uint32(h), uint16(h>>32), uint16(h>>48), uint16(lc.seq), h&0xffffffffffff)
 }
 
 func (s *Sim) asDeleteLaunchConfiguration(c *call) *apiError {
@@ -225,7 +226,7 @@ func (s *Sim) asDeleteLaunchConfiguration(c *call) *apiError {
 	}
 	for _, g := range c.r.asgs {
 		if g.lcName == name {
-			return &apiError{Code: "ResourceInUse", Message: "Cannot delete launch configuration " + name + " because it is attached to AutoScalingGroup " + g.name, Status: http.StatusBadRequest}
+			return errorf("ResourceInUse", "Cannot delete launch configuration %s because it is attached to AutoScalingGroup %s", name, g.name)
 		}
 	}
 	delete(c.r.launchConfigs, name)
@@ -239,7 +240,7 @@ func (s *Sim) asCreateAutoScalingGroup(c *call) *apiError {
 		return asValidation("1 validation error detected: Value at 'autoScalingGroupName' failed to satisfy constraint: Member must have length between 1 and 255")
 	}
 	if _, ok := c.r.asgs[name]; ok {
-		return &apiError{Code: "AlreadyExists", Message: "AutoScalingGroup by this name already exists - A group with the name " + name + " already exists", Status: http.StatusBadRequest}
+		return errorf("AlreadyExists", "AutoScalingGroup by this name already exists - A group with the name %s already exists", name)
 	}
 	g := &autoScalingGroup{seq: s.nextSeq(), name: name, created: c.now, zones: p.members("AvailabilityZones"), vpcZones: p.str("VPCZoneIdentifier")}
 	var err *apiError
@@ -339,7 +340,7 @@ func (s *Sim) asDescribeAutoScalingGroups(c *call) *apiError {
 	for _, g := range page {
 		w.open("member")
 		w.el("AutoScalingGroupName", g.name)
-		w.el("AutoScalingGroupARN", "arn:aws:autoscaling:"+c.r.name+":"+AccountID+":autoScalingGroup:"+sprintf("%08x-0000-4000-8000-%012x", uint32(hashString(g.name)), g.seq)+":autoScalingGroupName/"+g.name)
+		w.el("AutoScalingGroupARN", "arn:aws:autoscaling:"+c.r.name+":"+AccountID+":autoScalingGroup:"+fmt.Sprintf("%08x-0000-4000-8000-%012x", uint32(hashString(g.name)), g.seq)+":autoScalingGroupName/"+g.name)
 		w.opt("LaunchConfigurationName", g.lcName)
 		writeLT := func() {
 			w.el("LaunchTemplateId", g.ltID)

@@ -64,5 +64,3 @@ func errInvalidValue(format string, args ...any) *apiError {
 func errInternal(format string, args ...any) *apiError {
 	return errorf("InternalError", format, args...)
 }
-
-func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }

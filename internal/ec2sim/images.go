@@ -3,6 +3,7 @@ package ec2sim
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,7 +35,6 @@ type image struct {
 	sourceRegion string
 	rootDevice   string
 	architecture string
-	isCopy       bool
 	lastLaunched time.Time
 }
 
@@ -64,8 +64,6 @@ func (img *image) refresh(now time.Time) {
 func (img *image) visibleTo(acct string) bool {
 	return img.ownerID == acct || img.public || img.launchUsers[acct]
 }
-
-func (img *image) launchableBy(acct string) bool { return img.visibleTo(acct) }
 
 func (img *image) deprecated(now time.Time) bool {
 	return !img.deprecation.IsZero() && !now.Before(img.deprecation)
@@ -114,9 +112,9 @@ func (s *Sim) seedBaseImages(r *region) {
 		snap := &snapshot{
 			seq: s.nextSeq(), id: fmt.Sprintf("snap-0%016x", hashString("al2023-snap/"+r.name+"/"+arch)),
 			volumeID: "vol-ffffffff", ownerID: AmazonOwnerID, ownerAlias: "amazon", size: 8,
-			started: created, readyAt: created, state: "completed", volumeType: "gp3",
+			started: created, readyAt: created, state: "completed",
 			description: "Amazon Linux 2023 AMI 2023.6.20261101.0 " + arch + " HVM kernel-6.1",
-			tags:        map[string]string{}, usedBy: map[string]bool{},
+			tags:        map[string]string{}, usedBy: map[string]bool{}, volumeUsers: map[string]bool{},
 		}
 		img := &image{
 			seq: s.nextSeq(), id: baseImageID(r.name, arch),
@@ -420,7 +418,7 @@ func (s *Sim) describeImages(c *call) *apiError {
 		if img.deprecated(c.now) && !incDeprecated && img.ownerID != AccountID {
 			return false
 		}
-		if len(owners) > 0 && !matchOwner(img, owners) {
+		if len(owners) > 0 && !matchOwner(img.ownerID, img.ownerAlias, owners) {
 			return false
 		}
 		if len(execBy) > 0 && !matchExecutable(img, execBy) {
@@ -470,19 +468,21 @@ func (r *region) imagesByID(ids []string, now time.Time) ([]*image, *apiError) {
 	return out, nil
 }
 
-func matchOwner(img *image, owners []string) bool {
+// matchOwner reports whether an image or snapshot of ownerID (alias
+// ownerAlias) matches one of the Owner.N values of a Describe call.
+func matchOwner(ownerID, ownerAlias string, owners []string) bool {
 	for _, o := range owners {
 		switch o {
 		case "self":
-			if img.ownerID == AccountID {
+			if ownerID == AccountID {
 				return true
 			}
 		case "amazon":
-			if img.ownerAlias == "amazon" {
+			if ownerAlias == "amazon" {
 				return true
 			}
 		default:
-			if img.ownerID == o {
+			if ownerID == o {
 				return true
 			}
 		}
@@ -498,7 +498,7 @@ func matchExecutable(img *image, execBy []string) bool {
 				return true
 			}
 		case "self":
-			if img.launchableBy(AccountID) {
+			if img.visibleTo(AccountID) {
 				return true
 			}
 		default:
@@ -707,7 +707,7 @@ func (s *Sim) copyImage(c *call) *apiError {
 		state: "pending", created: c.now, readyAt: ready, failure: failure,
 		launchUsers: map[string]bool{}, tags: imageTags, protection: "disabled",
 		sourceImage: srcID, sourceRegion: srcRegion, rootDevice: srcImg.rootDevice,
-		architecture: srcImg.architecture, isCopy: true,
+		architecture: srcImg.architecture,
 	}
 	for _, m := range srcImg.bdm {
 		enc, key := m.encrypted, m.kmsKeyID
@@ -720,7 +720,6 @@ func (s *Sim) copyImage(c *call) *apiError {
 			fmt.Sprintf("Copied for DestinationAmi %s from SourceAmi %s for SourceSnapshot %s. Task created on %d.", imgID, srcID, m.snapshotID, c.now.UnixMilli()),
 			snapTags)
 		snap.usedBy[imgID] = true
-		snap.sourceSnapshot = m.snapshotID
 		mm := m
 		mm.snapshotID, mm.encrypted, mm.kmsKeyID = snap.id, enc, key
 		img.bdm = append(img.bdm, mm)
@@ -954,7 +953,7 @@ func permissionChanges(p params, structName string) (add, remove []string, err *
 			return nil, nil, errInvalidValue("Value (%s) for parameter operationType is invalid. Expected: 'add' or 'remove'.", ot)
 		}
 	}
-	for _, v := range append(append([]string{}, add...), remove...) {
+	for _, v := range slices.Concat(add, remove) {
 		if g, ok := strings.CutPrefix(v, "group:"); ok {
 			if g != "all" {
 				return nil, nil, errInvalidValue("Value (%s) for parameter group is invalid. Expected: 'all'.", g)

@@ -24,14 +24,11 @@ type instance struct {
 	groups        []string
 	launchTime    time.Time
 	clientToken   string
-	ltID          string
-	ltVersion     string
 
 	state        string
 	terminatedAt time.Time
 	target       string // state reached at targetAt ("" = none pending)
 	targetAt     time.Time
-	stateReason  string
 	rootDevice   string
 	architecture string
 	volumes      []*volume
@@ -212,7 +209,6 @@ type requestedVolume struct {
 
 type launchSpec struct {
 	instanceType, keyName, subnetID, profileArn, az, clientToken string
-	ltID, ltVersion                                              string
 	groups                                                       []string
 	tags, volumeTags                                             []tag
 	volumes                                                      []requestedVolume
@@ -234,7 +230,6 @@ func (s *Sim) launchLocked(r *region, img *image, ls launchSpec, reservation str
 		vpcID: "vpc-" + fmt.Sprintf("%017x", hashString(r.name)&0xfffffffffffffff), az: az,
 		privateIP:  fmt.Sprintf("10.%d.%d.%d", (seq>>16)&0xff, (seq>>8)&0xff, seq&0xff),
 		profileArn: ls.profileArn, groups: ls.groups, launchTime: now, clientToken: ls.clientToken,
-		ltID: ls.ltID, ltVersion: ls.ltVersion,
 		rootDevice: img.rootDevice, architecture: img.architecture, tags: map[string]string{},
 	}
 	if in.subnetID == "" {
@@ -344,7 +339,6 @@ func (s *Sim) runInstances(c *call) *apiError {
 		if err != nil {
 			return err
 		}
-		ls.ltID, ls.ltVersion = lt.id, strconv.Itoa(v.number)
 		if imageID == "" {
 			imageID = v.data.str("ImageId")
 		}
@@ -364,9 +358,6 @@ func (s *Sim) runInstances(c *call) *apiError {
 	}
 	if img.state != "available" {
 		return errorf("InvalidAMIID.Unavailable", "The image id '[%s]' is not available", imageID)
-	}
-	if !img.launchableBy(AccountID) {
-		return errorf("InvalidAMIID.NotFound", "The image id '[%s]' does not exist", imageID)
 	}
 	specs, err := p.tagSpecs("instance", "volume", "network-interface")
 	if err != nil {
@@ -400,10 +391,8 @@ func (s *Sim) runInstances(c *call) *apiError {
 			}
 			rv.deleteOnTermination = d
 		}
-		if enc, err := p.boolean(pre + "Ebs.Encrypted"); err != nil {
+		if rv.encrypted, err = p.boolean(pre + "Ebs.Encrypted"); err != nil {
 			return err
-		} else {
-			rv.encrypted = enc
 		}
 		ls.volumes = append(ls.volumes, rv)
 	}
@@ -442,7 +431,7 @@ func writeInstance(w *xw, in *instance, launchIndex int, state string) {
 	w.close("instanceState")
 	w.el("privateDnsName", "ip-"+strings.ReplaceAll(in.privateIP, ".", "-")+".ec2.internal")
 	w.el("dnsName", "")
-	w.el("reason", in.stateReason)
+	w.el("reason", "")
 	w.opt("keyName", in.keyName)
 	w.integer("amiLaunchIndex", launchIndex)
 	w.empty("productCodes")

@@ -233,8 +233,9 @@ func decodeToken(kind, tok string) (uint64, *apiError) {
 	return 0, errorf("InvalidPaginationToken", "Invalid pagination token: %s", tok)
 }
 
-// pageLimit reads MaxResults: 0 means everything; values are clamped to
-// [lo, hi] when lo > 0 is not enforced as an error.
+// pageLimit reads MaxResults: 0 (absent) means everything. A value outside
+// [lo, hi] is refused when strict, as the actions that validate it do, and
+// clamped otherwise.
 func (p params) pageLimit(lo, hi int, strict bool) (int, *apiError) {
 	n, ok, err := p.integer("MaxResults")
 	if err != nil || !ok {
@@ -349,7 +350,7 @@ func (w *xw) tagSet(name string, tags map[string]string) {
 	w.close(name)
 }
 
-// list writes <name><item>...</item>...</name>, or <name/> when empty.
+// xmlList writes <name><item>...</item>...</name>, or <name/> when empty.
 func xmlList[T any](w *xw, name string, items []T, each func(T)) {
 	if len(items) == 0 {
 		w.empty(name)

@@ -46,7 +46,8 @@ func (s *Sim) describeAvailabilityZones(c *call) *apiError {
 		c.w.el("zoneName", z)
 		c.w.el("zoneState", "available")
 		c.w.el("regionName", c.r.name)
-		c.w.el("zoneId", z[:min(3, len(z))]+"-az"+string(z[len(z)-1]-'a'+'1')) // a region may be named shorter than "xx-"
+		// min: a configured region name may be shorter than three characters.
+		c.w.el("zoneId", z[:min(3, len(z))]+"-az"+string(z[len(z)-1]-'a'+'1'))
 		c.w.el("zoneType", "availability-zone")
 		c.w.el("optInStatus", "opt-in-not-required")
 	})

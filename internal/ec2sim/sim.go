@@ -29,7 +29,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"runtime/debug"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -372,9 +371,7 @@ var ec2Actions = map[string]queryHandler{
 
 // Actions returns the EC2 actions the simulator implements, sorted.
 func Actions() []string {
-	out := sortedKeys(ec2Actions)
-	sort.Strings(out)
-	return out
+	return sortedKeys(ec2Actions)
 }
 
 func (s *Sim) serveEC2(w http.ResponseWriter, r *http.Request, regionName string, p params) {

@@ -1,6 +1,7 @@
 package ec2sim
 
 import (
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -8,25 +9,23 @@ import (
 )
 
 type snapshot struct {
-	seq            uint64
-	id             string
-	volumeID       string
-	description    string
-	ownerID        string
-	ownerAlias     string
-	size           int
-	volumeType     string
-	started        time.Time
-	readyAt        time.Time
-	state          string
-	failed         bool // ends "error" instead of "completed"
-	encrypted      bool
-	kmsKeyID       string
-	tags           map[string]string
-	usedBy         map[string]bool // images whose block device mappings use it
-	volumeUsers    map[string]bool // createVolumePermission user ids
-	public         bool            // createVolumePermission group all
-	sourceSnapshot string
+	seq         uint64
+	id          string
+	volumeID    string
+	description string
+	ownerID     string
+	ownerAlias  string
+	size        int
+	started     time.Time
+	readyAt     time.Time
+	state       string
+	failed      bool // ends "error" instead of "completed"
+	encrypted   bool
+	kmsKeyID    string
+	tags        map[string]string
+	usedBy      map[string]bool // images whose block device mappings use it
+	volumeUsers map[string]bool // createVolumePermission user ids
+	public      bool            // createVolumePermission group all
 }
 
 func (sn *snapshot) refresh(now time.Time) {
@@ -61,7 +60,7 @@ func (sn *snapshot) visibleTo(acct string) bool {
 func (s *Sim) newSnapshotLocked(r *region, volumeID string, size int, encrypted bool, kmsKey string, now, ready time.Time, failed bool, desc string, tags map[string]string) *snapshot {
 	sn := &snapshot{
 		seq: s.nextSeq(), id: s.newID("snap"), volumeID: volumeID, description: desc, ownerID: AccountID,
-		size: size, volumeType: "gp3", started: now, readyAt: ready, state: "pending", failed: failed,
+		size: size, started: now, readyAt: ready, state: "pending", failed: failed,
 		encrypted: encrypted, kmsKeyID: kmsKey, tags: map[string]string{}, usedBy: map[string]bool{},
 		volumeUsers: map[string]bool{},
 	}
@@ -163,9 +162,7 @@ func (s *Sim) describeSnapshots(c *call) *apiError {
 		return err
 	}
 	items := c.r.snapshotList
-	explicit := false
 	if ids := p.list("SnapshotId"); len(ids) > 0 {
-		explicit = true
 		items = nil
 		var missing []string
 		seen := map[string]bool{}
@@ -190,22 +187,16 @@ func (s *Sim) describeSnapshots(c *call) *apiError {
 	}
 	match := func(sn *snapshot) bool {
 		sn.refresh(c.now)
-		if !explicit && !sn.visibleTo(AccountID) {
+		if !sn.visibleTo(AccountID) {
 			return false
 		}
-		if len(owners) > 0 {
-			ok := false
-			for _, o := range owners {
-				ok = ok || o == "self" && sn.ownerID == AccountID || o == "amazon" && sn.ownerAlias == "amazon" || o == sn.ownerID
-			}
-			if !ok {
-				return false
-			}
+		if len(owners) > 0 && !matchOwner(sn.ownerID, sn.ownerAlias, owners) {
+			return false
 		}
 		if len(restorable) > 0 {
 			ok := false
 			for _, u := range restorable {
-				ok = ok || u == "all" && sn.public || u == "self" && sn.visibleTo(AccountID) || sn.volumeUsers[u] || sn.public
+				ok = ok || sn.public || u == "self" && sn.visibleTo(AccountID) || sn.volumeUsers[u]
 			}
 			if !ok {
 				return false
@@ -283,21 +274,12 @@ func (s *Sim) modifySnapshotAttribute(c *call) *apiError {
 	if len(add)+len(remove) == 0 {
 		return errMissing("CreateVolumePermission")
 	}
-	if sn.encrypted && containsStr(add, "group:all") {
+	if sn.encrypted && slices.Contains(add, "group:all") {
 		return errorf("InvalidParameter", "Encrypted snapshots with EBS default key cannot be shared")
 	}
 	applyPermissions(&sn.public, sn.volumeUsers, add, remove)
 	c.w.boolean("return", true)
 	return nil
-}
-
-func containsStr(xs []string, v string) bool {
-	for _, x := range xs {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 func (s *Sim) describeSnapshotAttribute(c *call) *apiError {

@@ -36,7 +36,6 @@ type paramVersion struct {
 
 var (
 	reParamName = regexp.MustCompile(`^[a-zA-Z0-9_.\-/]+$`)
-	reAMIValue  = regexp.MustCompile(`^ami-([0-9a-f]{8}|[0-9a-f]{17})$`)
 )
 
 type ssmHandler func(s *Sim, r *region, body []byte, now time.Time) (any, *apiError)
@@ -61,7 +60,7 @@ func (s *Sim) serveSSM(w http.ResponseWriter, r *http.Request, regionName string
 	h, ok := ssmActions[action]
 	if !ok {
 		id := s.countUnknown(regionName, "ssm:"+action)
-		writeJSONError(w, &apiError{Code: "UnknownOperationException", Message: "Unknown operation " + target, Status: http.StatusBadRequest}, id)
+		writeJSONError(w, errorf("UnknownOperationException", "Unknown operation %s", target), id)
 		return
 	}
 	var out any
@@ -71,7 +70,7 @@ func (s *Sim) serveSSM(w http.ResponseWriter, r *http.Request, regionName string
 	})
 	if aerr != nil {
 		if aerr.Code == "RequestLimitExceeded" {
-			aerr = &apiError{Code: "ThrottlingException", Message: "Rate exceeded", Status: http.StatusBadRequest}
+			aerr = errorf("ThrottlingException", "Rate exceeded")
 		}
 		writeJSONError(w, aerr, id)
 		return
@@ -105,9 +104,7 @@ func writeJSONError(w http.ResponseWriter, e *apiError, requestID string) {
 }
 
 func ssmValidation(format string, args ...any) *apiError {
-	e := errorf("ValidationException", format, args...)
-	e.Status = http.StatusBadRequest
-	return e
+	return errorf("ValidationException", format, args...)
 }
 
 func decodeSSM(body []byte, v any) *apiError {
@@ -197,7 +194,7 @@ func (s *Sim) ssmPutParameter(r *region, body []byte, now time.Time) (any, *apiE
 		in.DataType = "text"
 	case "text", "aws:ssm:integration":
 	case "aws:ec2:image":
-		if !reAMIValue.MatchString(*in.Value) {
+		if !reImageID.MatchString(*in.Value) {
 			return nil, ssmValidation("The parameter value %s is not a valid AMI ID for data type aws:ec2:image.", *in.Value)
 		}
 	default:

@@ -8,7 +8,7 @@ import (
 
 // taggable finds the tag map of a resource by id, with the NotFound error
 // EC2 answers for its kind.
-func (r *region) taggable(id string, now time.Time) (*map[string]string, string, uint64, *apiError) {
+func (r *region) taggable(id string, now time.Time) (*map[string]string, *apiError) {
 	switch {
 	case strings.HasPrefix(id, "ami-"):
 		img, err := r.ownImage(id, now)
@@ -16,38 +16,38 @@ func (r *region) taggable(id string, now time.Time) (*map[string]string, string,
 			if err.Code == "AuthFailure" {
 				err = errorf("UnauthorizedOperation", "You are not authorized to perform this operation.")
 			}
-			return nil, "", 0, err
+			return nil, err
 		}
-		return &img.tags, "image", img.seq, nil
+		return &img.tags, nil
 	case strings.HasPrefix(id, "snap-"):
 		sn, err := r.ownSnapshot(id, now)
 		if err != nil {
-			return nil, "", 0, err
+			return nil, err
 		}
-		return &sn.tags, "snapshot", sn.seq, nil
+		return &sn.tags, nil
 	case strings.HasPrefix(id, "i-"):
 		in, err := r.instanceByID(id, now)
 		if err != nil {
-			return nil, "", 0, err
+			return nil, err
 		}
-		return &in.tags, "instance", in.seq, nil
+		return &in.tags, nil
 	case strings.HasPrefix(id, "vol-"):
 		if !reVolumeID.MatchString(id) {
-			return nil, "", 0, errorf("InvalidVolumeID.Malformed", "Invalid id: \"%s\" (expecting \"vol-...\")", id)
+			return nil, errorf("InvalidVolumeID.Malformed", "Invalid id: \"%s\" (expecting \"vol-...\")", id)
 		}
 		v, ok := r.volumes[id]
 		if !ok {
-			return nil, "", 0, errorf("InvalidVolume.NotFound", "The volume '%s' does not exist.", id)
+			return nil, errorf("InvalidVolume.NotFound", "The volume '%s' does not exist.", id)
 		}
-		return &v.tags, "volume", 0, nil
+		return &v.tags, nil
 	case strings.HasPrefix(id, "lt-"):
 		lt, err := r.templateByRef(id, "")
 		if err != nil {
-			return nil, "", 0, err
+			return nil, err
 		}
-		return &lt.tags, "launch-template", lt.seq, nil
+		return &lt.tags, nil
 	}
-	return nil, "", 0, errorf("InvalidID", "The ID '%s' is not valid", id)
+	return nil, errorf("InvalidID", "The ID '%s' is not valid", id)
 }
 
 func (s *Sim) createTags(c *call) *apiError {
@@ -68,7 +68,7 @@ func (s *Sim) createTags(c *call) *apiError {
 	// Validate every resource first: the call applies to all or none.
 	maps := make([]*map[string]string, 0, len(ids))
 	for _, id := range ids {
-		m, _, _, err := c.r.taggable(id, c.now)
+		m, err := c.r.taggable(id, c.now)
 		if err != nil {
 			return err
 		}
@@ -112,7 +112,7 @@ func (s *Sim) deleteTags(c *call) *apiError {
 	}
 	maps := make([]*map[string]string, 0, len(ids))
 	for _, id := range ids {
-		m, _, _, err := c.r.taggable(id, c.now)
+		m, err := c.r.taggable(id, c.now)
 		if err != nil {
 			return err
 		}
