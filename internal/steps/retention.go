@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -84,13 +85,8 @@ func (r *Retention) Handle(ctx context.Context, b Batch) (Batch, error) {
 	}
 	home := r.homeOf(b.Rotation)
 	scope, hold, planned := batchScope(b, home)
-	ids := slices.Clone(b.InstanceIDs)
-	for id := range scope {
-		ids = append(ids, id)
-	}
-	for id := range hold {
-		ids = append(ids, id)
-	}
+	// Held instances are in scope too.
+	ids := slices.AppendSeq(slices.Clone(b.InstanceIDs), maps.Keys(scope))
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
 	if len(ids) == 0 {
@@ -104,8 +100,7 @@ func (r *Retention) Handle(ctx context.Context, b Batch) (Batch, error) {
 		scope:      scope,
 		hold:       hold,
 		planned:    planned,
-		// Every instance of the batch is reported, in scope or not.
-		report:      func(string) bool { return true },
+		// Every instance of the batch is listed and reported, in scope or not.
 		instanceIDs: ids,
 	}
 	reports, err := r.run(ctx, b.Policy.Regions(home), job)
@@ -139,7 +134,6 @@ func (r *Retention) HandleOthers(ctx context.Context, in RetentionOthersIn) (Ret
 		// scope is filled per region from the listed images: every instance
 		// not excluded.
 		exclude: exclude,
-		report:  func(id string) bool { return !exclude[id] },
 	}
 	reports, err := r.run(ctx, regions, job)
 	if err != nil {
@@ -206,10 +200,7 @@ func (r *Retention) homeOf(rot rotation.Rotation) string {
 // errored. planned lists the images a dry run would have made, so the dry
 // run's plan counts them as a real run would.
 func batchScope(b Batch, home string) (scope map[string]bool, hold map[string]string, planned []rotation.Record) {
-	type progress struct {
-		regions map[string]bool
-	}
-	done := map[string]*progress{}
+	done := map[string]map[string]bool{} // instance → regions with its new image
 	hold = map[string]string{}
 	ok := func(state string) bool {
 		return state == rotation.StateAvailable || (b.Policy.DryRun && state == rotation.StatePlanned)
@@ -229,12 +220,10 @@ func batchScope(b Batch, home string) (scope map[string]bool, hold map[string]st
 		if !ok(rec.State) {
 			continue
 		}
-		p := done[rec.InstanceID]
-		if p == nil {
-			p = &progress{regions: map[string]bool{}}
-			done[rec.InstanceID] = p
+		if done[rec.InstanceID] == nil {
+			done[rec.InstanceID] = map[string]bool{}
 		}
-		p.regions[rec.Region] = true
+		done[rec.InstanceID][rec.Region] = true
 		if rec.State == rotation.StatePlanned {
 			planned = append(planned, rec)
 		}
@@ -247,13 +236,13 @@ func batchScope(b Batch, home string) (scope map[string]bool, hold map[string]st
 		scope[id] = true
 	}
 	regions := b.Policy.Regions(home)
-	for id, p := range done {
+	for id, got := range done {
 		if _, held := hold[id]; held {
 			continue
 		}
 		all := true
 		for _, reg := range regions {
-			all = all && p.regions[reg]
+			all = all && got[reg]
 		}
 		if all {
 			scope[id] = true
@@ -273,10 +262,9 @@ type retentionJob struct {
 	// every image of the policy.
 	instanceIDs []string
 	scope       map[string]bool   // nil: every listed instance not in exclude
-	exclude     map[string]bool   // others pass: this rotation's targets
+	exclude     map[string]bool   // others pass: this rotation's targets, neither pruned nor reported
 	hold        map[string]string // instance → why nothing of it may go
 	planned     []rotation.Record // dry run: images this rotation would have made
-	report      func(instanceID string) bool
 }
 
 // run plans and prunes every region concurrently. A region whose images or
@@ -371,7 +359,7 @@ func (r *Retention) region(ctx context.Context, region string, job retentionJob)
 	outcomes := r.execute(ctx, cl, job.policy.DryRun, decisions)
 	reports := map[string]*rotation.ScopeReport{}
 	for i, d := range decisions {
-		if synthetic[d.ImageID] || !job.report(d.InstanceID) {
+		if synthetic[d.ImageID] || job.exclude[d.InstanceID] {
 			continue
 		}
 		rep := reports[d.InstanceID]
