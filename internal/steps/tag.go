@@ -114,6 +114,9 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 				ec2x.Filter("tag:"+rotation.TagInstanceID, chunk...),
 			},
 			IncludeDeprecated: aws.Bool(true),
+			// A disabled image keeps its tags; enabled again, it must not
+			// be a second latest.
+			IncludeDisabled: aws.Bool(true),
 		})
 		for pages.HasMorePages() {
 			page, err := pages.NextPage(ctx)

@@ -214,3 +214,30 @@ func TestTag_TagsCopySnapshotsLeftUntagged(t *testing.T) {
 		}
 	}
 }
+
+func TestTag_TakesLatestFromADisabledPreviousImage(t *testing.T) {
+	e := newSimEnv(t)
+	ctx := context.Background()
+	ids := e.run(testHome, 1, nil)
+	p := testPolicy(t, "")
+	first := e.rotate(ctx, e.batch(p, ids))
+	old := newImages(first, testHome)[0]
+	if _, err := e.clients.EC2(testHome).DisableImage(ctx, &ec2.DisableImageInput{ImageId: aws.String(old)}); err != nil {
+		t.Fatal(err)
+	}
+
+	e.clock.Advance(24 * time.Hour)
+	next := e.batch(p, ids)
+	next.Rotation = rotation.NewRotation(e.clock.Now(), rotation.TriggerSchedule, e.clock.Now())
+	next.Rotation.Home = testHome
+	b := e.rotate(ctx, next)
+
+	out, err := e.clients.EC2(testHome).DescribeImages(ctx, &ec2.DescribeImagesInput{
+		ImageIds: []string{old}, IncludeDisabled: aws.Bool(true)})
+	if err != nil || len(out.Images) != 1 {
+		t.Fatalf("DescribeImages %s: %v %v", old, out, err)
+	}
+	if v, ok := ec2x.TagMap(out.Images[0].Tags)[rotation.TagLatest]; ok {
+		t.Errorf("disabled previous image %s still tagged %s=%s; the new one is %v", old, rotation.TagLatest, v, newImages(b, testHome))
+	}
+}
