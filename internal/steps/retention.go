@@ -78,12 +78,15 @@ func (r *Retention) Handle(ctx context.Context, b Batch) (Batch, error) {
 	if err := checkRetentionInput(b.Policy, b.Rotation); err != nil {
 		return b, err
 	}
+	home := r.homeOf(b.Rotation)
+	if err := b.Policy.CheckHome(home); err != nil {
+		return b, err
+	}
 	if b.Error != nil {
 		// A step of this batch failed: its records may be incomplete, and
 		// pruning on incomplete records could take an instance's last image.
 		return b, nil
 	}
-	home := r.homeOf(b.Rotation)
 	scope, hold, planned := batchScope(b, home)
 	// Held instances are in scope too.
 	ids := slices.AppendSeq(slices.Clone(b.InstanceIDs), maps.Keys(scope))
@@ -121,11 +124,14 @@ func (r *Retention) HandleOthers(ctx context.Context, in RetentionOthersIn) (Ret
 	if err := checkRetentionInput(in.Policy, in.Rotation); err != nil {
 		return out, err
 	}
+	home := r.homeOf(in.Rotation)
+	if err := in.Policy.CheckHome(home); err != nil {
+		return out, err
+	}
 	exclude := make(map[string]bool, len(in.Exclude))
 	for _, id := range in.Exclude {
 		exclude[id] = true
 	}
-	home := r.homeOf(in.Rotation)
 	regions := in.Policy.Regions(home)
 	job := retentionJob{
 		policy: in.Policy,
@@ -174,6 +180,10 @@ func (r *Retention) Invoke(ctx context.Context, raw json.RawMessage) (any, error
 	return r.Handle(ctx, b)
 }
 
+// checkRetentionInput names what retention most needs first, then checks
+// the policy as every other step does (with CheckHome, once the home region
+// is known): a region listed twice, or the home region among the copy
+// regions, would be pruned twice at once.
 func checkRetentionInput(p rotation.Policy, rot rotation.Rotation) error {
 	if rot.Time.IsZero() {
 		return rotation.Invalid("rotation.time", "is missing; retention counts image ages from the rotation time")
@@ -184,7 +194,7 @@ func checkRetentionInput(p rotation.Policy, rot rotation.Rotation) error {
 	if p.Retention.Keep <= 0 && p.Retention.MaxAgeDays <= 0 {
 		return rotation.Invalid("policy.retention", "needs keep or maxAgeDays (or both)")
 	}
-	return nil
+	return p.Validate()
 }
 
 func (r *Retention) homeOf(rot rotation.Rotation) string {

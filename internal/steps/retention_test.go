@@ -832,3 +832,34 @@ func TestRetention_AlwaysKeepsTheNewestAvailableImage(t *testing.T) {
 		t.Errorf("kept %v; want %s newest and %s not available", rep.Kept, newest, pending)
 	}
 }
+
+// TestRetention_RefusesAPolicyTheOtherStepsRefuse: retention checks its
+// policy as every other step does. A copy region equal to the home region
+// (or listed twice) would make it prune that region twice at once.
+func TestRetention_RefusesAPolicyTheOtherStepsRefuse(t *testing.T) {
+	cases := map[string]func(*rotation.Policy){
+		"home region in copyTo":    func(p *rotation.Policy) { p.CopyTo = []rotation.CopyTarget{{Region: rtHome}} },
+		"copy region listed twice": func(p *rotation.Policy) { p.CopyTo = []rotation.CopyTarget{{Region: rtCopy}, {Region: rtCopy}} },
+		"malformed policy name":    func(p *rotation.Policy) { p.Name = "Nightly!" },
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			w := newRTWorld(t, `"retention":{"keep":1}`)
+			b := w.batchOf(w.rotated("i-a"))
+			old, snaps := w.mk(img{instance: "i-a", daysAgo: 3})
+			mutate(&b.Policy)
+			w.sim.ResetStats()
+			if typ, msg := lambdaResponseErrorType(t, w.retention().Handle, b); typ != "InvalidInputError" {
+				t.Errorf("batch: errorType %q (%s); want InvalidInputError", typ, msg)
+			}
+			in := RetentionOthersIn{Policy: b.Policy, Rotation: w.rot}
+			if typ, msg := lambdaResponseErrorType(t, w.retention().HandleOthers, in); typ != "InvalidInputError" {
+				t.Errorf("others pass: errorType %q (%s); want InvalidInputError", typ, msg)
+			}
+			if n := w.sim.Stats().Total("DeregisterImage"); n > 0 {
+				t.Errorf("%d DeregisterImage calls with a policy the other steps refuse", n)
+			}
+			w.requireIntact(rtHome, old, snaps, name)
+		})
+	}
+}
