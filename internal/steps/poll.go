@@ -94,8 +94,9 @@ func (s *Poll) handle(ctx context.Context, b Batch) (Batch, error) {
 			r.State, r.Error = rotation.StateAvailable, ""
 			r.SnapshotIDs = ec2x.SnapshotIDs(img)
 		case img.State == types.ImageStateDisabled:
-			// It was available and a person disabled it: kept on purpose,
-			// so it is not this rotation's image, nor a failed one to clean.
+			// A person disabled it after it became available, which keeps
+			// it on purpose: it is neither a usable new image nor a failed
+			// one to clean up.
 			r.State, r.Error = rotation.StateError, fmt.Sprintf("image %s was disabled outside amirotate; left as it is", r.ImageID)
 		case imageState(img) == rotation.StateFailed && !rotationImage(img, p, b.Rotation, r.InstanceID):
 			// Cleanup deletes snapshots, so it only takes an image this
