@@ -86,7 +86,6 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 	var (
 		newIDs    []string
 		instances []string
-		copySnaps []string
 		isNew     = map[string]bool{}
 	)
 	for _, i := range idx {
@@ -94,12 +93,9 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 		newIDs = append(newIDs, r.ImageID)
 		instances = append(instances, r.InstanceID)
 		isNew[r.ImageID] = true
-		if r.SourceImageID != "" {
-			copySnaps = append(copySnaps, r.SnapshotIDs...)
-		}
 	}
 
-	if err := tagCopySnapshots(ctx, client, p, b.Rotation, b.Images, idx, copySnaps); err != nil {
+	if err := tagCopySnapshots(ctx, client, p, b.Rotation, b.Images, idx); err != nil {
 		return err
 	}
 
@@ -233,9 +229,36 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 
 // tagCopySnapshots tags the copies' snapshots that lack amirotate's tags.
 // CopyImage's snapshot TagSpecification normally did it; this covers copies
-// made without it, with one DescribeSnapshots per region and a CreateTags
-// per untagged copy.
-func tagCopySnapshots(ctx context.Context, client ec2x.TagEC2, p rotation.Policy, rot rotation.Rotation, images []rotation.Record, idx []int, snaps []string) error {
+// made without it, with one DescribeImages and one DescribeSnapshots per
+// region and a CreateTags per untagged copy. The snapshots are read from
+// the copies themselves, not from the records: a snapshot tagged here that
+// no image uses is one the orphan sweep deletes, so a record naming another
+// snapshot (a hand-made input) must not get it tagged.
+func tagCopySnapshots(ctx context.Context, client ec2x.TagEC2, p rotation.Policy, rot rotation.Rotation, images []rotation.Record, idx []int) error {
+	var copies []string
+	for _, i := range idx {
+		if images[i].SourceImageID != "" {
+			copies = append(copies, images[i].ImageID)
+		}
+	}
+	if len(copies) == 0 {
+		return nil
+	}
+	found, err := describeImagesByID(ctx, client, copies)
+	if err != nil {
+		return fmt.Errorf("reading the copies: %w", err)
+	}
+	own := map[string][]string{} // copy → its snapshots
+	var snaps []string
+	for _, i := range idx {
+		r := images[i]
+		img, ok := found[r.ImageID]
+		if r.SourceImageID == "" || !ok || !rotationImage(img, p, rot, r.InstanceID) {
+			continue
+		}
+		own[r.ImageID] = ec2x.SnapshotIDs(img)
+		snaps = append(snaps, own[r.ImageID]...)
+	}
 	if len(snaps) == 0 {
 		return nil
 	}
@@ -259,11 +282,8 @@ func tagCopySnapshots(ctx context.Context, client ec2x.TagEC2, p rotation.Policy
 	}
 	for _, i := range idx {
 		r := images[i]
-		if r.SourceImageID == "" {
-			continue
-		}
 		var missing []string
-		for _, sn := range r.SnapshotIDs {
+		for _, sn := range own[r.ImageID] {
 			if !tagged[sn] {
 				missing = append(missing, sn)
 			}

@@ -241,3 +241,52 @@ func TestTag_TakesLatestFromADisabledPreviousImage(t *testing.T) {
 		t.Errorf("disabled previous image %s still tagged %s=%s; the new one is %v", old, rotation.TagLatest, v, newImages(b, testHome))
 	}
 }
+
+// TestTag_TagsOnlyTheCopysOwnSnapshots: the snapshots tagged are read from
+// the copy itself, not from its record: a tagged snapshot no image uses is
+// one the orphan sweep deletes, so a record naming someone else's snapshot
+// (a hand-made input) must not get it tagged.
+func TestTag_TagsOnlyTheCopysOwnSnapshots(t *testing.T) {
+	e := newSimEnv(t)
+	ctx := context.Background()
+	ids := e.run(testHome, 1, nil)
+	p := testPolicy(t, `,"copyTo":[{"region":"eu-west-1"}]`)
+	b := e.availableSources(ctx, p, ids)
+	b, err := e.copier().Handle(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(10 * time.Minute)
+	if b, err = e.poll().Handle(ctx, b); err != nil || b.Pending != 0 {
+		t.Fatalf("poll: %v pending %d", err, b.Pending)
+	}
+	// A person's own snapshot in the copy region, used by no image: left
+	// behind by an image of theirs deregistered without its snapshots.
+	cl := e.clients.EC2("eu-west-1")
+	made, err := cl.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(e.run("eu-west-1", 1, nil)[0]), Name: aws.String("theirs")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(2 * time.Minute)
+	out, err := cl.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{aws.ToString(made.ImageId)}})
+	if err != nil || len(out.Images) != 1 {
+		t.Fatalf("DescribeImages: %v %v", out, err)
+	}
+	theirs := ec2x.SnapshotIDs(out.Images[0])[0]
+	if _, err := cl.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: made.ImageId}); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range b.Images {
+		if r.Region == "eu-west-1" {
+			b.Images[i].SnapshotIDs = append(b.Images[i].SnapshotIDs, theirs)
+		}
+	}
+	if _, err = e.tagger().Handle(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	for _, sn := range e.snapshots("eu-west-1") {
+		if aws.ToString(sn.SnapshotId) == theirs && len(sn.Tags) > 0 {
+			t.Errorf("someone else's snapshot %s got tags %v", theirs, ec2x.TagMap(sn.Tags))
+		}
+	}
+}
