@@ -28,6 +28,10 @@ type Copy struct {
 	Now     func() time.Time
 }
 
+// ec2 is the step's client for region, typed to the calls it may make
+// (its IAM role grants exactly those: ec2x.Actions).
+func (s *Copy) ec2(region string) ec2x.CopyEC2 { return s.Clients.EC2(region) }
+
 // CopyLimitCode is EC2's answer when a destination region has too many
 // copies in progress.
 const CopyLimitCode = "ResourceLimitExceeded"
@@ -126,7 +130,7 @@ func (s *Copy) sourceTags(ctx context.Context, home string, images []rotation.Re
 			ids = append(ids, r.ImageID)
 		}
 	}
-	imgs, err := describeImagesByID(ctx, s.Clients.EC2(home), ids)
+	imgs, err := describeImagesByID(ctx, s.ec2(home), ids)
 	if err != nil {
 		return nil, fmt.Errorf("reading source image tags in %s: %w", home, err)
 	}
@@ -152,7 +156,7 @@ func (s *Copy) copyRegion(ctx context.Context, b Batch, p rotation.Policy, home,
 	if p.DryRun {
 		return recs
 	}
-	client := s.Clients.EC2(region)
+	client := s.ec2(region)
 
 	// Copies an earlier attempt started whose records were lost (the
 	// invocation timed out after CopyImage): adopt them by name.

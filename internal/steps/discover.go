@@ -25,6 +25,10 @@ type Discover struct {
 	Now     func() time.Time
 }
 
+// ec2 is the step's client for region, typed to the calls it may make
+// (its IAM role grants exactly those: ec2x.Actions).
+func (s *Discover) ec2(region string) ec2x.DiscoverEC2 { return s.Clients.EC2(region) }
+
 // Handle discovers; a bad input is an InvalidInputError naming the field.
 func (s *Discover) Handle(ctx context.Context, in DiscoverIn) (DiscoverOut, error) {
 	return classified(s.handle(ctx, in))
@@ -73,7 +77,7 @@ func (s *Discover) handle(ctx context.Context, in DiscoverIn) (DiscoverOut, erro
 		return out, nil
 	}
 
-	client := s.Clients.EC2(home)
+	client := s.ec2(home)
 	filters := append(ec2x.Filters(p.Selector.Filters()), ec2x.Filter("instance-state-name", imageableStates...))
 	if len(explicit) > 0 {
 		filters = append(filters, ec2x.Filter("instance-id", explicit...))

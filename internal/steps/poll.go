@@ -26,6 +26,10 @@ type Poll struct {
 	Now     func() time.Time
 }
 
+// ec2 is the step's client for region, typed to the calls it may make
+// (its IAM role grants exactly those: ec2x.Actions).
+func (s *Poll) ec2(region string) ec2x.PollEC2 { return s.Clients.EC2(region) }
+
 // MissingPolls is how many polls an image may be missing from
 // DescribeImages (EC2 is eventually consistent right after CreateImage and
 // CopyImage) before it counts as gone.
@@ -61,7 +65,7 @@ func (s *Poll) handle(ctx context.Context, b Batch) (Batch, error) {
 	regions := slices.Sorted(maps.Keys(pending))
 	results := make([]regionPoll, len(regions))
 	ec2x.ForEach(ctx, len(regions), ec2x.Workers, func(i int) {
-		images, err := describeImagesByID(ctx, s.Clients.EC2(regions[i]), pending[regions[i]])
+		images, err := describeImagesByID(ctx, s.ec2(regions[i]), pending[regions[i]])
 		results[i] = regionPoll{images: images, err: err}
 	})
 	if err := ctx.Err(); err != nil {
@@ -155,7 +159,7 @@ func (s *Poll) cleanup(ctx context.Context, b Batch, p rotation.Policy, failed m
 		for _, idx := range failed[region] {
 			recs = append(recs, b.Images[idx])
 		}
-		cleaned := cleanupRegion(ctx, s.Clients.EC2(region), p, b.Rotation, recs)
+		cleaned := cleanupRegion(ctx, s.ec2(region), p, b.Rotation, recs)
 		mu.Lock()
 		out = append(out, cleaned...)
 		mu.Unlock()

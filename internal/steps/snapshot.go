@@ -24,6 +24,10 @@ type Snapshot struct {
 	Now     func() time.Time
 }
 
+// ec2 is the step's client for region, typed to the calls it may make
+// (its IAM role grants exactly those: ec2x.Actions).
+func (s *Snapshot) ec2(region string) ec2x.SnapshotEC2 { return s.Clients.EC2(region) }
+
 // Handle answers the batch with one record per instance: pending (or
 // available, when adopted), refused with the reason, or error.
 func (s *Snapshot) Handle(ctx context.Context, in Batch) (Batch, error) {
@@ -39,7 +43,7 @@ func (s *Snapshot) handle(ctx context.Context, b Batch) (Batch, error) {
 		return Batch{}, err
 	}
 	p := bc.policy
-	client := s.Clients.EC2(bc.home)
+	client := s.ec2(bc.home)
 	b.Images = slices.Clone(b.Images) // never write into the caller's records
 
 	instances, err := describeInstances(ctx, client, &ec2.DescribeInstancesInput{

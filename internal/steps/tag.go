@@ -28,6 +28,10 @@ type Tag struct {
 	Now     func() time.Time
 }
 
+// ec2 is the step's client for region, typed to the calls it may make
+// (its IAM role grants exactly those: ec2x.Actions).
+func (s *Tag) ec2(region string) ec2x.TagEC2 { return s.Clients.EC2(region) }
+
 // Handle tags the batch. Every call it makes is idempotent, so a retry
 // repeats it safely. Failures of single images are reported on their record.
 func (s *Tag) Handle(ctx context.Context, in Batch) (Batch, error) {
@@ -82,7 +86,7 @@ func (s *Tag) handle(ctx context.Context, b Batch) (Batch, error) {
 // (the latest-tag move) are returned; per-image ones go on the record,
 // unless a retry may fix them.
 func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region string, idx []int, mu *sync.Mutex) error {
-	client := s.Clients.EC2(region)
+	client := s.ec2(region)
 	var (
 		newIDs    []string
 		instances []string
