@@ -58,7 +58,7 @@ func (s *Sim) serveAutoScaling(w http.ResponseWriter, r *http.Request, regionNam
 		return
 	}
 	c := &call{p: p, w: &xw{}}
-	id, err := s.serve(r.Context(), regionName, "autoscaling:"+action, nil, func(reg *region, now time.Time) *apiError {
+	id, err := s.serve(r, regionName, "autoscaling:"+action, nil, func(reg *region, now time.Time) *apiError {
 		c.r, c.now = reg, now
 		return h(s, c)
 	})

@@ -42,8 +42,8 @@ func TestRetryer_RecoversFromInjectedThrottling(t *testing.T) {
 		t.Fatalf("after retries: %v %v", out, err)
 	}
 	st := e.sim.Stats()
-	if st.Calls["us-east-1"]["DescribeImages"] != 3 || st.Faulted != 2 {
-		t.Fatalf("stats = %+v", st)
+	if st.Calls["us-east-1"]["DescribeImages"] != 3 || st.Faulted != 2 || st.Retried["us-east-1"]["DescribeImages"] != 2 {
+		t.Fatalf("stats = %+v, want 3 calls of which 2 faulted and 2 retries", st)
 	}
 	// More faults than attempts: the SDK gives up with the EC2 code and 503.
 	if err := e.sim.Inject(Fault{Action: "DescribeImages", Code: "RequestLimitExceeded", Count: 5}); err != nil {

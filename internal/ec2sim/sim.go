@@ -26,6 +26,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"runtime/debug"
@@ -85,6 +86,7 @@ type Sim struct {
 	throttling bool
 	faults     []*faultRule
 	calls      map[string]map[string]int
+	retried    map[string]map[string]int
 	throttled  int
 	faulted    int
 }
@@ -166,6 +168,7 @@ func (s *Sim) resetLocked() {
 	}
 	s.faults = nil
 	s.calls = map[string]map[string]int{}
+	s.retried = nil
 	s.throttled = 0
 	s.faulted = 0
 	s.throttling = false
@@ -387,7 +390,7 @@ func (s *Sim) serveEC2(w http.ResponseWriter, r *http.Request, regionName string
 		return
 	}
 	c := &call{p: p, w: &xw{}}
-	id, err := s.serve(r.Context(), regionName, action, func() []bucketCost { return ec2Buckets(action, p) }, func(reg *region, now time.Time) *apiError {
+	id, err := s.serve(r, regionName, action, func() []bucketCost { return ec2Buckets(action, p) }, func(reg *region, now time.Time) *apiError {
 		if dry, err := p.boolean("DryRun"); err != nil {
 			return err
 		} else if dry {
@@ -451,7 +454,7 @@ func writeEC2Error(w http.ResponseWriter, e *apiError, requestID string) {
 func (s *Sim) countUnknown(regionName, statsKey string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.countLocked(regionName, statsKey)
+	s.calls = countIn(s.calls, regionName, statsKey)
 	return s.requestID()
 }
 
@@ -460,8 +463,8 @@ func (s *Sim) countUnknown(regionName, statsKey string) string {
 // call is admitted (counted, then a matching fault and throttling applied,
 // buckets nil for no throttling) and then handle runs under the lock with the
 // region named. It returns the request id and the error to answer, if any.
-func (s *Sim) serve(ctx context.Context, regionName, statsKey string, buckets func() []bucketCost, handle func(r *region, now time.Time) *apiError) (string, *apiError) {
-	if err := s.admit(ctx, regionName, statsKey, buckets); err != nil {
+func (s *Sim) serve(req *http.Request, regionName, statsKey string, buckets func() []bucketCost, handle func(r *region, now time.Time) *apiError) (string, *apiError) {
+	if err := s.admit(req.Context(), regionName, statsKey, isRetry(req), buckets); err != nil {
 		return s.lockedRequestID(), err
 	}
 	s.mu.Lock()
@@ -476,9 +479,12 @@ func (s *Sim) serve(ctx context.Context, regionName, statsKey string, buckets fu
 
 // admit does the bookkeeping every call goes through before it is served:
 // count it, apply a matching fault (error and/or latency), then throttling.
-func (s *Sim) admit(ctx context.Context, regionName, statsKey string, buckets func() []bucketCost) *apiError {
+func (s *Sim) admit(ctx context.Context, regionName, statsKey string, retry bool, buckets func() []bucketCost) *apiError {
 	s.mu.Lock()
-	s.countLocked(regionName, statsKey)
+	s.calls = countIn(s.calls, regionName, statsKey)
+	if retry {
+		s.retried = countIn(s.retried, regionName, statsKey)
+	}
 	f := s.matchFaultLocked(regionName, statsKey)
 	var ferr *apiError
 	var latency time.Duration
@@ -511,13 +517,23 @@ func (s *Sim) admit(ctx context.Context, regionName, statsKey string, buckets fu
 	return terr
 }
 
-func (s *Sim) countLocked(regionName, action string) {
-	m := s.calls[regionName]
-	if m == nil {
-		m = map[string]int{}
-		s.calls[regionName] = m
+// countIn adds one call of action in region to counts.
+func countIn(counts map[string]map[string]int, regionName, action string) map[string]map[string]int {
+	if counts == nil {
+		counts = map[string]map[string]int{}
 	}
-	m[action]++
+	if counts[regionName] == nil {
+		counts[regionName] = map[string]int{}
+	}
+	counts[regionName][action]++
+	return counts
+}
+
+// isRetry tells a client's retry of a call: the AWS SDKs and CLIs number
+// their attempts in the amz-sdk-request header ("attempt=2; max=10").
+func isRetry(r *http.Request) bool {
+	h := r.Header.Get("Amz-Sdk-Request")
+	return h != "" && !strings.HasPrefix(h, "attempt=1;") && h != "attempt=1"
 }
 
 // Stats are the simulator's counters: calls per region and action (SSM and
@@ -525,7 +541,9 @@ func (s *Sim) countLocked(regionName, action string) {
 // answered RequestLimitExceeded by throttling, and calls answered with an
 // injected fault.
 type Stats struct {
-	Calls     map[string]map[string]int `json:"calls"`
+	Calls map[string]map[string]int `json:"calls"`
+	// Retried: those of Calls that the client sent as a retry of an earlier attempt.
+	Retried   map[string]map[string]int `json:"retried,omitempty"`
 	Throttled int                       `json:"throttled"`
 	Faulted   int                       `json:"faulted"`
 }
@@ -547,13 +565,13 @@ func (st Stats) Total(action string) int {
 func (s *Sim) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := Stats{Calls: make(map[string]map[string]int, len(s.calls)), Throttled: s.throttled, Faulted: s.faulted}
-	for r, m := range s.calls {
-		c := make(map[string]int, len(m))
-		for a, n := range m {
-			c[a] = n
-		}
-		out.Calls[r] = c
+	return Stats{Calls: copyCounts(s.calls), Retried: copyCounts(s.retried), Throttled: s.throttled, Faulted: s.faulted}
+}
+
+func copyCounts(counts map[string]map[string]int) map[string]map[string]int {
+	out := make(map[string]map[string]int, len(counts))
+	for r, m := range counts {
+		out[r] = maps.Clone(m)
 	}
 	return out
 }
@@ -563,6 +581,7 @@ func (s *Sim) ResetStats() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls = map[string]map[string]int{}
+	s.retried = nil
 	s.throttled = 0
 	s.faulted = 0
 }

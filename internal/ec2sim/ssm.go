@@ -64,7 +64,7 @@ func (s *Sim) serveSSM(w http.ResponseWriter, r *http.Request, regionName string
 		return
 	}
 	var out any
-	id, aerr := s.serve(r.Context(), regionName, "ssm:"+action, nil, func(reg *region, now time.Time) (aerr *apiError) {
+	id, aerr := s.serve(r, regionName, "ssm:"+action, nil, func(reg *region, now time.Time) (aerr *apiError) {
 		out, aerr = h(s, reg, body, now)
 		return aerr
 	})
