@@ -47,7 +47,10 @@ type summaryRow struct {
 	Deleted    []string          `json:"deleted,omitempty"`
 	Kept       map[string]string `json:"kept,omitempty"`
 	Failed     map[string]string `json:"retentionFailed,omitempty"`
-	Error      string            `json:"error,omitempty"`
+	// KeptByRule counts kept images the retention report condensed (to
+	// stay under Step Functions' payload limit) instead of listing them.
+	KeptByRule int    `json:"keptByRule,omitempty"`
+	Error      string `json:"error,omitempty"`
 }
 
 // executionInput is a manual run's input, as the state machine takes it.
@@ -109,7 +112,7 @@ func buildReport(res *localrun.Result) (*rotationReport, error) {
 		if json.Unmarshal(raw, &st) == nil {
 			for _, s := range st.Others.Retention {
 				rep.Rows = append(rep.Rows, summaryRow{InstanceID: s.InstanceID, Region: s.Region, State: "not in this rotation",
-					Deleted: s.Deleted, Kept: s.Kept, Failed: s.Failed})
+					Deleted: s.Deleted, Kept: s.Kept, Failed: s.Failed, KeptByRule: s.KeptByRule})
 			}
 		}
 	}
@@ -159,7 +162,7 @@ func batchRows(b steps.Batch) []summaryRow {
 	}
 	for _, s := range b.Retention {
 		x := row(s.InstanceID, s.Region)
-		x.Deleted, x.Kept, x.Failed = s.Deleted, s.Kept, s.Failed
+		x.Deleted, x.Kept, x.Failed, x.KeptByRule = s.Deleted, s.Kept, s.Failed, s.KeptByRule
 	}
 	for _, id := range b.InstanceIDs {
 		if o, region, why := steps.InstanceOutcome(b, id); o != steps.OutcomeOK && o != steps.OutcomePlanned && len(b.Images) == 0 {
@@ -232,6 +235,9 @@ func retentionText(r summaryRow, dryRun bool) string {
 			kept = append(kept, id+" ("+r.Kept[id]+")")
 		}
 		parts = append(parts, "kept "+strings.Join(kept, ", "))
+	}
+	if r.KeptByRule > 0 {
+		parts = append(parts, fmt.Sprintf("kept %d more by the retention rule", r.KeptByRule))
 	}
 	for id, e := range r.Failed {
 		parts = append(parts, "FAILED "+id+": "+e)
