@@ -20,9 +20,6 @@ import (
 // deletes every image of the first), and the derived numbers follow from the
 // raw ones.
 func TestBench_SmallFleetReportsEveryFieldConsistently(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs two rotations")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	const instances, regions = 24, 3
