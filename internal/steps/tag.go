@@ -99,7 +99,23 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 		isNew[r.ImageID] = true
 	}
 
-	if err := tagCopySnapshots(ctx, client, p, b.Rotation, b.Images, idx); err != nil {
+	// The new images as EC2 has them: their snapshots are read from the
+	// images, never taken from the records, and only from images this
+	// rotation made. Tagging a snapshot marks it as ours (the orphan sweep
+	// may delete it one day); sharing one exposes it: neither may follow a
+	// record that names another snapshot (a hand-made input).
+	found, err := describeImagesByID(ctx, client, newIDs)
+	if err != nil {
+		return fmt.Errorf("reading the new images: %w", err)
+	}
+	own := map[string][]string{} // image → its snapshots
+	for _, i := range idx {
+		r := b.Images[i]
+		if img, ok := found[r.ImageID]; ok && rotationImage(img, p, b.Rotation, r.InstanceID) {
+			own[r.ImageID] = ec2x.SnapshotIDs(img)
+		}
+	}
+	if err := tagCopySnapshots(ctx, client, p, b.Rotation, b.Images, idx, own); err != nil {
 		return err
 	}
 
@@ -211,7 +227,7 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 		// public image needs no access to its snapshots, and a public
 		// snapshot would expose the disk to every account.
 		if len(users) > 0 {
-			for _, sn := range r.SnapshotIDs {
+			for _, sn := range own[r.ImageID] {
 				if _, err := client.ModifySnapshotAttribute(ctx, &ec2.ModifySnapshotAttributeInput{
 					SnapshotId:    aws.String(sn),
 					Attribute:     types.SnapshotAttributeNameCreateVolumePermission,
@@ -233,35 +249,15 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 
 // tagCopySnapshots tags the copies' snapshots that lack amirotate's tags.
 // CopyImage's snapshot TagSpecification normally did it; this covers copies
-// made without it, with one DescribeImages and one DescribeSnapshots per
-// region and a CreateTags per untagged copy. The snapshots are read from
-// the copies themselves, not from the records: a snapshot tagged here that
-// no image uses is one the orphan sweep deletes, so a record naming another
-// snapshot (a hand-made input) must not get it tagged.
-func tagCopySnapshots(ctx context.Context, client ec2x.TagEC2, p rotation.Policy, rot rotation.Rotation, images []rotation.Record, idx []int) error {
-	var copies []string
-	for _, i := range idx {
-		if images[i].SourceImageID != "" {
-			copies = append(copies, images[i].ImageID)
-		}
-	}
-	if len(copies) == 0 {
-		return nil
-	}
-	found, err := describeImagesByID(ctx, client, copies)
-	if err != nil {
-		return fmt.Errorf("reading the copies: %w", err)
-	}
-	own := map[string][]string{} // copy → its snapshots
+// made without it, with one DescribeSnapshots per region and a CreateTags
+// per untagged copy. own holds each image's snapshots as read from the
+// image itself.
+func tagCopySnapshots(ctx context.Context, client ec2x.TagEC2, p rotation.Policy, rot rotation.Rotation, images []rotation.Record, idx []int, own map[string][]string) error {
 	var snaps []string
 	for _, i := range idx {
-		r := images[i]
-		img, ok := found[r.ImageID]
-		if r.SourceImageID == "" || !ok || !rotationImage(img, p, rot, r.InstanceID) {
-			continue
+		if images[i].SourceImageID != "" {
+			snaps = append(snaps, own[images[i].ImageID]...)
 		}
-		own[r.ImageID] = ec2x.SnapshotIDs(img)
-		snaps = append(snaps, own[r.ImageID]...)
 	}
 	if len(snaps) == 0 {
 		return nil
@@ -286,6 +282,9 @@ func tagCopySnapshots(ctx context.Context, client ec2x.TagEC2, p rotation.Policy
 	}
 	for _, i := range idx {
 		r := images[i]
+		if r.SourceImageID == "" {
+			continue
+		}
 		var missing []string
 		for _, sn := range own[r.ImageID] {
 			if !tagged[sn] {

@@ -290,3 +290,52 @@ func TestTag_TagsOnlyTheCopysOwnSnapshots(t *testing.T) {
 		}
 	}
 }
+
+func TestTag_SharesOnlyTheImagesOwnSnapshots(t *testing.T) {
+	e := newSimEnv(t)
+	ctx := context.Background()
+	ids := e.run(testHome, 1, nil)
+	p := testPolicy(t, `,"shareWith":["111122223333"]`)
+	b := e.availableSources(ctx, p, ids)
+	// Someone else's image in the same region: its snapshot must stay
+	// private even when a (hand-made) record names it.
+	cl := e.clients.EC2(testHome)
+	made, err := cl.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(e.run(testHome, 1, nil)[0]), Name: aws.String("theirs")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cl.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{aws.ToString(made.ImageId)}})
+	if err != nil || len(out.Images) != 1 {
+		t.Fatalf("DescribeImages: %v %v", out, err)
+	}
+	theirs := ec2x.SnapshotIDs(out.Images[0])[0]
+	b.Images[0].SnapshotIDs = append(b.Images[0].SnapshotIDs, theirs)
+
+	if _, err := e.tagger().Handle(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	sharedWith := func(sn string) []string {
+		attr, err := cl.DescribeSnapshotAttribute(ctx, &ec2.DescribeSnapshotAttributeInput{
+			SnapshotId: aws.String(sn), Attribute: types.SnapshotAttributeNameCreateVolumePermission})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var users []string
+		for _, cv := range attr.CreateVolumePermissions {
+			users = append(users, aws.ToString(cv.UserId))
+		}
+		return users
+	}
+	if users := sharedWith(theirs); len(users) > 0 {
+		t.Errorf("someone else's snapshot %s shared with %v", theirs, users)
+	}
+	ours, err := cl.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{b.Images[0].ImageID}})
+	if err != nil || len(ours.Images) != 1 {
+		t.Fatalf("DescribeImages: %v %v", ours, err)
+	}
+	for _, sn := range ec2x.SnapshotIDs(ours.Images[0]) {
+		if users := sharedWith(sn); !containsAll(users, "111122223333") {
+			t.Errorf("the image's own snapshot %s shared with %v", sn, users)
+		}
+	}
+}
