@@ -262,18 +262,9 @@ func TestTag_TagsOnlyTheCopysOwnSnapshots(t *testing.T) {
 	}
 	// A person's own snapshot in the copy region, used by no image: left
 	// behind by an image of theirs deregistered without its snapshots.
-	cl := e.clients.EC2("eu-west-1")
-	made, err := cl.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(e.run("eu-west-1", 1, nil)[0]), Name: aws.String("theirs")})
-	if err != nil {
-		t.Fatal(err)
-	}
 	e.clock.Advance(2 * time.Minute)
-	out, err := cl.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{aws.ToString(made.ImageId)}})
-	if err != nil || len(out.Images) != 1 {
-		t.Fatalf("DescribeImages: %v %v", out, err)
-	}
-	theirs := ec2x.SnapshotIDs(out.Images[0])[0]
-	if _, err := cl.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: made.ImageId}); err != nil {
+	theirImage, theirs := e.foreignImage(ctx, t, "eu-west-1")
+	if _, err := e.clients.EC2("eu-west-1").DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(theirImage)}); err != nil {
 		t.Fatal(err)
 	}
 	for i, r := range b.Images {
@@ -300,15 +291,7 @@ func TestTag_SharesOnlyTheImagesOwnSnapshots(t *testing.T) {
 	// Someone else's image in the same region: its snapshot must stay
 	// private even when a (hand-made) record names it.
 	cl := e.clients.EC2(testHome)
-	made, err := cl.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(e.run(testHome, 1, nil)[0]), Name: aws.String("theirs")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cl.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{aws.ToString(made.ImageId)}})
-	if err != nil || len(out.Images) != 1 {
-		t.Fatalf("DescribeImages: %v %v", out, err)
-	}
-	theirs := ec2x.SnapshotIDs(out.Images[0])[0]
+	_, theirs := e.foreignImage(ctx, t, testHome)
 	b.Images[0].SnapshotIDs = append(b.Images[0].SnapshotIDs, theirs)
 
 	if _, err := e.tagger().Handle(ctx, b); err != nil {
@@ -338,4 +321,21 @@ func TestTag_SharesOnlyTheImagesOwnSnapshots(t *testing.T) {
 			t.Errorf("the image's own snapshot %s shared with %v", sn, users)
 		}
 	}
+}
+
+// foreignImage makes an image that is not amirotate's (someone's own
+// CreateImage in region) and returns it with its first snapshot: what a
+// hand-made record might name, and what the steps must never touch.
+func (e *simEnv) foreignImage(ctx context.Context, t *testing.T, region string) (imageID, snapshotID string) {
+	t.Helper()
+	cl := e.clients.EC2(region)
+	made, err := cl.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(e.run(region, 1, nil)[0]), Name: aws.String("theirs")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cl.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{aws.ToString(made.ImageId)}})
+	if err != nil || len(out.Images) != 1 {
+		t.Fatalf("DescribeImages: %v %v", out, err)
+	}
+	return aws.ToString(made.ImageId), ec2x.SnapshotIDs(out.Images[0])[0]
 }
