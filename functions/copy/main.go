@@ -13,6 +13,6 @@ import (
 
 func main() {
 	boot.Start(func(c *ec2x.Clients) func(context.Context, steps.Batch) (steps.Batch, error) {
-		return (&steps.Copy{Clients: c, Now: time.Now}).Handle
+		return steps.NewCopy(c, time.Now).Handle
 	})
 }

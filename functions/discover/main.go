@@ -13,6 +13,6 @@ import (
 
 func main() {
 	boot.Start(func(c *ec2x.Clients) func(context.Context, steps.DiscoverIn) (steps.DiscoverOut, error) {
-		return (&steps.Discover{Clients: c, Now: time.Now}).Handle
+		return steps.NewDiscover(c, time.Now).Handle
 	})
 }

@@ -13,6 +13,6 @@ import (
 
 func main() {
 	boot.Start(func(c *ec2x.Clients) func(context.Context, steps.Batch) (steps.Batch, error) {
-		return (&steps.Poll{Clients: c, Now: time.Now}).Handle
+		return steps.NewPoll(c, time.Now).Handle
 	})
 }

@@ -13,6 +13,6 @@ import (
 
 func main() {
 	boot.Start(func(c *ec2x.Clients) func(context.Context, steps.Batch) (steps.Batch, error) {
-		return (&steps.Publish{Clients: c}).Handle
+		return steps.NewPublish(c).Handle
 	})
 }

@@ -17,6 +17,6 @@ import (
 
 func main() {
 	boot.Start(func(c *ec2x.Clients) func(context.Context, json.RawMessage) (any, error) {
-		return (&steps.Retention{Clients: c, Now: time.Now}).Invoke
+		return steps.NewRetention(c, time.Now).Invoke
 	})
 }

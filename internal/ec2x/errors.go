@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
@@ -56,22 +55,63 @@ func httpStatus(err error) int {
 	return 0
 }
 
+// notFoundCodes are the codes with which EC2, SSM and Auto Scaling say a
+// resource the call names does not exist (or no longer does). Listed, not
+// matched by suffix: a code that merely ends in NotFound (say, a missing
+// KMS key or IAM profile in a request) is a broken request, not a resource
+// already gone.
+var notFoundCodes = map[string]bool{
+	"InvalidAMIID.NotFound":                       true,
+	"InvalidAMIID.Unavailable":                    true, // deregistered
+	"InvalidSnapshot.NotFound":                    true,
+	"InvalidInstanceID.NotFound":                  true,
+	"InvalidLaunchTemplateId.NotFound":            true,
+	"InvalidLaunchTemplateName.NotFoundException": true,
+	"InvalidLaunchTemplateId.VersionNotFound":     true,
+	"ParameterNotFound":                           true,
+	"ParameterVersionNotFound":                    true,
+}
+
+// Codes the steps act on, named once.
+const (
+	CodeNameTaken     = "InvalidAMIName.Duplicate"
+	CodeCopyLimit     = "ResourceLimitExceeded"
+	CodeSnapshotInUse = "InvalidSnapshot.InUse"
+)
+
 // IsNotFound reports whether err says the resource does not exist (or no
-// longer does): InvalidAMIID.NotFound, InvalidSnapshot.NotFound,
-// InvalidInstanceID.NotFound, InvalidLaunchTemplateId.NotFound,
-// ParameterNotFound, a deregistered image (InvalidAMIID.Unavailable).
-// Deleting something that is not found is success.
-func IsNotFound(err error) bool {
-	c := Code(err)
-	switch {
-	case c == "":
-		return false
-	case strings.HasSuffix(c, "NotFound"), strings.HasSuffix(c, "NotFoundException"):
-		return true
-	case c == "InvalidAMIID.Unavailable":
-		return true
+// longer does). Deleting something that is not found is success.
+func IsNotFound(err error) bool { return notFoundCodes[Code(err)] }
+
+// IsNameTaken reports whether CreateImage or CopyImage refused the name
+// because an image of this account in the region already has it.
+func IsNameTaken(err error) bool { return Code(err) == CodeNameTaken }
+
+// IsCopyLimit reports whether CopyImage refused because the destination
+// region has too many copies in progress.
+func IsCopyLimit(err error) bool { return Code(err) == CodeCopyLimit }
+
+// IsSnapshotInUse reports whether DeleteSnapshot refused because an image
+// still uses the snapshot.
+func IsSnapshotInUse(err error) bool { return Code(err) == CodeSnapshotInUse }
+
+// Message is the AWS error message of err (its text when it has none).
+func Message(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) && ae.ErrorMessage() != "" {
+		return ae.ErrorMessage()
 	}
-	return false
+	return err.Error()
+}
+
+// MustExist is for calls on a resource that has to be there (the source of
+// a copy): NotFound will not change on a retry, so it becomes a FatalError
+// instead of the RetryableError eventual consistency earns it elsewhere.
+func MustExist(err error) error {
+	if IsNotFound(err) {
+		return FatalError{Code: Code(err), Message: err.Error()}
+	}
+	return err
 }
 
 // IsThrottled reports whether EC2 (or SSM, Auto Scaling) throttled the call.
@@ -97,13 +137,13 @@ func IsServerError(err error) bool {
 
 // transientCodes are client-side codes that clear by themselves.
 var transientCodes = map[string]bool{
-	"ConcurrentTagAccess":                        true,
-	"ResourceLimitExceeded":                      true, // e.g. concurrent copies; frees up as copies finish
+	"ConcurrentTagAccess": true,
+	CodeCopyLimit:         true, // concurrent copies: frees up as copies finish
 	"ConcurrentCreateImageNoRebootLimitExceeded": true,
-	"TooManyUpdates":                             true, // SSM: a parameter changed concurrently
-	"IncorrectState":                             true,
-	"RequestTimeout":                             true,
-	"RequestTimeoutException":                    true,
+	"TooManyUpdates":          true, // SSM: a parameter changed concurrently
+	"IncorrectState":          true,
+	"RequestTimeout":          true,
+	"RequestTimeoutException": true,
 }
 
 // IsRetryable reports whether running the step again may succeed.

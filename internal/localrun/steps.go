@@ -17,13 +17,13 @@ func StepHandlers(c *ec2x.Clients, now func() time.Time) map[string]any {
 		now = time.Now
 	}
 	return map[string]any{
-		"discover":  (&steps.Discover{Clients: c, Now: now}).Handle,
-		"snapshot":  (&steps.Snapshot{Clients: c, Now: now}).Handle,
-		"poll":      (&steps.Poll{Clients: c, Now: now}).Handle,
-		"copy":      (&steps.Copy{Clients: c, Now: now}).Handle,
-		"tag":       (&steps.Tag{Clients: c, Now: now}).Handle,
-		"publish":   (&steps.Publish{Clients: c}).Handle,
-		"retention": (&steps.Retention{Clients: c, Now: now}).Invoke,
+		"discover":  steps.NewDiscover(c, now).Handle,
+		"snapshot":  steps.NewSnapshot(c, now).Handle,
+		"poll":      steps.NewPoll(c, now).Handle,
+		"copy":      steps.NewCopy(c, now).Handle,
+		"tag":       steps.NewTag(c, now).Handle,
+		"publish":   steps.NewPublish(c).Handle,
+		"retention": steps.NewRetention(c, now).Invoke,
 		"report":    steps.Report{}.Handle,
 	}
 }

@@ -24,17 +24,9 @@ import (
 // limit defers its copies (state deferred) for a later round instead of
 // failing the rotation.
 type Copy struct {
-	Clients *ec2x.Clients
-	Now     func() time.Time
+	EC2 ec2x.Regional[ec2x.CopyEC2]
+	Now func() time.Time
 }
-
-// ec2 is the step's client for region, typed to the calls it may make
-// (its IAM role grants exactly those: ec2x.Actions).
-func (s *Copy) ec2(region string) ec2x.CopyEC2 { return s.Clients.EC2(region) }
-
-// CopyLimitCode is EC2's answer when a destination region has too many
-// copies in progress.
-const CopyLimitCode = "ResourceLimitExceeded"
 
 // PlannedImageID stands for the source image a dry run did not make, in the
 // planned copy records (a copy record always names its source).
@@ -54,7 +46,7 @@ type copyJob struct {
 }
 
 func (s *Copy) handle(ctx context.Context, b Batch) (Batch, error) {
-	bc, err := checkBatch(b, s.Clients)
+	bc, err := checkBatch(b, s.EC2)
 	if err != nil {
 		return Batch{}, err
 	}
@@ -89,9 +81,14 @@ func (s *Copy) handle(ctx context.Context, b Batch) (Batch, error) {
 
 	regions := slices.Sorted(maps.Keys(jobs))
 	results := make([][]rotation.Record, len(regions))
-	ec2x.ForEach(ctx, len(regions), ec2x.Workers, func(i int) {
-		results[i] = s.copyRegion(ctx, b, p, bc.home, regions[i], jobs[regions[i]], sourceTags)
-	})
+	g := workers()
+	for i, region := range regions {
+		g.Go(func() error {
+			results[i] = s.copyRegion(ctx, b, p, bc.home, region, jobs[region], sourceTags)
+			return nil
+		})
+	}
+	g.Wait()
 	if err := ctx.Err(); err != nil {
 		return Batch{}, err
 	}
@@ -130,7 +127,7 @@ func (s *Copy) sourceTags(ctx context.Context, home string, images []rotation.Re
 			ids = append(ids, r.ImageID)
 		}
 	}
-	imgs, err := describeImagesByID(ctx, s.ec2(home), ids)
+	imgs, err := describeImagesByID(ctx, s.EC2.In(home), ids)
 	if err != nil {
 		return nil, fmt.Errorf("reading source image tags in %s: %w", home, err)
 	}
@@ -156,7 +153,7 @@ func (s *Copy) copyRegion(ctx context.Context, b Batch, p rotation.Policy, home,
 	if p.DryRun {
 		return recs
 	}
-	client := s.ec2(region)
+	client := s.EC2.In(region)
 
 	// Copies an earlier attempt started whose records were lost (the
 	// invocation timed out after CopyImage): adopt them by name.
@@ -176,35 +173,43 @@ func (s *Copy) copyRegion(ctx context.Context, b Batch, p rotation.Policy, home,
 		mu      sync.Mutex
 		limited bool // the region refused a copy for its concurrent-copy limit
 	)
-	ec2x.ForEach(ctx, len(jobs), ec2x.Workers, func(i int) {
-		j, r := jobs[i], &recs[i]
-		if img, ok := adopt[r.Name]; ok && ec2x.TagMap(img.Tags)[rotation.TagSourceImage] == r.SourceImageID {
-			r.ImageID, r.State, r.Error = aws.ToString(img.ImageId), rotation.StatePending, ""
-			return
-		}
-		mu.Lock()
-		skip := limited
-		mu.Unlock()
-		if skip {
-			r.State, r.Error = rotation.StateDeferred, region+" is at its concurrent-copy limit"
-			return
-		}
-		id, err := copyImage(ctx, client, p, b.Rotation, home, j, sourceTags[j.source.ImageID])
-		switch {
-		case err == nil:
-			r.ImageID, r.State, r.Error = id, rotation.StatePending, ""
-		case ec2x.Code(err) == CopyLimitCode:
+	g := workers()
+	for i, j := range jobs {
+		g.Go(func() error {
+			r := &recs[i]
+			if img, ok := adopt[r.Name]; ok && ec2x.TagMap(img.Tags)[rotation.TagSourceImage] == r.SourceImageID {
+				r.ImageID, r.State, r.Error = aws.ToString(img.ImageId), rotation.StatePending, ""
+				return nil
+			}
 			mu.Lock()
-			limited = true
+			skip := limited
 			mu.Unlock()
-			r.State, r.Error = rotation.StateDeferred, errText(err)
-		case ec2x.IsRetryable(err):
-			// Throttling that outlived the SDK's retries: try again next round.
-			r.State, r.Error = rotation.StateDeferred, errText(err)
-		default:
-			r.State, r.Error = rotation.StateError, errText(err)
-		}
-	})
+			if skip {
+				r.State, r.Error = rotation.StateDeferred, region+" is at its concurrent-copy limit"
+				return nil
+			}
+			id, err := copyImage(ctx, client, p, b.Rotation, home, j, sourceTags[j.source.ImageID])
+			switch {
+			case err == nil:
+				r.ImageID, r.State, r.Error = id, rotation.StatePending, ""
+			case ec2x.IsCopyLimit(err):
+				mu.Lock()
+				limited = true
+				mu.Unlock()
+				r.State, r.Error = rotation.StateDeferred, errText(err)
+			case ec2x.IsNotFound(err):
+				// The source must exist: waiting will not bring it back.
+				r.State, r.Error = rotation.StateError, errText(ec2x.MustExist(err))
+			case ec2x.IsRetryable(err):
+				// Throttling that outlived the SDK's retries: try again next round.
+				r.State, r.Error = rotation.StateDeferred, errText(err)
+			default:
+				r.State, r.Error = rotation.StateError, errText(err)
+			}
+			return nil
+		})
+	}
+	g.Wait()
 	return recs
 }
 
@@ -224,22 +229,19 @@ func copyImage(ctx context.Context, client ec2x.CopyEC2, p rotation.Policy, rot 
 		in.Encrypted = aws.Bool(true)
 		in.KmsKeyId = aws.String(j.target.KMSKeyID)
 	}
-	out, err := client.CopyImage(ctx, in)
-	if err == nil {
+	create := func() (string, error) {
+		out, err := client.CopyImage(ctx, in)
+		if err != nil {
+			return "", fmt.Errorf("copying %s to %s: %w", src.ImageID, j.target.Region, err)
+		}
 		return aws.ToString(out.ImageId), nil
 	}
-	if ec2x.Code(err) != "InvalidAMIName.Duplicate" {
-		return "", fmt.Errorf("copying %s to %s: %w", src.ImageID, j.target.Region, err)
+	ours := func(img types.Image) error {
+		if ec2x.TagMap(img.Tags)[rotation.TagSourceImage] != src.ImageID {
+			return fmt.Errorf("image name %s is taken in %s by %s, which is not a copy of %s", src.Name, j.target.Region, aws.ToString(img.ImageId), src.ImageID)
+		}
+		return nil
 	}
-	img, found, lerr := imageByName(ctx, client, src.Name)
-	switch {
-	case lerr != nil:
-		return "", fmt.Errorf("finding copy %s in %s, which already exists: %w", src.Name, j.target.Region, lerr)
-	case !found:
-		return "", ec2x.RetryableError{Code: "InvalidAMIName.Duplicate",
-			Message: fmt.Sprintf("copy %s exists in %s but is not listed yet", src.Name, j.target.Region)}
-	case ec2x.TagMap(img.Tags)[rotation.TagSourceImage] != src.ImageID:
-		return "", fmt.Errorf("image name %s is taken in %s by %s, which is not a copy of %s", src.Name, j.target.Region, aws.ToString(img.ImageId), src.ImageID)
-	}
-	return aws.ToString(img.ImageId), nil
+	id, _, err := createOrAdopt(ctx, client, j.target.Region, src.Name, create, ours)
+	return id, err
 }

@@ -145,7 +145,7 @@ func TestCopy_ConcurrentCopyLimitDefersInsteadOfFailing(t *testing.T) {
 	if len(recordsIn(b, rotation.StatePending)) != 2 || len(deferred) != 3 || b.ToCopy != 3 {
 		t.Fatalf("after the first copy round: counts %v toCopy %d", b.Counts, b.ToCopy)
 	}
-	if !strings.Contains(deferred[0].Error, "limit") && !strings.Contains(deferred[0].Error, CopyLimitCode) {
+	if !strings.Contains(deferred[0].Error, "limit") && !strings.Contains(deferred[0].Error, ec2x.CodeCopyLimit) {
 		t.Errorf("deferred record does not say why: %+v", deferred[0])
 	}
 	if b.WaitSeconds <= p.PollIntervalSeconds {
@@ -214,16 +214,16 @@ func TestCopy_ErrorNamesReachTheLambdaResponse(t *testing.T) {
 
 	bad := b
 	bad.Policy.CopyTo = []rotation.CopyTarget{{Region: testHome}}
-	if typ, msg := lambdaErrorType(t, (&Copy{Clients: e.clients}).Handle, bad); typ != "InvalidInputError" || !strings.Contains(msg, "copyTo[0]") {
+	if typ, msg := lambdaErrorType(t, NewCopy(e.clients, nil).Handle, bad); typ != "InvalidInputError" || !strings.Contains(msg, "copyTo[0]") {
 		t.Errorf("copy into the home region: errorType %q message %q", typ, msg)
 	}
 	noName := b
 	noName.Policy.Name = ""
-	if typ, msg := lambdaErrorType(t, (&Copy{Clients: e.clients}).Handle, noName); typ != "InvalidInputError" || !strings.Contains(msg, "name") {
+	if typ, msg := lambdaErrorType(t, NewCopy(e.clients, nil).Handle, noName); typ != "InvalidInputError" || !strings.Contains(msg, "name") {
 		t.Errorf("policy without a name: errorType %q message %q", typ, msg)
 	}
 	// Copy defers what throttling refused; reading source tags is what can fail the step.
-	if typ, _ := lambdaErrorType(t, (&Copy{Clients: deadClients(t)}).Handle, b); typ != "RetryableError" {
+	if typ, _ := lambdaErrorType(t, NewCopy(deadClients(t), nil).Handle, b); typ != "RetryableError" {
 		t.Errorf("unreachable EC2: errorType %q, want RetryableError", typ)
 	}
 }

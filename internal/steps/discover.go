@@ -21,13 +21,9 @@ import (
 // with a reason when they do not (or no longer) match. Targets go out in
 // batches of policy.batchSize for the state machine's Map.
 type Discover struct {
-	Clients *ec2x.Clients
-	Now     func() time.Time
+	EC2 ec2x.Regional[ec2x.DiscoverEC2]
+	Now func() time.Time
 }
-
-// ec2 is the step's client for region, typed to the calls it may make
-// (its IAM role grants exactly those: ec2x.Actions).
-func (s *Discover) ec2(region string) ec2x.DiscoverEC2 { return s.Clients.EC2(region) }
 
 // Handle discovers; a bad input is an InvalidInputError naming the field.
 func (s *Discover) Handle(ctx context.Context, in DiscoverIn) (DiscoverOut, error) {
@@ -35,7 +31,7 @@ func (s *Discover) Handle(ctx context.Context, in DiscoverIn) (DiscoverOut, erro
 }
 
 func (s *Discover) handle(ctx context.Context, in DiscoverIn) (DiscoverOut, error) {
-	if s.Clients == nil {
+	if !s.EC2.Configured() {
 		return DiscoverOut{}, fmt.Errorf("handler has no AWS clients")
 	}
 	if len(in.Input) == 0 || string(in.Input) == "null" {
@@ -49,7 +45,7 @@ func (s *Discover) handle(ctx context.Context, in DiscoverIn) (DiscoverOut, erro
 	if err != nil {
 		return DiscoverOut{}, err
 	}
-	home := s.Clients.Home()
+	home := s.EC2.Home()
 	p := input.Policy
 	if err := p.CheckHome(home); err != nil {
 		return DiscoverOut{}, err
@@ -77,7 +73,7 @@ func (s *Discover) handle(ctx context.Context, in DiscoverIn) (DiscoverOut, erro
 		return out, nil
 	}
 
-	client := s.ec2(home)
+	client := s.EC2.In(home)
 	filters := append(ec2x.Filters(p.Selector.Filters()), ec2x.Filter("instance-state-name", imageableStates...))
 	if len(explicit) > 0 {
 		filters = append(filters, ec2x.Filter("instance-id", explicit...))
@@ -106,7 +102,7 @@ func (s *Discover) handle(ctx context.Context, in DiscoverIn) (DiscoverOut, erro
 			return DiscoverOut{}, err
 		}
 	}
-	for _, chunk := range ec2x.Chunks(out.Targets, p.BatchSize) {
+	for chunk := range slices.Chunk(out.Targets, p.BatchSize) {
 		out.Batches = append(out.Batches, BatchItem{InstanceIDs: chunk})
 	}
 	return out, nil

@@ -22,13 +22,9 @@ import (
 // (deregistered with their snapshots, reported in Cleanup), marks images
 // still pending at the timeout, and sets the counts and the next wait.
 type Poll struct {
-	Clients *ec2x.Clients
-	Now     func() time.Time
+	EC2 ec2x.Regional[ec2x.PollEC2]
+	Now func() time.Time
 }
-
-// ec2 is the step's client for region, typed to the calls it may make
-// (its IAM role grants exactly those: ec2x.Actions).
-func (s *Poll) ec2(region string) ec2x.PollEC2 { return s.Clients.EC2(region) }
 
 // MissingPolls is how many polls an image may be missing from
 // DescribeImages (EC2 is eventually consistent right after CreateImage and
@@ -47,7 +43,7 @@ type regionPoll struct {
 }
 
 func (s *Poll) handle(ctx context.Context, b Batch) (Batch, error) {
-	bc, err := checkBatch(b, s.Clients)
+	bc, err := checkBatch(b, s.EC2)
 	if err != nil {
 		return Batch{}, err
 	}
@@ -64,10 +60,15 @@ func (s *Poll) handle(ctx context.Context, b Batch) (Batch, error) {
 	}
 	regions := slices.Sorted(maps.Keys(pending))
 	results := make([]regionPoll, len(regions))
-	ec2x.ForEach(ctx, len(regions), ec2x.Workers, func(i int) {
-		images, err := describeImagesByID(ctx, s.ec2(regions[i]), pending[regions[i]])
-		results[i] = regionPoll{images: images, err: err}
-	})
+	g := workers()
+	for i, region := range regions {
+		g.Go(func() error {
+			images, err := describeImagesByID(ctx, s.EC2.In(region), pending[region])
+			results[i] = regionPoll{images: images, err: err}
+			return nil
+		})
+	}
+	g.Wait()
 	if err := ctx.Err(); err != nil {
 		return Batch{}, err
 	}
@@ -153,17 +154,21 @@ func (s *Poll) cleanup(ctx context.Context, b Batch, p rotation.Policy, failed m
 		out []rotation.Record
 	)
 	regions := slices.Sorted(maps.Keys(failed))
-	ec2x.ForEach(ctx, len(regions), ec2x.Workers, func(i int) {
-		region := regions[i]
-		var recs []rotation.Record
-		for _, idx := range failed[region] {
-			recs = append(recs, b.Images[idx])
-		}
-		cleaned := cleanupRegion(ctx, s.ec2(region), p, b.Rotation, recs)
-		mu.Lock()
-		out = append(out, cleaned...)
-		mu.Unlock()
-	})
+	g := workers()
+	for _, region := range regions {
+		g.Go(func() error {
+			var recs []rotation.Record
+			for _, idx := range failed[region] {
+				recs = append(recs, b.Images[idx])
+			}
+			cleaned := cleanupRegion(ctx, s.EC2.In(region), p, b.Rotation, recs)
+			mu.Lock()
+			out = append(out, cleaned...)
+			mu.Unlock()
+			return nil
+		})
+	}
+	g.Wait()
 	sortRecords(out)
 	return out
 }
@@ -220,31 +225,14 @@ func cleanupRegion(ctx context.Context, client ec2x.PollEC2, p rotation.Policy, 
 		if listErr != nil {
 			problems = append(problems, listErr.Error())
 		}
-		dereg, err := client.DeregisterImage(ctx, &ec2.DeregisterImageInput{
-			ImageId:                   aws.String(r.ImageID),
-			DeleteAssociatedSnapshots: aws.Bool(true),
-		})
-		switch {
-		case err == nil:
-			for _, res := range dereg.DeleteSnapshotResults {
-				if res.ReturnCode == types.SnapshotReturnCodesSuccess {
-					c.SnapshotIDs = append(c.SnapshotIDs, aws.ToString(res.SnapshotId))
-					delete(snaps, aws.ToString(res.SnapshotId))
-				}
-			}
-		case ec2x.IsNotFound(err):
-			// Already deregistered: the snapshots are what is left to do.
-		default:
-			problems = append(problems, fmt.Sprintf("deregistering %s: %v", r.ImageID, err))
-			snaps = nil // a snapshot of a registered image cannot be deleted
+		d := deleteImage(ctx, client, r.ImageID, slices.Sorted(maps.Keys(snaps)))
+		if d.err != nil {
+			problems = append(problems, d.err.Error())
 		}
-		for _, id := range slices.Sorted(maps.Keys(snaps)) {
-			_, err := client.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)})
-			switch {
-			case err == nil, ec2x.IsNotFound(err):
-				c.SnapshotIDs = append(c.SnapshotIDs, id)
-			default:
-				problems = append(problems, fmt.Sprintf("deleting snapshot %s: %v", id, err))
+		c.SnapshotIDs = slices.Concat(d.deleted, d.gone)
+		for _, why := range []map[string]string{d.inUse, d.failed} {
+			for _, id := range slices.Sorted(maps.Keys(why)) {
+				problems = append(problems, fmt.Sprintf("deleting snapshot %s: %s", id, why[id]))
 			}
 		}
 		slices.Sort(c.SnapshotIDs)

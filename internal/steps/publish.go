@@ -5,16 +5,18 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/amirotate/amirotate/internal/ec2x"
 	"github.com/amirotate/amirotate/internal/rotation"
@@ -28,28 +30,31 @@ const ssmChunk = 10
 // amirotate:track=<instance-id> in that region. It changes only what
 // differs, so a second run changes nothing.
 type Publish struct {
-	Clients *ec2x.Clients
+	EC2 ec2x.Regional[ec2x.PublishEC2]
+	SSM ec2x.Regional[ec2x.PublishSSM]
 	// pageSize overrides MaxResults of DescribeLaunchTemplates (0 = 200,
 	// the API's largest page); tests lower it to prove pagination.
 	pageSize int32
 }
-
-// ec2 and ssm hand out the region's clients through the narrow interfaces,
-// so the compiler holds the step to the calls its IAM policy grants.
-func (p *Publish) ec2(region string) ec2x.PublishEC2 { return p.Clients.EC2(region) }
-func (p *Publish) ssm(region string) ec2x.PublishSSM { return p.Clients.SSM(region) }
 
 // Handle publishes every new available image of the batch (in a dry run:
 // every planned one, reporting what would change) and fills b.Published.
 // Failures of one instance or region are reported in its Publication;
 // retention, which runs next, then still sees the old image in use.
 func (p *Publish) Handle(ctx context.Context, b Batch) (Batch, error) {
-	pol := b.Policy
+	return classified(p.handle(ctx, b))
+}
+
+func (p *Publish) handle(ctx context.Context, b Batch) (Batch, error) {
+	bc, err := checkBatch(b, p.EC2)
+	if err != nil {
+		return Batch{}, err
+	}
+	pol := bc.policy
+	b.Policy = pol
+	b.Rotation.Home = bc.home
 	if pol.Publish.SSMParameter == "" && !pol.Publish.LaunchTemplates {
 		return b, nil
-	}
-	if pol.Name == "" {
-		return b, rotation.Invalid("policy.name", "is empty; publishing needs the policy's name")
 	}
 	byRegion := map[string][]*Publication{}
 	seen := map[string]bool{}
@@ -67,16 +72,10 @@ func (p *Publish) Handle(ctx context.Context, b Batch) (Batch, error) {
 		pub.SSMParameter = rotation.SSMParameterName(pol, rec.InstanceID, rec.Region)
 		byRegion[rec.Region] = append(byRegion[rec.Region], pub)
 	}
-	regions := make([]string, 0, len(byRegion))
-	for r := range byRegion {
-		regions = append(regions, r)
-	}
-	sort.Strings(regions)
-	var wg sync.WaitGroup
+	regions := slices.Sorted(maps.Keys(byRegion))
+	var g errgroup.Group
 	for _, region := range regions {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		g.Go(func() error {
 			pubs := byRegion[region]
 			if pol.Publish.SSMParameter != "" {
 				p.publishSSM(ctx, region, pol.DryRun, pubs)
@@ -84,9 +83,10 @@ func (p *Publish) Handle(ctx context.Context, b Batch) (Batch, error) {
 			if pol.Publish.LaunchTemplates {
 				p.publishLaunchTemplates(ctx, region, b, pubs)
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
+	g.Wait()
 	var out []Publication
 	for _, region := range regions {
 		for _, pub := range byRegion[region] {
@@ -114,7 +114,7 @@ func addError(pub *Publication, err error) {
 // publishSSM reads the current values (10 names per call) and writes only
 // the parameters that do not hold their new image yet.
 func (p *Publish) publishSSM(ctx context.Context, region string, dryRun bool, pubs []*Publication) {
-	cl := p.ssm(region)
+	cl := p.SSM.In(region)
 	// Two instances rendering the same name would overwrite each other.
 	byName := map[string][]*Publication{}
 	for _, pub := range pubs {
@@ -136,7 +136,7 @@ func (p *Publish) publishSSM(ctx context.Context, region string, dryRun bool, pu
 		version int64
 	}
 	have := map[string]current{}
-	for _, c := range ec2x.Chunks(names, ssmChunk) {
+	for c := range slices.Chunk(names, ssmChunk) {
 		out, err := cl.GetParameters(ctx, &ssm.GetParametersInput{Names: c})
 		if err != nil {
 			for _, name := range c {
@@ -185,7 +185,7 @@ func (p *Publish) publishSSM(ctx context.Context, region string, dryRun bool, pu
 // version with the new image the default of each whose default version
 // launches another image.
 func (p *Publish) publishLaunchTemplates(ctx context.Context, region string, b Batch, pubs []*Publication) {
-	cl := p.ec2(region)
+	cl := p.EC2.In(region)
 	byInstance := map[string]*Publication{}
 	ids := make([]string, 0, len(pubs))
 	for _, pub := range pubs {
@@ -198,7 +198,7 @@ func (p *Publish) publishLaunchTemplates(ctx context.Context, region string, b B
 		pub      *Publication
 	}
 	var lts []tracked
-	for _, c := range ec2x.Chunks(ids, filterChunk) {
+	for c := range slices.Chunk(ids, filterChunk) {
 		in := &ec2.DescribeLaunchTemplatesInput{
 			Filters:    []types.Filter{ec2x.Filter("tag:"+rotation.TagTrack, c...)},
 			MaxResults: aws.Int32(200),

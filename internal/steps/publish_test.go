@@ -16,7 +16,7 @@ import (
 const publishPolicyJSON = `"retention":{"keep":1},"copyTo":[{"region":"eu-west-1"}],` +
 	`"publish":{"ssmParameter":"/amirotate/{policy}/{instanceId}/latest","launchTemplates":true}`
 
-const paramA = "/amirotate/nightly/i-a/latest"
+const paramA = "/amirotate/nightly/i-0000000a/latest"
 
 func track(instance string) map[string]string { return map[string]string{rotation.TagTrack: instance} }
 
@@ -40,22 +40,22 @@ func pubOf(pubs []Publication, instance, region string) Publication {
 
 func TestPublish_PointsTrackedTemplatesAndParameterAtTheNewImage(t *testing.T) {
 	w := newRTWorld(t, publishPolicyJSON)
-	oldHome, _ := w.mk(img{instance: "i-a", daysAgo: 1})
-	oldCopy, _ := w.mk(img{instance: "i-a", daysAgo: 1, region: rtCopy, copy: true})
-	ltA := w.template(rtHome, "web-a", []string{oldHome}, 1, track("i-a"))
-	ltEU := w.template(rtCopy, "web-a-eu", []string{oldCopy}, 1, track("i-a"))
-	ltB := w.template(rtHome, "web-b", []string{oldHome}, 1, track("i-b"))
+	oldHome, _ := w.mk(img{instance: "i-0000000a", daysAgo: 1})
+	oldCopy, _ := w.mk(img{instance: "i-0000000a", daysAgo: 1, region: rtCopy, copy: true})
+	ltA := w.template(rtHome, "web-a", []string{oldHome}, 1, track("i-0000000a"))
+	ltEU := w.template(rtCopy, "web-a-eu", []string{oldCopy}, 1, track("i-0000000a"))
+	ltB := w.template(rtHome, "web-b", []string{oldHome}, 1, track("i-0000000b"))
 	untracked := w.template(rtHome, "untracked", []string{oldHome}, 1, nil)
-	follows := w.template(rtHome, "follows-ssm", []string{"resolve:ssm:" + paramA}, 1, track("i-a"))
+	follows := w.template(rtHome, "follows-ssm", []string{"resolve:ssm:" + paramA}, 1, track("i-0000000a"))
 	if err := w.sim.PutParameter(rtHome, paramA, oldHome, "aws:ec2:image"); err != nil {
 		t.Fatal(err)
 	}
-	recs := w.rotated("i-a")
+	recs := w.rotated("i-0000000a")
 	newHome, newCopy := recs[0].ImageID, recs[1].ImageID
 
 	b := w.runPublish(w.batchOf(recs))
 
-	home := pubOf(b.Published, "i-a", rtHome)
+	home := pubOf(b.Published, "i-0000000a", rtHome)
 	if home.Error != "" || !home.Changed || home.ImageID != newHome || home.SSMParameter != paramA || home.SSMVersion != 2 {
 		t.Errorf("home publication %+v", home)
 	}
@@ -77,7 +77,7 @@ func TestPublish_PointsTrackedTemplatesAndParameterAtTheNewImage(t *testing.T) {
 		t.Errorf("parameter data type %v (%v); want aws:ec2:image", out, err)
 	}
 
-	eu := pubOf(b.Published, "i-a", rtCopy)
+	eu := pubOf(b.Published, "i-0000000a", rtCopy)
 	if eu.Error != "" || !eu.Changed || eu.ImageID != newCopy {
 		t.Errorf("copy-region publication %+v", eu)
 	}
@@ -90,7 +90,7 @@ func TestPublish_PointsTrackedTemplatesAndParameterAtTheNewImage(t *testing.T) {
 
 	for _, lt := range []string{ltB, untracked} {
 		if ver, image, _ := w.defaultImage(rtHome, lt); ver != 1 || image != oldHome {
-			t.Errorf("template %s changed to version %d (%s); it does not track i-a", lt, ver, image)
+			t.Errorf("template %s changed to version %d (%s); it does not track i-0000000a", lt, ver, image)
 		}
 	}
 	if ver, image, _ := w.defaultImage(rtHome, follows); ver != 1 || !strings.HasPrefix(image, "resolve:ssm:") {
@@ -100,9 +100,9 @@ func TestPublish_PointsTrackedTemplatesAndParameterAtTheNewImage(t *testing.T) {
 
 func TestPublish_SecondRunChangesNothing(t *testing.T) {
 	w := newRTWorld(t, publishPolicyJSON)
-	old, _ := w.mk(img{instance: "i-a", daysAgo: 1})
-	lt := w.template(rtHome, "web-a", []string{old}, 1, track("i-a"))
-	b := w.batchOf(w.rotated("i-a"))
+	old, _ := w.mk(img{instance: "i-0000000a", daysAgo: 1})
+	lt := w.template(rtHome, "web-a", []string{old}, 1, track("i-0000000a"))
+	b := w.batchOf(w.rotated("i-0000000a"))
 	first := w.runPublish(b)
 	w.sim.ResetStats()
 	second := w.runPublish(b)
@@ -114,7 +114,7 @@ func TestPublish_SecondRunChangesNothing(t *testing.T) {
 			t.Errorf("second publish: %+v", p)
 		}
 	}
-	h1, h2 := pubOf(first.Published, "i-a", rtHome), pubOf(second.Published, "i-a", rtHome)
+	h1, h2 := pubOf(first.Published, "i-0000000a", rtHome), pubOf(second.Published, "i-0000000a", rtHome)
 	if h1.SSMVersion != h2.SSMVersion || !slices.Equal(h1.LaunchTemplates, h2.LaunchTemplates) {
 		t.Errorf("second run reports %+v; first %+v", h2, h1)
 	}
@@ -125,16 +125,16 @@ func TestPublish_SecondRunChangesNothing(t *testing.T) {
 
 func TestPublish_DryRunChangesNothing(t *testing.T) {
 	w := newRTWorld(t, publishPolicyJSON)
-	old, _ := w.mk(img{instance: "i-a", daysAgo: 1})
-	lt := w.template(rtHome, "web-a", []string{old}, 1, track("i-a"))
-	b := w.batch(map[string]map[string]string{"i-a": {rtHome: rotation.StatePlanned, rtCopy: rotation.StatePlanned}})
+	old, _ := w.mk(img{instance: "i-0000000a", daysAgo: 1})
+	lt := w.template(rtHome, "web-a", []string{old}, 1, track("i-0000000a"))
+	b := w.batch(map[string]map[string]string{"i-0000000a": {rtHome: rotation.StatePlanned, rtCopy: rotation.StatePlanned}})
 	b.Policy.DryRun = true
 	w.sim.ResetStats()
 	out := w.runPublish(b)
 	if m := mutations(w.sim.Stats()); len(m) > 0 {
 		t.Errorf("dry run made changing calls: %v", m)
 	}
-	home := pubOf(out.Published, "i-a", rtHome)
+	home := pubOf(out.Published, "i-0000000a", rtHome)
 	if !home.Changed || home.SSMParameter != paramA || len(home.LaunchTemplates) != 1 || home.LaunchTemplates[0].ID != lt {
 		t.Errorf("dry-run publication %+v; want the parameter and %s reported as would change", home, lt)
 	}
@@ -153,9 +153,9 @@ func TestPublish_OnlyAvailableImages(t *testing.T) {
 	for _, state := range []string{rotation.StateFailed, rotation.StatePending, rotation.StateTimedOut, rotation.StateError, rotation.StatePlanned} {
 		t.Run(state, func(t *testing.T) {
 			w := newRTWorld(t, publishPolicyJSON)
-			old, _ := w.mk(img{instance: "i-a", daysAgo: 1})
-			lt := w.template(rtHome, "web-a", []string{old}, 1, track("i-a"))
-			b := w.batch(map[string]map[string]string{"i-a": {rtHome: state}})
+			old, _ := w.mk(img{instance: "i-0000000a", daysAgo: 1})
+			lt := w.template(rtHome, "web-a", []string{old}, 1, track("i-0000000a"))
+			b := w.batch(map[string]map[string]string{"i-0000000a": {rtHome: state}})
 			b.Images[0].ImageID = "ami-0fffffffffffffff0"
 			out := w.runPublish(b)
 			if len(out.Published) > 0 {
@@ -170,13 +170,13 @@ func TestPublish_OnlyAvailableImages(t *testing.T) {
 
 func TestPublish_PaginatesTrackedTemplates(t *testing.T) {
 	w := newRTWorld(t, publishPolicyJSON)
-	old, _ := w.mk(img{instance: "i-a", daysAgo: 1})
+	old, _ := w.mk(img{instance: "i-0000000a", daysAgo: 1})
 	var lts []string
 	for _, name := range []string{"lt-1", "lt-2", "lt-3"} {
-		lts = append(lts, w.template(rtHome, name, []string{old}, 1, track("i-a")))
+		lts = append(lts, w.template(rtHome, name, []string{old}, 1, track("i-0000000a")))
 	}
-	w.template(rtHome, "t-other", []string{old}, 1, track("i-other"))
-	recs := w.rotated("i-a")
+	w.template(rtHome, "t-other", []string{old}, 1, track("i-00000e0e"))
+	recs := w.rotated("i-0000000a")
 	p := w.publisher()
 	p.pageSize = 1
 	w.sim.ResetStats()
@@ -187,7 +187,7 @@ func TestPublish_PaginatesTrackedTemplates(t *testing.T) {
 	if n := w.sim.Stats().Calls[rtHome]["DescribeLaunchTemplates"]; n < 3 {
 		t.Errorf("%d DescribeLaunchTemplates calls; want a page per template", n)
 	}
-	if got := len(pubOf(b.Published, "i-a", rtHome).LaunchTemplates); got != 3 {
+	if got := len(pubOf(b.Published, "i-0000000a", rtHome).LaunchTemplates); got != 3 {
 		t.Errorf("%d templates updated; want 3", got)
 	}
 	for _, lt := range lts {
@@ -202,13 +202,13 @@ func TestPublish_PaginatesTrackedTemplates(t *testing.T) {
 // token) instead of making another, and switches the default.
 func TestPublish_RetryFinishesAnInterruptedUpdate(t *testing.T) {
 	w := newRTWorld(t, publishPolicyJSON)
-	old, _ := w.mk(img{instance: "i-a", daysAgo: 1})
-	lt := w.template(rtHome, "web-a", []string{old}, 1, track("i-a"))
-	b := w.batchOf(w.rotated("i-a"))
+	old, _ := w.mk(img{instance: "i-0000000a", daysAgo: 1})
+	lt := w.template(rtHome, "web-a", []string{old}, 1, track("i-0000000a"))
+	b := w.batchOf(w.rotated("i-0000000a"))
 	w.inject(ec2sim.Fault{Action: "ModifyLaunchTemplate", Region: rtHome, Code: "UnauthorizedOperation", Count: 1})
 	w.inject(ec2sim.Fault{Action: "ssm:PutParameter", Region: rtHome, Code: "AccessDeniedException", Count: 1})
 	first := w.runPublish(b)
-	home := pubOf(first.Published, "i-a", rtHome)
+	home := pubOf(first.Published, "i-0000000a", rtHome)
 	if !strings.Contains(home.Error, "UnauthorizedOperation") || !strings.Contains(home.Error, "AccessDeniedException") {
 		t.Errorf("first run error %q; want both failures reported", home.Error)
 	}
@@ -216,7 +216,7 @@ func TestPublish_RetryFinishesAnInterruptedUpdate(t *testing.T) {
 		t.Fatalf("default moved to %d although the switch failed", ver)
 	}
 	second := w.runPublish(b)
-	if home := pubOf(second.Published, "i-a", rtHome); home.Error != "" || !home.Changed {
+	if home := pubOf(second.Published, "i-0000000a", rtHome); home.Error != "" || !home.Changed {
 		t.Errorf("rerun: %+v", home)
 	}
 	if ver, image, _ := w.defaultImage(rtHome, lt); ver != 2 || image != b.Images[0].ImageID {
@@ -236,7 +236,7 @@ func TestPublish_RetryFinishesAnInterruptedUpdate(t *testing.T) {
 
 func TestPublish_ErrorTypeReachesTheLambdaResponse(t *testing.T) {
 	w := newRTWorld(t, publishPolicyJSON)
-	b := w.batchOf(w.rotated("i-a"))
+	b := w.batchOf(w.rotated("i-0000000a"))
 	b.Policy.Name = ""
 	if typ, msg := lambdaResponseErrorType(t, w.publisher().Handle, b); typ != "InvalidInputError" {
 		t.Errorf("errorType %q (%s); want InvalidInputError", typ, msg)
@@ -251,14 +251,14 @@ func TestPublish_ErrorTypeReachesTheLambdaResponse(t *testing.T) {
 // stays.
 func TestPublishThenRetention_OldImageGoesOnlyWhenNothingUsesIt(t *testing.T) {
 	w := newRTWorld(t, `"retention":{"keep":1},"publish":{"ssmParameter":"/amirotate/{policy}/{instanceId}/latest","launchTemplates":true}`)
-	old, oldSnaps := w.mk(img{instance: "i-a", daysAgo: 1})
-	running, runningSnaps := w.mk(img{instance: "i-a", daysAgo: 2})
+	old, oldSnaps := w.mk(img{instance: "i-0000000a", daysAgo: 1})
+	running, runningSnaps := w.mk(img{instance: "i-0000000a", daysAgo: 2})
 	w.launch(rtHome, running, false)
-	lt := w.template(rtHome, "web-a", []string{old}, 1, track("i-a"))
+	lt := w.template(rtHome, "web-a", []string{old}, 1, track("i-0000000a"))
 	if err := w.sim.PutParameter(rtHome, paramA, old, "aws:ec2:image"); err != nil {
 		t.Fatal(err)
 	}
-	b := w.batchOf(w.rotated("i-a"))
+	b := w.batchOf(w.rotated("i-0000000a"))
 
 	// Retention before publish (a dry run, to look without changing).
 	look := b
@@ -267,7 +267,7 @@ func TestPublishThenRetention_OldImageGoesOnlyWhenNothingUsesIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	why := scopeOf(before.Retention, "i-a", rtHome).Kept[old]
+	why := scopeOf(before.Retention, "i-0000000a", rtHome).Kept[old]
 	if rotation.ReasonCode(why) != rotation.ReasonInUse || !strings.Contains(why, lt) || !strings.Contains(why, paramA) {
 		t.Fatalf("before publish the old image is kept as %q; want in use by %s and %s", why, lt, paramA)
 	}

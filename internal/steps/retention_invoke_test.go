@@ -18,10 +18,10 @@ func TestRetention_InvokeRoutesByInputShape(t *testing.T) {
 	}{
 		// Both inputs lack rotation.time, so each handler stops at its input
 		// check; the error tells which handler ran.
-		{"batch", `{"policy":{"name":"web"},"instanceIds":["i-1"]}`, "rotation.time"},
+		{"batch", `{"policy":{"name":"web"},"instanceIds":["i-00000001"]}`, "rotation.time"},
 		{"others pass", `{"policy":{"name":"web"},"exclude":[]}`, "rotation.time"},
 		{"not JSON", `[`, ""},
-		{"others with a wrong type", `{"exclude":"i-1"}`, ""},
+		{"others with a wrong type", `{"exclude":"i-00000001"}`, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

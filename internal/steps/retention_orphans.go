@@ -46,7 +46,7 @@ func (r *Retention) sweepOrphans(ctx context.Context, p rotation.Policy, regions
 }
 
 func (r *Retention) sweepRegion(ctx context.Context, p rotation.Policy, region string) ([]string, map[string]string, error) {
-	cl := r.ec2(region)
+	cl := r.EC2.In(region)
 	cutoff := clockNow(r.Now).Add(-orphanMinAge)
 	var candidates []string
 	sp := ec2.NewDescribeSnapshotsPaginator(cl, &ec2.DescribeSnapshotsInput{
@@ -80,27 +80,25 @@ func (r *Retention) sweepRegion(ctx context.Context, p rotation.Policy, region s
 	if err != nil {
 		return nil, nil, err
 	}
-	var deleted []string
-	var failed map[string]string
+	var orphans []string
 	for _, id := range candidates {
-		if used[id] {
-			continue
+		if !used[id] {
+			orphans = append(orphans, id)
 		}
-		if !p.DryRun {
-			_, err := cl.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)})
-			switch {
-			case err == nil:
-			case ec2x.IsNotFound(err):
-				continue // gone already: not this run's deletion
-			case ec2x.Code(err) == "InvalidSnapshot.InUse":
-				continue // an image we could not see uses it: not an orphan
-			default:
-				setReason(&failed, id, fmt.Sprintf("deleting orphan snapshot in %s: %v", region, err))
-				continue
-			}
-		}
-		deleted = append(deleted, id)
 	}
+	slices.Sort(orphans)
+	if p.DryRun {
+		return orphans, nil, nil
+	}
+	// Gone already is not this run's deletion; in use means an image we
+	// could not see uses it: not an orphan.
+	var d deletion
+	deleteSnapshots(ctx, cl, orphans, &d)
+	var failed map[string]string
+	for id, err := range d.failed {
+		setReason(&failed, id, fmt.Sprintf("deleting orphan snapshot in %s: %s", region, err))
+	}
+	deleted := d.deleted
 	slices.Sort(deleted)
 	return deleted, failed, nil
 }
@@ -109,7 +107,7 @@ func (r *Retention) sweepRegion(ctx context.Context, p rotation.Policy, region s
 // (any state, deprecated and disabled included), asking EC2 by snapshot id.
 func (r *Retention) snapshotsInUse(ctx context.Context, cl ec2x.RetentionEC2, ids []string) (map[string]bool, error) {
 	used := map[string]bool{}
-	for _, c := range ec2x.Chunks(ids, filterChunk) {
+	for c := range slices.Chunk(ids, filterChunk) {
 		p := ec2.NewDescribeImagesPaginator(cl, &ec2.DescribeImagesInput{
 			Owners:            []string{"self"},
 			Filters:           []types.Filter{ec2x.Filter("block-device-mapping.snapshot-id", c...)},

@@ -46,7 +46,7 @@ func (r *Retention) references(ctx context.Context, region string, ids []string)
 			refs[image] = append(refs[image], what)
 		}
 	}
-	cl := r.ec2(region)
+	cl := r.EC2.In(region)
 	if err := r.imageReferences(ctx, cl, ids, add); err != nil {
 		return nil, err
 	}
@@ -78,7 +78,7 @@ func (r *Retention) references(ctx context.Context, region string, ids []string)
 // imageReferences asks EC2 which resources reference ids, 10 images per
 // call (the API's limit), every page.
 func (r *Retention) imageReferences(ctx context.Context, cl ec2x.RetentionEC2, ids []string, add func(image, what string)) error {
-	for _, c := range ec2x.Chunks(ids, refChunk) {
+	for c := range slices.Chunk(ids, refChunk) {
 		in := &ec2.DescribeImageReferencesInput{
 			ImageIds:                c,
 			IncludeAllResourceTypes: aws.Bool(true),
@@ -208,7 +208,7 @@ type asgUse struct {
 // autoScalingReferences adds the images Auto Scaling groups launch and the
 // images of all launch configurations.
 func (r *Retention) autoScalingReferences(ctx context.Context, region string, cl ec2x.RetentionEC2, heads ltHeads, add func(image, what string)) error {
-	as := r.asg(region)
+	as := r.AutoScaling.In(region)
 	// Template (id or name) → the groups and versions that use it.
 	type ltRef struct{ id, name string }
 	uses := map[ltRef][]asgUse{}

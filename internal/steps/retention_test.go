@@ -28,16 +28,16 @@ func TestRetention_DeletesExpiredImagesWithTheirSnapshots(t *testing.T) {
 	var old []made
 	for _, region := range []string{rtHome, rtCopy} {
 		for d := 1; d <= 4; d++ {
-			id, snaps := w.mk(img{region: region, instance: "i-a", daysAgo: d, copy: region != rtHome})
+			id, snaps := w.mk(img{region: region, instance: "i-0000000a", daysAgo: d, copy: region != rtHome})
 			old = append(old, made{region, id, snaps})
 		}
 	}
-	b := w.runRetention(w.batchOf(w.rotated("i-a")))
+	b := w.runRetention(w.batchOf(w.rotated("i-0000000a")))
 	if f := failures(b.Retention); len(f) > 0 {
 		t.Fatalf("failures: %v", f)
 	}
 	for _, region := range []string{rtHome, rtCopy} {
-		rep := scopeOf(b.Retention, "i-a", region)
+		rep := scopeOf(b.Retention, "i-0000000a", region)
 		if len(rep.Deleted) != 3 || len(rep.Kept) != 2 {
 			t.Errorf("%s: deleted %v kept %v; want 3 deleted (days 2-4), 2 kept", region, rep.Deleted, rep.Kept)
 		}
@@ -118,10 +118,10 @@ func TestRetention_KeepsEveryImageASafetyRuleProtects(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newRTWorld(t, `"retention":{"keep":1}`)
-			recs := w.rotated("i-a")
-			control, controlSnaps := w.mk(img{instance: "i-a", daysAgo: 2})
+			recs := w.rotated("i-0000000a")
+			control, controlSnaps := w.mk(img{instance: "i-0000000a", daysAgo: 2})
 			v := tc.victim
-			v.instance, v.daysAgo = "i-a", 3
+			v.instance, v.daysAgo = "i-0000000a", 3
 			victim, victimSnaps := w.mk(v)
 			if tc.setup != nil {
 				tc.setup(w, victim)
@@ -132,7 +132,7 @@ func TestRetention_KeepsEveryImageASafetyRuleProtects(t *testing.T) {
 			}
 			w.requireIntact(rtHome, victim, victimSnaps, tc.name)
 			w.requireGone(rtHome, control, controlSnaps, "the unprotected image of the same age")
-			rep := scopeOf(b.Retention, "i-a", rtHome)
+			rep := scopeOf(b.Retention, "i-0000000a", rtHome)
 			if got := rotation.ReasonCode(rep.Kept[victim]); got != tc.reason || !strings.Contains(rep.Kept[victim], tc.detail) {
 				t.Errorf("kept reason %q; want %s naming %q", rep.Kept[victim], tc.reason, tc.detail)
 			}
@@ -148,8 +148,8 @@ func TestRetention_KeepsEveryImageASafetyRuleProtects(t *testing.T) {
 // pinned to it is checked separately), so it does not keep its image.
 func TestRetention_DeletesImageOnlyInAnOldLaunchTemplateVersion(t *testing.T) {
 	w := newRTWorld(t, `"retention":{"keep":1}`)
-	recs := w.rotated("i-a")
-	old, snaps := w.mk(img{instance: "i-a", daysAgo: 3})
+	recs := w.rotated("i-0000000a")
+	old, snaps := w.mk(img{instance: "i-0000000a", daysAgo: 3})
 	base := ec2sim.BaseImageID(rtHome)
 	w.template(rtHome, "lt-history", []string{old, base, base}, 3, nil)
 	b := w.runRetention(w.batchOf(recs))
@@ -168,23 +168,23 @@ func TestRetention_NeverTouchesImagesThatAreNotItsOwn(t *testing.T) {
 		image img
 	}{
 		{"unmanaged image with an amirotate name", img{noTags: []string{rotation.TagPolicy, rotation.TagInstanceID, rotation.TagRotation, rotation.TagCreatedBy},
-			name: "amirotate-nightly-i-a-20261120T0300Z"}},
+			name: "amirotate-nightly-i-0000000a-20261120T0300Z"}},
 		{"no created-by tag", img{noTags: []string{rotation.TagCreatedBy}}},
 		{"created by someone else", img{tags: map[string]string{rotation.TagCreatedBy: "packer"}}},
 		{"no rotation tag", img{noTags: []string{rotation.TagRotation}}},
 		{"no instance tag", img{noTags: []string{rotation.TagInstanceID}}},
 		{"another policy", img{policy: "weekly"}},
 		{"policy tag differs in case", img{policy: "Nightly"}},
-		{"an instance outside the batch", img{instance: "i-other"}},
+		{"an instance outside the batch", img{instance: "i-00000e0e"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newRTWorld(t, `"retention":{"keep":1}`)
-			recs := w.rotated("i-a")
-			control, controlSnaps := w.mk(img{instance: "i-a", daysAgo: 2})
+			recs := w.rotated("i-0000000a")
+			control, controlSnaps := w.mk(img{instance: "i-0000000a", daysAgo: 2})
 			v := tc.image
 			if v.instance == "" {
-				v.instance = "i-a"
+				v.instance = "i-0000000a"
 			}
 			v.daysAgo = 30
 			foreign, foreignSnaps := w.mk(v)
@@ -229,30 +229,30 @@ func TestRetention_HoldsInstancesWhoseNewImageIsMissing(t *testing.T) {
 			snapsA := map[string][]string{}
 			for _, region := range []string{rtHome, rtCopy} {
 				for d := 1; d <= 4; d++ {
-					id, snaps := w.mk(img{region: region, instance: "i-a", daysAgo: d, copy: region != rtHome})
+					id, snaps := w.mk(img{region: region, instance: "i-0000000a", daysAgo: d, copy: region != rtHome})
 					oldA = append(oldA, region+"/"+id)
 					snapsA[id] = snaps
 				}
 			}
-			w.mk(img{instance: "i-b", daysAgo: 5})
-			okOld, okSnaps := w.mk(img{instance: "i-b", daysAgo: 6})
+			w.mk(img{instance: "i-0000000b", daysAgo: 5})
+			okOld, okSnaps := w.mk(img{instance: "i-0000000b", daysAgo: 6})
 			states := map[string]string{rtHome: tc.home}
 			if tc.copy != "" {
 				states[rtCopy] = tc.copy
 			}
-			b := w.batch(map[string]map[string]string{"i-a": states})
+			b := w.batch(map[string]map[string]string{"i-0000000a": states})
 			// i-b rotated fine in the same batch.
-			for _, r := range w.rotated("i-b") {
+			for _, r := range w.rotated("i-0000000b") {
 				b.Images = append(b.Images, r)
 			}
-			b.InstanceIDs = append(b.InstanceIDs, "i-b")
+			b.InstanceIDs = append(b.InstanceIDs, "i-0000000b")
 			b = w.runRetention(b)
 			for _, ri := range oldA {
 				region, id, _ := strings.Cut(ri, "/")
 				w.requireIntact(region, id, snapsA[id], tc.name)
 			}
 			w.requireGone(rtHome, okOld, okSnaps, "expired image of the instance that rotated fine")
-			rep := scopeOf(b.Retention, "i-a", rtHome)
+			rep := scopeOf(b.Retention, "i-0000000a", rtHome)
 			for id, why := range rep.Kept {
 				code := rotation.ReasonCode(why)
 				if tc.held && (code != rotation.ReasonHold || !strings.Contains(why, tc.cause)) {
@@ -263,7 +263,7 @@ func TestRetention_HoldsInstancesWhoseNewImageIsMissing(t *testing.T) {
 				}
 			}
 			if len(rep.Kept) != 4 {
-				t.Errorf("report of i-a: %+v; want its 4 home images kept", rep)
+				t.Errorf("report of i-0000000a: %+v; want its 4 home images kept", rep)
 			}
 		})
 	}
@@ -274,14 +274,14 @@ func TestRetention_HoldsInstancesWhoseNewImageIsMissing(t *testing.T) {
 // be kept, and every expired image on any page must go.
 func TestRetention_PaginatesImagesAndReferences(t *testing.T) {
 	w := newRTWorld(t, `"retention":{"keep":2}`)
-	recs := w.rotated("i-a")
+	recs := w.rotated("i-0000000a")
 	type made struct {
 		id    string
 		snaps []string
 	}
 	var old []made
 	for d := 1; d <= 30; d++ {
-		id, snaps := w.mk(img{instance: "i-a", daysAgo: d})
+		id, snaps := w.mk(img{instance: "i-0000000a", daysAgo: d})
 		old = append(old, made{id, snaps})
 	}
 	// Days 7, 19 and 28 are in use; day 28's image by 12 instances, so its
@@ -307,8 +307,8 @@ func TestRetention_PaginatesImagesAndReferences(t *testing.T) {
 		switch {
 		case used[m.id]:
 			w.requireIntact(rtHome, m.id, m.snaps, "image in use")
-			if !strings.Contains(scopeOf(b.Retention, "i-a", rtHome).Kept[m.id], "instance i-") {
-				t.Errorf("day %d: kept reason %q; want the instance named", i+1, scopeOf(b.Retention, "i-a", rtHome).Kept[m.id])
+			if !strings.Contains(scopeOf(b.Retention, "i-0000000a", rtHome).Kept[m.id], "instance i-") {
+				t.Errorf("day %d: kept reason %q; want the instance named", i+1, scopeOf(b.Retention, "i-0000000a", rtHome).Kept[m.id])
 			}
 		case i == 0: // yesterday's: keep 2 with today's
 			w.requireIntact(rtHome, m.id, m.snaps, "within keep")
@@ -340,23 +340,23 @@ func TestRetention_NeverDeletesASnapshotAnotherImageUses(t *testing.T) {
 		refused bool
 	}{
 		{"kept image of the same instance", func(w *rtWorld) map[string]string {
-			tags := w.managedTags("i-a", 9)
+			tags := w.managedTags("i-0000000a", 9)
 			tags[rotation.TagKeep] = "true"
 			return tags
 		}, false},
 		{"a user's image outside amirotate", func(*rtWorld) map[string]string { return nil }, true},
 		{"an image of another policy", func(w *rtWorld) map[string]string {
-			tags := w.managedTags("i-a", 9)
+			tags := w.managedTags("i-0000000a", 9)
 			tags[rotation.TagPolicy] = "weekly"
 			return tags
 		}, true},
-		{"an image of another instance", func(w *rtWorld) map[string]string { return w.managedTags("i-other", 9) }, true},
+		{"an image of another instance", func(w *rtWorld) map[string]string { return w.managedTags("i-00000e0e", 9) }, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newRTWorld(t, `"retention":{"keep":1}`)
-			recs := w.rotated("i-a")
-			old, snaps := w.mk(img{instance: "i-a", daysAgo: 3})
+			recs := w.rotated("i-0000000a")
+			old, snaps := w.mk(img{instance: "i-0000000a", daysAgo: 3})
 			shared, own := snaps[0], snaps[1]
 			other := w.register(rtHome, "shares-a-snapshot", []string{shared}, tc.tags(w))
 			b := w.runRetention(w.batchOf(recs))
@@ -370,7 +370,7 @@ func TestRetention_NeverDeletesASnapshotAnotherImageUses(t *testing.T) {
 				t.Errorf("the expired image's own snapshot %s was left behind", own)
 			}
 			w.requireIntact(rtHome, other, []string{shared}, "image sharing the snapshot")
-			rep := scopeOf(b.Retention, "i-a", rtHome)
+			rep := scopeOf(b.Retention, "i-0000000a", rtHome)
 			if _, ok := rep.SnapshotsKept[shared]; ok != tc.refused {
 				t.Errorf("snapshots kept %v; want %s reported: %v", rep.SnapshotsKept, shared, tc.refused)
 			}
@@ -386,9 +386,9 @@ func TestRetention_NeverDeletesASnapshotAnotherImageUses(t *testing.T) {
 // orphan sweep, which deletes it once it is old enough).
 func TestRetention_SharedSnapshotOfTwoExpiredImages(t *testing.T) {
 	w := newRTWorld(t, `"retention":{"keep":1}`)
-	recs := w.rotated("i-a")
-	x, snaps := w.mk(img{instance: "i-a", daysAgo: 3})
-	y := w.register(rtHome, "second-image", []string{snaps[0]}, w.managedTags("i-a", 4))
+	recs := w.rotated("i-0000000a")
+	x, snaps := w.mk(img{instance: "i-0000000a", daysAgo: 3})
+	y := w.register(rtHome, "second-image", []string{snaps[0]}, w.managedTags("i-0000000a", 4))
 	b := w.runRetention(w.batchOf(recs))
 	if f := failures(b.Retention); len(f) > 0 {
 		t.Fatalf("failures: %v", f)
@@ -397,7 +397,7 @@ func TestRetention_SharedSnapshotOfTwoExpiredImages(t *testing.T) {
 		t.Fatalf("deleted %v; want both %s and %s", got, x, y)
 	}
 	w.clock.Advance(2 * time.Hour)
-	out, err := w.retention().HandleOthers(w.ctx, RetentionOthersIn{Policy: w.policy, Rotation: w.rot, Exclude: []string{"i-a"}})
+	out, err := w.retention().HandleOthers(w.ctx, RetentionOthersIn{Policy: w.policy, Rotation: w.rot, Exclude: []string{"i-0000000a"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,16 +413,16 @@ func TestRetention_SharedSnapshotOfTwoExpiredImages(t *testing.T) {
 func TestRetention_DryRunReportsTheSamePlanAndChangesNothing(t *testing.T) {
 	w := newRTWorld(t, `"retention":{"keep":2,"maxAgeDays":3},"copyTo":[{"region":"eu-west-1"}],"copyRetention":{"keep":1}`)
 	for d := 1; d <= 6; d++ {
-		w.mk(img{instance: "i-a", daysAgo: d})
-		w.mk(img{instance: "i-a", daysAgo: d, region: rtCopy, copy: true})
+		w.mk(img{instance: "i-0000000a", daysAgo: d})
+		w.mk(img{instance: "i-0000000a", daysAgo: d, region: rtCopy, copy: true})
 	}
-	used, _ := w.mk(img{instance: "i-a", daysAgo: 7})
+	used, _ := w.mk(img{instance: "i-0000000a", daysAgo: 7})
 	w.launch(rtHome, used, false)
-	w.mk(img{instance: "i-a", daysAgo: 8, tags: map[string]string{rotation.TagKeep: "yes"}})
+	w.mk(img{instance: "i-0000000a", daysAgo: 8, tags: map[string]string{rotation.TagKeep: "yes"}})
 
 	dry := w.policy
 	dry.DryRun = true
-	b := w.batch(map[string]map[string]string{"i-a": {rtHome: rotation.StatePlanned, rtCopy: rotation.StatePlanned}})
+	b := w.batch(map[string]map[string]string{"i-0000000a": {rtHome: rotation.StatePlanned, rtCopy: rotation.StatePlanned}})
 	b.Policy = dry
 	w.sim.ResetStats()
 	before := inventoryOf(w)
@@ -447,7 +447,7 @@ func TestRetention_DryRunReportsTheSamePlanAndChangesNothing(t *testing.T) {
 		}
 	}
 
-	real := w.runRetention(w.batchOf(w.rotated("i-a")))
+	real := w.runRetention(w.batchOf(w.rotated("i-0000000a")))
 	if got, want := deletedIDs(real.Retention), deletedIDs(planned.Retention); !slices.Equal(got, want) {
 		t.Errorf("real run deleted %v; the dry run said %v", got, want)
 	}
@@ -482,10 +482,10 @@ func inventoryOf(w *rtWorld) string {
 func TestRetention_SecondRunChangesNothing(t *testing.T) {
 	w := newRTWorld(t, copyPolicyJSON)
 	for d := 1; d <= 4; d++ {
-		w.mk(img{instance: "i-a", daysAgo: d})
-		w.mk(img{instance: "i-a", daysAgo: d, region: rtCopy, copy: true})
+		w.mk(img{instance: "i-0000000a", daysAgo: d})
+		w.mk(img{instance: "i-0000000a", daysAgo: d, region: rtCopy, copy: true})
 	}
-	b := w.batchOf(w.rotated("i-a"))
+	b := w.batchOf(w.rotated("i-0000000a"))
 	first := w.runRetention(b)
 	if len(deletedIDs(first.Retention)) != 6 {
 		t.Fatalf("first run deleted %v; want 6", deletedIDs(first.Retention))
@@ -505,17 +505,17 @@ func TestRetention_SecondRunChangesNothing(t *testing.T) {
 // and a snapshot already gone is not an error.
 func TestRetention_FinishesWhatAnInterruptedRunLeft(t *testing.T) {
 	w := newRTWorld(t, `"retention":{"keep":1}`)
-	id, snaps := w.mk(img{instance: "i-a", daysAgo: 3})
+	id, snaps := w.mk(img{instance: "i-0000000a", daysAgo: 3})
 	w.deregisterKeepingSnapshots(rtHome, id)
 	if _, err := w.ec2(rtHome).DeleteSnapshot(w.ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(snaps[1])}); err != nil {
 		t.Fatal(err)
 	}
-	o := deleteImage(w.ctx, w.ec2(rtHome), rotation.Decision{ImageID: id, Region: rtHome, InstanceID: "i-a", Delete: true, SnapshotIDs: snaps})
-	if o.err != nil || len(o.snapshotsFailed) > 0 || len(o.snapshotsKept) > 0 {
-		t.Fatalf("outcome %+v; want success", o)
+	o := deleteImage(w.ctx, w.ec2(rtHome), id, snaps)
+	if o.err != nil || len(o.failed) > 0 || len(o.inUse) > 0 {
+		t.Fatalf("deletion %+v; want success", o)
 	}
-	if o.snapshotsDeleted != 1 {
-		t.Errorf("%d snapshots deleted; want 1 (the other was already gone)", o.snapshotsDeleted)
+	if len(o.deleted) != 1 || len(o.gone) != 1 {
+		t.Errorf("deleted %v, gone %v; want one of each (the other was already gone)", o.deleted, o.gone)
 	}
 	if w.snapshotExists(rtHome, snaps[0]) {
 		t.Errorf("snapshot %s of the deregistered image is left", snaps[0])
@@ -526,14 +526,14 @@ func TestRetention_FinishesWhatAnInterruptedRunLeft(t *testing.T) {
 // snapshot deletion is reported per image; the rest of the plan goes on.
 func TestRetention_ReportsWhatItCouldNotDelete(t *testing.T) {
 	w := newRTWorld(t, `"retention":{"keep":1}`)
-	recs := w.rotated("i-a")
-	a, _ := w.mk(img{instance: "i-a", daysAgo: 2})
-	bImg, bSnaps := w.mk(img{instance: "i-a", daysAgo: 3})
+	recs := w.rotated("i-0000000a")
+	a, _ := w.mk(img{instance: "i-0000000a", daysAgo: 2})
+	bImg, bSnaps := w.mk(img{instance: "i-0000000a", daysAgo: 3})
 	w.register(rtHome, "user-image", []string{bSnaps[0]}, nil)
 	w.inject(ec2sim.Fault{Action: "DeregisterImage", Code: "UnauthorizedOperation", Count: 1})
 	w.inject(ec2sim.Fault{Action: "DeleteSnapshot", Code: "UnauthorizedOperation", Count: 1})
 	b := w.runRetention(w.batchOf(recs))
-	rep := scopeOf(b.Retention, "i-a", rtHome)
+	rep := scopeOf(b.Retention, "i-0000000a", rtHome)
 	if len(rep.Failed) != 1 || len(rep.Deleted) != 1 {
 		t.Fatalf("report %+v; want one image failed and one deleted", rep)
 	}
@@ -573,8 +573,8 @@ func TestRetention_DeletesNothingWhenItCannotSeeEverything(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.action+" "+tc.code, func(t *testing.T) {
 			w := newRTWorld(t, `"retention":{"keep":1}`)
-			recs := w.rotated("i-a")
-			old, snaps := w.mk(img{instance: "i-a", daysAgo: 3})
+			recs := w.rotated("i-0000000a")
+			old, snaps := w.mk(img{instance: "i-0000000a", daysAgo: 3})
 			w.inject(ec2sim.Fault{Action: tc.action, Code: tc.code})
 			w.sim.ResetStats()
 			typ, msg := lambdaResponseErrorType(t, w.retention().Handle, w.batchOf(recs))
@@ -592,7 +592,7 @@ func TestRetention_DeletesNothingWhenItCannotSeeEverything(t *testing.T) {
 
 func TestRetention_ErrorTypeReachesTheLambdaResponse(t *testing.T) {
 	w := newRTWorld(t, `"retention":{"keep":1}`)
-	b := w.batchOf(w.rotated("i-a"))
+	b := w.batchOf(w.rotated("i-0000000a"))
 	b.Policy.Name = ""
 	if typ, msg := lambdaResponseErrorType(t, w.retention().Handle, b); typ != "InvalidInputError" {
 		t.Errorf("batch without a policy name: errorType %q (%s); want InvalidInputError", typ, msg)
@@ -621,21 +621,21 @@ func TestRetentionOthers_PrunesInstancesThatLeftTheSelector(t *testing.T) {
 	}
 	var gone, target []made
 	for d := 10; d <= 14; d++ {
-		id, snaps := w.mk(img{instance: "i-gone", daysAgo: d})
+		id, snaps := w.mk(img{instance: "i-0dead000", daysAgo: d})
 		gone = append(gone, made{rtHome, id, snaps, d})
 	}
 	for d := 10; d <= 12; d++ {
-		id, snaps := w.mk(img{instance: "i-gone", daysAgo: d, region: rtCopy, copy: true})
+		id, snaps := w.mk(img{instance: "i-0dead000", daysAgo: d, region: rtCopy, copy: true})
 		gone = append(gone, made{rtCopy, id, snaps, d})
 	}
-	lone, loneSnaps := w.mk(img{instance: "i-lone", daysAgo: 40})
+	lone, loneSnaps := w.mk(img{instance: "i-0000001e", daysAgo: 40})
 	for d := 1; d <= 5; d++ {
-		id, snaps := w.mk(img{instance: "i-target", daysAgo: d})
+		id, snaps := w.mk(img{instance: "i-0000ba7e", daysAgo: d})
 		target = append(target, made{rtHome, id, snaps, d})
 	}
-	foreign, foreignSnaps := w.mk(img{instance: "i-gone", daysAgo: 30, policy: "weekly"})
+	foreign, foreignSnaps := w.mk(img{instance: "i-0dead000", daysAgo: 30, policy: "weekly"})
 
-	out, err := w.retention().HandleOthers(w.ctx, RetentionOthersIn{Policy: w.policy, Rotation: w.rot, Exclude: []string{"i-target"}})
+	out, err := w.retention().HandleOthers(w.ctx, RetentionOthersIn{Policy: w.policy, Rotation: w.rot, Exclude: []string{"i-0000ba7e"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -652,14 +652,14 @@ func TestRetentionOthers_PrunesInstancesThatLeftTheSelector(t *testing.T) {
 	}
 	w.requireIntact(rtHome, foreign, foreignSnaps, "image of another policy")
 	for _, rep := range out.Retention {
-		if rep.InstanceID == "i-target" {
+		if rep.InstanceID == "i-0000ba7e" {
 			t.Errorf("the others pass reported on a target: %+v", rep)
 		}
 	}
 	if got := len(deletedIDs(out.Retention)); got != 4 {
 		t.Errorf("deleted %d; want 4 (3 at home, 1 copy)", got)
 	}
-	if why := scopeOf(out.Retention, "i-lone", rtHome).Kept[lone]; rotation.ReasonCode(why) != rotation.ReasonNewest {
+	if why := scopeOf(out.Retention, "i-0000001e", rtHome).Kept[lone]; rotation.ReasonCode(why) != rotation.ReasonNewest {
 		t.Errorf("lone image kept as %q; want %s", why, rotation.ReasonNewest)
 	}
 }
@@ -670,21 +670,21 @@ func TestRetentionOthers_SweepsOrphanSnapshots(t *testing.T) {
 	for _, dryRun := range []bool{false, true} {
 		t.Run(map[bool]string{false: "real", true: "dry run"}[dryRun], func(t *testing.T) {
 			w := newRTWorld(t, `"retention":{"keep":1},"copyTo":[{"region":"eu-west-1"}]`)
-			orphaned, orphanSnaps := w.mk(img{instance: "i-a", daysAgo: 3})
+			orphaned, orphanSnaps := w.mk(img{instance: "i-0000000a", daysAgo: 3})
 			w.deregisterKeepingSnapshots(rtHome, orphaned)
-			copyOrphan, copySnaps := w.mk(img{instance: "i-a", daysAgo: 3, region: rtCopy, copy: true})
+			copyOrphan, copySnaps := w.mk(img{instance: "i-0000000a", daysAgo: 3, region: rtCopy, copy: true})
 			w.deregisterKeepingSnapshots(rtCopy, copyOrphan)
-			other, otherSnaps := w.mk(img{instance: "i-a", daysAgo: 3, policy: "weekly"})
+			other, otherSnaps := w.mk(img{instance: "i-0000000a", daysAgo: 3, policy: "weekly"})
 			w.deregisterKeepingSnapshots(rtHome, other)
-			reused, reusedSnaps := w.mk(img{instance: "i-a", daysAgo: 4})
+			reused, reusedSnaps := w.mk(img{instance: "i-0000000a", daysAgo: 4})
 			userImage := w.register(rtHome, "made-from-our-snapshot", reusedSnaps[:1], nil)
 			w.deregisterKeepingSnapshots(rtHome, reused)
-			live, liveSnaps := w.mk(img{instance: "i-a", daysAgo: 1})
+			live, liveSnaps := w.mk(img{instance: "i-0000000a", daysAgo: 1})
 			w.clock.Advance(2 * time.Hour)
-			young, youngSnaps := w.mk(img{instance: "i-a", daysAgo: 2})
+			young, youngSnaps := w.mk(img{instance: "i-0000000a", daysAgo: 2})
 			w.deregisterKeepingSnapshots(rtHome, young)
 
-			in := RetentionOthersIn{Policy: w.policy, Rotation: w.rot, Exclude: []string{"i-a"}}
+			in := RetentionOthersIn{Policy: w.policy, Rotation: w.rot, Exclude: []string{"i-0000000a"}}
 			in.Policy.DryRun = dryRun
 			w.sim.ResetStats()
 			out, err := w.retention().HandleOthers(w.ctx, in)
@@ -727,8 +727,8 @@ func TestRetention_ThrottlingDoesNotChangeWhatIsDeleted(t *testing.T) {
 		w := newRTWorld(t, copyPolicyJSON)
 		keep := map[string]bool{}
 		for d := 1; d <= 8; d++ {
-			id, _ := w.mk(img{instance: "i-a", daysAgo: d})
-			cp, _ := w.mk(img{instance: "i-a", daysAgo: d, region: rtCopy, copy: true})
+			id, _ := w.mk(img{instance: "i-0000000a", daysAgo: d})
+			cp, _ := w.mk(img{instance: "i-0000000a", daysAgo: d, region: rtCopy, copy: true})
 			if d == 1 {
 				keep[id], keep[cp] = true, true
 			}
@@ -737,7 +737,7 @@ func TestRetention_ThrottlingDoesNotChangeWhatIsDeleted(t *testing.T) {
 				keep[id] = true
 			}
 		}
-		return w, w.batchOf(w.rotated("i-a")), keep
+		return w, w.batchOf(w.rotated("i-0000000a")), keep
 	}
 	w, b, keep := build()
 	w.inject(ec2sim.Fault{Action: "*", Code: "RequestLimitExceeded", Probability: 0.33})
@@ -769,8 +769,8 @@ func TestRetention_ThrottlingDoesNotChangeWhatIsDeleted(t *testing.T) {
 // half done.
 func TestRetention_DefersDeletionsWhenTheInvocationIsNearlyOut(t *testing.T) {
 	w := newRTWorld(t, `"retention":{"keep":1}`)
-	recs := w.rotated("i-a")
-	old, snaps := w.mk(img{instance: "i-a", daysAgo: 2})
+	recs := w.rotated("i-0000000a")
+	old, snaps := w.mk(img{instance: "i-0000000a", daysAgo: 2})
 	ctx, cancel := context.WithTimeout(w.ctx, deleteReserve/2)
 	defer cancel()
 	out, err := w.retention().Handle(ctx, w.batchOf(recs))
@@ -778,7 +778,7 @@ func TestRetention_DefersDeletionsWhenTheInvocationIsNearlyOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.requireIntact(rtHome, old, snaps, "deletion deferred to the next run")
-	if why := scopeOf(out.Retention, "i-a", rtHome).Kept[old]; why != reasonDeferred {
+	if why := scopeOf(out.Retention, "i-0000000a", rtHome).Kept[old]; why != reasonDeferred {
 		t.Errorf("kept as %q; want %q", why, reasonDeferred)
 	}
 	if n := w.sim.Stats().Total("DeregisterImage"); n > 0 {
@@ -791,12 +791,12 @@ func TestRetention_DefersDeletionsWhenTheInvocationIsNearlyOut(t *testing.T) {
 // day's source at home, unused, goes.
 func TestRetention_ChecksReferencesInEveryRegion(t *testing.T) {
 	w := newRTWorld(t, copyPolicyJSON)
-	recs := w.rotated("i-a")
-	w.mk(img{instance: "i-a", daysAgo: 1})
-	w.mk(img{instance: "i-a", daysAgo: 1, region: rtCopy, copy: true})
-	src, srcSnaps := w.mk(img{instance: "i-a", daysAgo: 2})
-	byInstance, snapsA := w.mk(img{instance: "i-a", daysAgo: 2, region: rtCopy, copy: true})
-	byParam, snapsB := w.mk(img{instance: "i-a", daysAgo: 3, region: rtCopy, copy: true})
+	recs := w.rotated("i-0000000a")
+	w.mk(img{instance: "i-0000000a", daysAgo: 1})
+	w.mk(img{instance: "i-0000000a", daysAgo: 1, region: rtCopy, copy: true})
+	src, srcSnaps := w.mk(img{instance: "i-0000000a", daysAgo: 2})
+	byInstance, snapsA := w.mk(img{instance: "i-0000000a", daysAgo: 2, region: rtCopy, copy: true})
+	byParam, snapsB := w.mk(img{instance: "i-0000000a", daysAgo: 3, region: rtCopy, copy: true})
 	w.launch(rtCopy, byInstance, false)
 	if err := w.sim.PutParameter(rtCopy, "/app/ami", byParam, "aws:ec2:image"); err != nil {
 		t.Fatal(err)
@@ -805,7 +805,7 @@ func TestRetention_ChecksReferencesInEveryRegion(t *testing.T) {
 	w.requireGone(rtHome, src, srcSnaps, "unused source")
 	w.requireIntact(rtCopy, byInstance, snapsA, "copy an instance in its region runs")
 	w.requireIntact(rtCopy, byParam, snapsB, "copy a parameter in its region names")
-	if got := scopeOf(b.Retention, "i-a", rtCopy).Deleted; len(got) > 0 {
+	if got := scopeOf(b.Retention, "i-0000000a", rtCopy).Deleted; len(got) > 0 {
 		t.Errorf("deleted copies %v", got)
 	}
 }
@@ -815,9 +815,9 @@ func TestRetention_ChecksReferencesInEveryRegion(t *testing.T) {
 // scope stays (a pending newer one does not count, and stays too).
 func TestRetention_AlwaysKeepsTheNewestAvailableImage(t *testing.T) {
 	w := newRTWorld(t, `"retention":{"maxAgeDays":1}`)
-	newest, newestSnaps := w.mk(img{instance: "i-gone", daysAgo: 10})
-	older, olderSnaps := w.mk(img{instance: "i-gone", daysAgo: 20})
-	pending, _ := w.mk(img{instance: "i-gone", daysAgo: 5, pending: true})
+	newest, newestSnaps := w.mk(img{instance: "i-0dead000", daysAgo: 10})
+	older, olderSnaps := w.mk(img{instance: "i-0dead000", daysAgo: 20})
+	pending, _ := w.mk(img{instance: "i-0dead000", daysAgo: 5, pending: true})
 	out, err := w.retention().HandleOthers(w.ctx, RetentionOthersIn{Policy: w.policy, Rotation: w.rot, Exclude: []string{}})
 	if err != nil {
 		t.Fatal(err)
@@ -827,7 +827,7 @@ func TestRetention_AlwaysKeepsTheNewestAvailableImage(t *testing.T) {
 	if !w.imageExists(rtHome, pending) {
 		t.Errorf("pending image %s deleted", pending)
 	}
-	rep := scopeOf(out.Retention, "i-gone", rtHome)
+	rep := scopeOf(out.Retention, "i-0dead000", rtHome)
 	if rotation.ReasonCode(rep.Kept[newest]) != rotation.ReasonNewest || rotation.ReasonCode(rep.Kept[pending]) != rotation.ReasonNotAvailable {
 		t.Errorf("kept %v; want %s newest and %s not available", rep.Kept, newest, pending)
 	}
@@ -845,8 +845,8 @@ func TestRetention_RefusesAPolicyTheOtherStepsRefuse(t *testing.T) {
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
 			w := newRTWorld(t, `"retention":{"keep":1}`)
-			b := w.batchOf(w.rotated("i-a"))
-			old, snaps := w.mk(img{instance: "i-a", daysAgo: 3})
+			b := w.batchOf(w.rotated("i-0000000a"))
+			old, snaps := w.mk(img{instance: "i-0000000a", daysAgo: 3})
 			mutate(&b.Policy)
 			w.sim.ResetStats()
 			if typ, msg := lambdaResponseErrorType(t, w.retention().Handle, b); typ != "InvalidInputError" {

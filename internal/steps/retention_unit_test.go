@@ -57,20 +57,20 @@ func TestRetention_BatchScope(t *testing.T) {
 		return rotation.Record{InstanceID: inst, Region: region, State: state}
 	}
 	b := Batch{Policy: p, Images: []rotation.Record{
-		rec("i-ok", rtHome, rotation.StateAvailable), rec("i-ok", "eu-west-1", rotation.StateAvailable),
-		rec("i-nocopy", rtHome, rotation.StateAvailable),
-		rec("i-copyfail", rtHome, rotation.StateAvailable), rec("i-copyfail", "eu-west-1", rotation.StateFailed),
-		rec("i-timeout", rtHome, rotation.StateTimedOut),
-		rec("i-planned", rtHome, rotation.StatePlanned), rec("i-planned", "eu-west-1", rotation.StatePlanned),
-		rec("i-refused", rtHome, rotation.StateRefused),
+		rec("i-000000c0", rtHome, rotation.StateAvailable), rec("i-000000c0", "eu-west-1", rotation.StateAvailable),
+		rec("i-00000c0b", rtHome, rotation.StateAvailable),
+		rec("i-00c0f1a1", rtHome, rotation.StateAvailable), rec("i-00c0f1a1", "eu-west-1", rotation.StateFailed),
+		rec("i-0000d1ed", rtHome, rotation.StateTimedOut),
+		rec("i-00000b1a", rtHome, rotation.StatePlanned), rec("i-00000b1a", "eu-west-1", rotation.StatePlanned),
+		rec("i-00000ef0", rtHome, rotation.StateRefused),
 	}}
 	scope, hold, planned := batchScope(b, rtHome)
-	for inst, want := range map[string]bool{"i-ok": true, "i-nocopy": false, "i-copyfail": true, "i-timeout": true, "i-planned": false, "i-refused": false} {
+	for inst, want := range map[string]bool{"i-000000c0": true, "i-00000c0b": false, "i-00c0f1a1": true, "i-0000d1ed": true, "i-00000b1a": false, "i-00000ef0": false} {
 		if scope[inst] != want {
 			t.Errorf("%s in scope: %v; want %v", inst, scope[inst], want)
 		}
 	}
-	for inst, want := range map[string]bool{"i-ok": false, "i-nocopy": false, "i-copyfail": true, "i-timeout": true, "i-planned": false, "i-refused": false} {
+	for inst, want := range map[string]bool{"i-000000c0": false, "i-00000c0b": false, "i-00c0f1a1": true, "i-0000d1ed": true, "i-00000b1a": false, "i-00000ef0": false} {
 		if _, held := hold[inst]; held != want {
 			t.Errorf("%s held: %v; want %v", inst, held, want)
 		}
@@ -80,8 +80,8 @@ func TestRetention_BatchScope(t *testing.T) {
 	}
 	b.Policy.DryRun = true
 	scope, _, planned = batchScope(b, rtHome)
-	if !scope["i-planned"] || len(planned) != 2 {
-		t.Errorf("dry run: i-planned in scope %v, planned %v; want in scope with 2 stand-ins", scope["i-planned"], planned)
+	if !scope["i-00000b1a"] || len(planned) != 2 {
+		t.Errorf("dry run: i-planned in scope %v, planned %v; want in scope with 2 stand-ins", scope["i-00000b1a"], planned)
 	}
 }
 

@@ -58,7 +58,7 @@ func TestSnapshotAudit_CreateImageCarriesNoRebootAndDescription(t *testing.T) {
 		Credentials:  credentials.NewStaticCredentialsProvider("AKIDAUDIT", "secret", ""),
 		BaseEndpoint: aws.String(srv.URL),
 	}, ec2x.WithoutPacing())
-	h := &Snapshot{Clients: clients, Now: clock.Now}
+	h := NewSnapshot(clients, clock.Now)
 	ctx := context.Background()
 
 	for _, tc := range []struct {

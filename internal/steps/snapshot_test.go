@@ -160,16 +160,16 @@ func TestSnapshot_ErrorNamesReachTheLambdaResponse(t *testing.T) {
 
 	bad := good
 	bad.Policy.Retention = rotation.Retention{}
-	typ, msg := lambdaErrorType(t, (&Snapshot{Clients: e.clients}).Handle, bad)
+	typ, msg := lambdaErrorType(t, NewSnapshot(e.clients, nil).Handle, bad)
 	if typ != "InvalidInputError" || !strings.Contains(msg, "retention") {
 		t.Errorf("bad policy: errorType %q message %q", typ, msg)
 	}
 	noRotation := good
 	noRotation.Rotation.ID = ""
-	if typ, msg := lambdaErrorType(t, (&Snapshot{Clients: e.clients}).Handle, noRotation); typ != "InvalidInputError" || !strings.Contains(msg, "rotation.id") {
+	if typ, msg := lambdaErrorType(t, NewSnapshot(e.clients, nil).Handle, noRotation); typ != "InvalidInputError" || !strings.Contains(msg, "rotation.id") {
 		t.Errorf("missing rotation id: errorType %q message %q", typ, msg)
 	}
-	if typ, _ := lambdaErrorType(t, (&Snapshot{Clients: deadClients(t)}).Handle, good); typ != "RetryableError" {
+	if typ, _ := lambdaErrorType(t, NewSnapshot(deadClients(t), nil).Handle, good); typ != "RetryableError" {
 		t.Errorf("unreachable EC2: errorType %q, want RetryableError", typ)
 	}
 }

@@ -24,13 +24,9 @@ import (
 // images (launch permission) and their snapshots (create-volume permission)
 // with the policy's accounts; public ("all") only with allowPublic.
 type Tag struct {
-	Clients *ec2x.Clients
-	Now     func() time.Time
+	EC2 ec2x.Regional[ec2x.TagEC2]
+	Now func() time.Time
 }
-
-// ec2 is the step's client for region, typed to the calls it may make
-// (its IAM role grants exactly those: ec2x.Actions).
-func (s *Tag) ec2(region string) ec2x.TagEC2 { return s.Clients.EC2(region) }
 
 // Handle tags the batch. Every call it makes is idempotent, so a retry
 // repeats it safely. Failures of single images are reported on their record.
@@ -42,15 +38,12 @@ func (s *Tag) Handle(ctx context.Context, in Batch) (Batch, error) {
 const PublicGroup = "all"
 
 func (s *Tag) handle(ctx context.Context, b Batch) (Batch, error) {
-	bc, err := checkBatch(b, s.Clients)
+	bc, err := checkBatch(b, s.EC2)
 	if err != nil {
 		return Batch{}, err
 	}
 	p := bc.policy
 	b.Images = slices.Clone(b.Images) // never write into the caller's records
-	if slices.Contains(p.ShareWith, PublicGroup) && !p.AllowPublic {
-		return Batch{}, rotation.Invalid("policy.shareWith", `"all" makes the images public; set allowPublic to true to allow it`)
-	}
 	b.Policy = p
 	b.Rotation.Home = bc.home
 	if p.DryRun {
@@ -67,9 +60,14 @@ func (s *Tag) handle(ctx context.Context, b Batch) (Batch, error) {
 	regions := slices.Sorted(maps.Keys(byRegion))
 	errs := make([]error, len(regions))
 	var mu sync.Mutex // guards b.Images[*].Error
-	ec2x.ForEach(ctx, len(regions), ec2x.Workers, func(i int) {
-		errs[i] = s.tagRegion(ctx, &b, p, regions[i], byRegion[regions[i]], &mu)
-	})
+	g := workers()
+	for i, region := range regions {
+		g.Go(func() error {
+			errs[i] = s.tagRegion(ctx, &b, p, region, byRegion[region], &mu)
+			return nil
+		})
+	}
+	g.Wait()
 	if err := ctx.Err(); err != nil {
 		return Batch{}, err
 	}
@@ -86,7 +84,7 @@ func (s *Tag) handle(ctx context.Context, b Batch) (Batch, error) {
 // (the latest-tag move) are returned; per-image ones go on the record,
 // unless a retry may fix them.
 func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region string, idx []int, mu *sync.Mutex) error {
-	client := s.ec2(region)
+	client := s.EC2.In(region)
 	var (
 		newIDs    []string
 		instances []string
@@ -121,7 +119,7 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 
 	// The previous latest images of these instances in this region.
 	var previous []string
-	for _, chunk := range ec2x.Chunks(instances, ec2x.MaxFilterValues) {
+	for chunk := range slices.Chunk(instances, ec2x.MaxFilterValues) {
 		pages := ec2.NewDescribeImagesPaginator(client, &ec2.DescribeImagesInput{
 			Owners: []string{"self"},
 			Filters: []types.Filter{
@@ -148,7 +146,7 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 	}
 	// Tag the new ones first: whoever looks for the latest image always
 	// finds one (two for a moment, never none).
-	for _, chunk := range ec2x.Chunks(newIDs, ec2x.MaxTagResources) {
+	for chunk := range slices.Chunk(newIDs, ec2x.MaxTagResources) {
 		if _, err := client.CreateTags(ctx, &ec2.CreateTagsInput{
 			Resources: chunk,
 			Tags:      ec2x.Tags(map[string]string{rotation.TagLatest: rotation.LatestValue}),
@@ -156,7 +154,7 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 			return fmt.Errorf("tagging the new images latest: %w", err)
 		}
 	}
-	for _, chunk := range ec2x.Chunks(previous, ec2x.MaxTagResources) {
+	for chunk := range slices.Chunk(previous, ec2x.MaxTagResources) {
 		if _, err := client.DeleteTags(ctx, &ec2.DeleteTagsInput{
 			Resources: chunk,
 			Tags:      []types.Tag{{Key: aws.String(rotation.TagLatest)}},
@@ -187,63 +185,68 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 		retry error
 	)
 	now := clockNow(s.Now)
-	ec2x.ForEach(ctx, len(idx), ec2x.Workers, func(k int) {
-		r := b.Images[idx[k]]
-		var problems []string
-		fail := func(what string, err error) {
-			if ec2x.IsRetryable(err) {
-				emu.Lock()
-				retry = fmt.Errorf("%s %s: %w", what, r.ImageID, err)
-				emu.Unlock()
-			}
-			problems = append(problems, fmt.Sprintf("%s: %v", what, err))
-		}
-		if !deprecateAt.IsZero() {
-			if deprecateAt.After(now) {
-				if _, err := client.EnableImageDeprecation(ctx, &ec2.EnableImageDeprecationInput{
-					ImageId: aws.String(r.ImageID), DeprecateAt: aws.Time(deprecateAt),
-				}); err != nil {
-					fail("setting deprecation", err)
+	g := workers()
+	for _, i := range idx {
+		g.Go(func() error {
+			r := b.Images[i]
+			var problems []string
+			fail := func(what string, err error) {
+				if ec2x.IsRetryable(err) {
+					emu.Lock()
+					retry = fmt.Errorf("%s %s: %w", what, r.ImageID, err)
+					emu.Unlock()
 				}
-			} else {
-				problems = append(problems, fmt.Sprintf("deprecation time %s is past; not set", deprecateAt.Format(time.RFC3339)))
+				problems = append(problems, fmt.Sprintf("%s: %v", what, err))
 			}
-		}
-		if len(users) > 0 || public {
-			perm := &types.LaunchPermissionModifications{}
-			for _, u := range users {
-				perm.Add = append(perm.Add, types.LaunchPermission{UserId: aws.String(u)})
-			}
-			if public {
-				perm.Add = append(perm.Add, types.LaunchPermission{Group: types.PermissionGroupAll})
-			}
-			if _, err := client.ModifyImageAttribute(ctx, &ec2.ModifyImageAttributeInput{
-				ImageId: aws.String(r.ImageID), LaunchPermission: perm,
-			}); err != nil {
-				fail("sharing image", err)
-			}
-		}
-		// Snapshots go to the named accounts only: launching a shared or
-		// public image needs no access to its snapshots, and a public
-		// snapshot would expose the disk to every account.
-		if len(users) > 0 {
-			for _, sn := range own[r.ImageID] {
-				if _, err := client.ModifySnapshotAttribute(ctx, &ec2.ModifySnapshotAttributeInput{
-					SnapshotId:    aws.String(sn),
-					Attribute:     types.SnapshotAttributeNameCreateVolumePermission,
-					OperationType: types.OperationTypeAdd,
-					UserIds:       users,
-				}); err != nil {
-					fail("sharing snapshot "+sn, err)
+			if !deprecateAt.IsZero() {
+				if deprecateAt.After(now) {
+					if _, err := client.EnableImageDeprecation(ctx, &ec2.EnableImageDeprecationInput{
+						ImageId: aws.String(r.ImageID), DeprecateAt: aws.Time(deprecateAt),
+					}); err != nil {
+						fail("setting deprecation", err)
+					}
+				} else {
+					problems = append(problems, fmt.Sprintf("deprecation time %s is past; not set", deprecateAt.Format(time.RFC3339)))
 				}
 			}
-		}
-		if len(problems) > 0 {
-			mu.Lock()
-			b.Images[idx[k]].Error = strings.Join(problems, "; ")
-			mu.Unlock()
-		}
-	})
+			if len(users) > 0 || public {
+				perm := &types.LaunchPermissionModifications{}
+				for _, u := range users {
+					perm.Add = append(perm.Add, types.LaunchPermission{UserId: aws.String(u)})
+				}
+				if public {
+					perm.Add = append(perm.Add, types.LaunchPermission{Group: types.PermissionGroupAll})
+				}
+				if _, err := client.ModifyImageAttribute(ctx, &ec2.ModifyImageAttributeInput{
+					ImageId: aws.String(r.ImageID), LaunchPermission: perm,
+				}); err != nil {
+					fail("sharing image", err)
+				}
+			}
+			// Snapshots go to the named accounts only: launching a shared or
+			// public image needs no access to its snapshots, and a public
+			// snapshot would expose the disk to every account.
+			if len(users) > 0 {
+				for _, sn := range own[r.ImageID] {
+					if _, err := client.ModifySnapshotAttribute(ctx, &ec2.ModifySnapshotAttributeInput{
+						SnapshotId:    aws.String(sn),
+						Attribute:     types.SnapshotAttributeNameCreateVolumePermission,
+						OperationType: types.OperationTypeAdd,
+						UserIds:       users,
+					}); err != nil {
+						fail("sharing snapshot "+sn, err)
+					}
+				}
+			}
+			if len(problems) > 0 {
+				mu.Lock()
+				b.Images[i].Error = strings.Join(problems, "; ")
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	g.Wait()
 	return retry
 }
 
@@ -263,7 +266,7 @@ func tagCopySnapshots(ctx context.Context, client ec2x.TagEC2, p rotation.Policy
 		return nil
 	}
 	tagged := map[string]bool{}
-	for _, chunk := range ec2x.Chunks(snaps, ec2x.MaxFilterValues) {
+	for chunk := range slices.Chunk(snaps, ec2x.MaxFilterValues) {
 		pages := ec2.NewDescribeSnapshotsPaginator(client, &ec2.DescribeSnapshotsInput{
 			OwnerIds: []string{"self"},
 			Filters:  []types.Filter{ec2x.Filter("snapshot-id", chunk...)},

@@ -7,13 +7,15 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/amirotate/amirotate/internal/ec2x"
 	"github.com/amirotate/amirotate/internal/rotation"
 )
 
-// This file holds the bookkeeping snapshot, poll and copy share: the batch
-// check, the counts the state machine's Choice reads, the next wait and the
-// order of the records.
+// This file holds the bookkeeping the batch steps share: the input check,
+// the counts the state machine's Choice reads, the next wait and the order
+// of the records.
 
 // MaxWaitSeconds caps poll's backoff: images and copies take minutes to
 // hours, and polling less often than every 5 minutes only delays the batch.
@@ -25,35 +27,56 @@ type batchContext struct {
 	home   string
 }
 
-// checkBatch validates a Batch as snapshot, poll, copy and tag receive it.
-// The policy was validated by discover; it is checked again because a
-// Batch may also come from a person (a retried or hand-made input).
-func checkBatch(b Batch, clients *ec2x.Clients) (batchContext, error) {
-	if clients == nil {
-		return batchContext{}, fmt.Errorf("handler has no AWS clients")
-	}
-	p := b.Policy.WithDefaults()
-	if err := p.Validate(); err != nil {
+// homeClients is what the input checks need of a step's clients.
+type homeClients interface {
+	Configured() bool
+	Home() string
+}
+
+// checkBatch validates a Batch as every batch step (snapshot, poll, copy,
+// tag, publish, retention) receives it. The policy was validated by
+// discover; it is checked again because a Batch may also come from a
+// person (a retried or hand-made input).
+func checkBatch(b Batch, clients homeClients) (batchContext, error) {
+	bc, err := checkRotation(b.Policy, b.Rotation, clients)
+	if err != nil {
 		return batchContext{}, err
-	}
-	if b.Rotation.ID == "" {
-		return batchContext{}, rotation.Invalid("rotation.id", "is missing; the discover step sets it (e.g. 20261125T0300Z)")
-	}
-	if _, err := rotation.ParseRotationID(b.Rotation.ID); err != nil {
-		return batchContext{}, rotation.Invalid("rotation.id", "%q is not a rotation id; expected UTC time to the minute like 20261125T0300Z", b.Rotation.ID)
 	}
 	if len(b.InstanceIDs) == 0 {
 		return batchContext{}, rotation.Invalid("instanceIds", "is empty; a batch rotates at least one instance")
 	}
-	if len(b.InstanceIDs) > p.BatchSize {
-		return batchContext{}, rotation.Invalid("instanceIds", "has %d instances; the policy's batchSize is %d", len(b.InstanceIDs), p.BatchSize)
+	if len(b.InstanceIDs) > bc.policy.BatchSize {
+		return batchContext{}, rotation.Invalid("instanceIds", "has %d instances; the policy's batchSize is %d", len(b.InstanceIDs), bc.policy.BatchSize)
 	}
 	for i, id := range b.InstanceIDs {
 		if !rotation.ValidInstanceID(id) {
 			return batchContext{}, rotation.Invalid(fmt.Sprintf("instanceIds[%d]", i), "%q is not an instance id (i- and 8 or 17 hex digits)", id)
 		}
 	}
-	home := b.Rotation.Home
+	return bc, nil
+}
+
+// checkRotation validates what every step after discover receives: the
+// policy (with its defaults), the rotation's time and id, and the home
+// region (the rotation's, else the clients').
+func checkRotation(p rotation.Policy, rot rotation.Rotation, clients homeClients) (batchContext, error) {
+	if rot.Time.IsZero() {
+		return batchContext{}, rotation.Invalid("rotation.time", "is missing; the discover step sets it, and image ages count from it")
+	}
+	if rot.ID == "" {
+		return batchContext{}, rotation.Invalid("rotation.id", "is missing; the discover step sets it (e.g. 20261125T0300Z)")
+	}
+	if _, err := rotation.ParseRotationID(rot.ID); err != nil {
+		return batchContext{}, rotation.Invalid("rotation.id", "%q is not a rotation id; expected UTC time to the minute like 20261125T0300Z", rot.ID)
+	}
+	p = p.WithDefaults()
+	if err := p.Validate(); err != nil {
+		return batchContext{}, err
+	}
+	if !clients.Configured() {
+		return batchContext{}, fmt.Errorf("handler has no AWS clients")
+	}
+	home := rot.Home
 	if home == "" {
 		home = clients.Home()
 	}
@@ -183,4 +206,11 @@ func errText(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// workers returns a group that keeps at most ec2x.Workers calls in flight.
+func workers() *errgroup.Group {
+	g := new(errgroup.Group)
+	g.SetLimit(ec2x.Workers)
+	return g
 }

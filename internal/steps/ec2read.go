@@ -1,0 +1,92 @@
+package steps
+
+import (
+	"context"
+	"slices"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/amirotate/amirotate/internal/ec2x"
+	"github.com/amirotate/amirotate/internal/rotation"
+)
+
+// The EC2 reads several steps share.
+
+// imageByName finds the account's image named name in the client's region.
+func imageByName(ctx context.Context, client ec2.DescribeImagesAPIClient, name string) (types.Image, bool, error) {
+	found, err := imagesByName(ctx, client, []string{name})
+	img, ok := found[name]
+	return img, ok, err
+}
+
+// imagesByName finds the account's images with these names.
+func imagesByName(ctx context.Context, client ec2.DescribeImagesAPIClient, names []string) (map[string]types.Image, error) {
+	return describeImages(ctx, client, "name", names, func(img types.Image) *string { return img.Name })
+}
+
+// describeImagesByID reads the images by id. An image-id filter rather
+// than ImageIds: EC2 answers an unknown id in ImageIds with
+// InvalidAMIID.NotFound for the whole call, and a just created image may
+// not be visible yet.
+func describeImagesByID(ctx context.Context, client ec2.DescribeImagesAPIClient, ids []string) (map[string]types.Image, error) {
+	return describeImages(ctx, client, "image-id", ids, func(img types.Image) *string { return img.ImageId })
+}
+
+// describeImages lists the account's images whose filter matches one of
+// values, keyed by key: one paginated DescribeImages per MaxFilterValues
+// values (more than a batch ever has in a region). Deprecated and disabled
+// images are included: a name is taken by them too, and a disabled image
+// must not look gone.
+func describeImages(ctx context.Context, client ec2.DescribeImagesAPIClient, filter string, values []string, key func(types.Image) *string) (map[string]types.Image, error) {
+	found := map[string]types.Image{}
+	for chunk := range slices.Chunk(values, ec2x.MaxFilterValues) {
+		pages := ec2.NewDescribeImagesPaginator(client, &ec2.DescribeImagesInput{
+			Owners:            []string{"self"},
+			Filters:           []types.Filter{ec2x.Filter(filter, chunk...)},
+			IncludeDeprecated: aws.Bool(true),
+			IncludeDisabled:   aws.Bool(true),
+		})
+		for pages.HasMorePages() {
+			page, err := pages.NextPage(ctx)
+			if err != nil {
+				return nil, err
+			}
+			for _, img := range page.Images {
+				found[aws.ToString(key(img))] = img
+			}
+		}
+	}
+	return found, nil
+}
+
+// imageState maps EC2's image state to a record state.
+func imageState(img types.Image) string {
+	switch img.State {
+	case types.ImageStateAvailable:
+		return rotation.StateAvailable
+	case types.ImageStatePending, types.ImageStateTransient, "":
+		return rotation.StatePending
+	default: // failed, error, invalid, deregistered, disabled
+		return rotation.StateFailed
+	}
+}
+
+// describeInstances lists instances (paginated) by id.
+func describeInstances(ctx context.Context, client ec2.DescribeInstancesAPIClient, in *ec2.DescribeInstancesInput) (map[string]types.Instance, error) {
+	found := map[string]types.Instance{}
+	pages := ec2.NewDescribeInstancesPaginator(client, in)
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, res := range page.Reservations {
+			for _, inst := range res.Instances {
+				found[aws.ToString(inst.InstanceId)] = inst
+			}
+		}
+	}
+	return found, nil
+}

@@ -1,0 +1,206 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/amirotate/amirotate/internal/ec2x"
+	"github.com/amirotate/amirotate/internal/rotation"
+)
+
+// What a retention pass reads and decides before it deletes anything.
+
+// plannedPrefix marks the stand-ins for images a dry run did not make.
+const plannedPrefix = "planned:"
+
+// withPlanned adds, in a dry run, a stand-in for each image this rotation
+// would have made in region, so the plan counts it as the newest image the
+// way a real run does (otherwise a dry run would report one deletion too
+// few per scope). The stand-ins never reach the report.
+func withPlanned(images []rotation.Image, region string, job retentionJob) ([]rotation.Image, map[string]bool) {
+	if len(job.planned) == 0 {
+		return images, nil
+	}
+	synthetic := map[string]bool{}
+	for _, rec := range job.planned {
+		if rec.Region != region {
+			continue
+		}
+		id := plannedPrefix + rec.InstanceID + ":" + rec.Region
+		tags := map[string]string{
+			rotation.TagPolicy:     job.policy.Name,
+			rotation.TagInstanceID: rec.InstanceID,
+			rotation.TagCreatedBy:  rotation.CreatedBy,
+			rotation.TagRotation:   job.rotationID,
+		}
+		if rec.Region != job.home {
+			// A copy: a dry run has no source image id, but the planner
+			// only needs to know it is one (copies may have their own
+			// retention).
+			tags[rotation.TagSourceImage] = rec.SourceImageID
+			if rec.SourceImageID == "" {
+				tags[rotation.TagSourceImage] = plannedPrefix + rec.InstanceID
+			}
+		}
+		images = append(images, rotation.Image{
+			ID:        id,
+			Region:    region,
+			Name:      rec.Name,
+			State:     rotation.StateAvailable,
+			CreatedAt: job.now,
+			Tags:      tags,
+		})
+		synthetic[id] = true
+	}
+	return images, synthetic
+}
+
+// plan runs the planner until every image it wants to delete has had its
+// references read: first without references (cheap: most images are kept,
+// and only delete candidates need the reference calls), then with the
+// references of the candidates. If a plan with references proposes an image
+// whose references were not read, those are read and the plan is made
+// again; after planRounds, anything still unread is kept.
+func (r *Retention) plan(ctx context.Context, region string, in rotation.PlanInput) ([]rotation.Decision, error) {
+	checked := map[string]bool{}
+	in.References = map[string][]string{}
+	decisions := rotation.PlanRetention(in)
+	for range planRounds {
+		var fresh []string
+		for _, d := range decisions {
+			if d.Delete && !checked[d.ImageID] && !strings.HasPrefix(d.ImageID, plannedPrefix) {
+				fresh = append(fresh, d.ImageID)
+			}
+		}
+		if len(fresh) == 0 {
+			break
+		}
+		refs, err := r.references(ctx, region, fresh)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range fresh {
+			checked[id] = true
+			if len(refs[id]) > 0 {
+				in.References[id] = refs[id]
+			}
+		}
+		decisions = rotation.PlanRetention(in)
+	}
+	for i, d := range decisions {
+		veto := ""
+		switch {
+		case !d.Delete:
+		case !checked[d.ImageID]:
+			veto = "its references could not be checked in this run"
+		case in.Hold[d.InstanceID] != "":
+			// The planner honours Hold; this makes sure of it.
+			veto = rotation.ReasonHold + ": " + in.Hold[d.InstanceID]
+		case in.Scope != nil && !in.Scope[d.InstanceID]:
+			veto = rotation.ReasonOutOfScope
+		}
+		if veto != "" {
+			decisions[i].Delete = false
+			decisions[i].SnapshotIDs = nil
+			decisions[i].Reason = veto
+		}
+	}
+	return decisions, nil
+}
+
+// limit returns MaxResults for a listing: the test override, else def
+// (nil when def is 0: the API's default page).
+func (r *Retention) limit(def int32) *int32 {
+	if r.pageSize > 0 {
+		return aws.Int32(r.pageSize)
+	}
+	if def == 0 {
+		return nil
+	}
+	return aws.Int32(def)
+}
+
+// listImages lists the policy's managed images in region (all of them, or
+// those of job.instanceIDs), deprecated and disabled ones included: both are
+// still images with snapshots that cost money and may still be in use.
+func (r *Retention) listImages(ctx context.Context, cl ec2x.RetentionEC2, region string, job retentionJob) ([]rotation.Image, error) {
+	base := []types.Filter{
+		ec2x.Filter("tag:"+rotation.TagPolicy, job.policy.Name),
+		ec2x.Filter("tag:"+rotation.TagCreatedBy, rotation.CreatedBy),
+	}
+	var groups [][]string
+	if job.instanceIDs == nil {
+		groups = [][]string{nil}
+	} else {
+		groups = slices.Collect(slices.Chunk(job.instanceIDs, filterChunk))
+	}
+	wanted := map[string]bool{}
+	for _, id := range job.instanceIDs {
+		wanted[id] = true
+	}
+	// No de-duplication here: an image listed twice means the listing is
+	// wrong, and the planner keeps such an image (duplicate-listing).
+	var out []rotation.Image
+	for _, ids := range groups {
+		filters := slices.Clone(base)
+		if ids != nil {
+			filters = append(filters, ec2x.Filter("tag:"+rotation.TagInstanceID, ids...))
+		}
+		p := ec2.NewDescribeImagesPaginator(cl, &ec2.DescribeImagesInput{
+			Owners:            []string{"self"},
+			Filters:           filters,
+			IncludeDeprecated: aws.Bool(true),
+			IncludeDisabled:   aws.Bool(true),
+			MaxResults:        r.limit(1000),
+		})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("listing images of policy %s: %w", job.policy.Name, err)
+			}
+			for _, im := range page.Images {
+				img := toImage(im, region)
+				// The filters are the first guard; checking the tags again
+				// here means an API that ignored a filter still cannot make
+				// retention touch another policy's (or nobody's) image.
+				if img.Tags[rotation.TagPolicy] != job.policy.Name ||
+					img.Tags[rotation.TagCreatedBy] != rotation.CreatedBy ||
+					(job.instanceIDs != nil && !wanted[img.Tags[rotation.TagInstanceID]]) {
+					continue
+				}
+				out = append(out, img)
+			}
+		}
+	}
+	return out, nil
+}
+
+// toImage converts an EC2 image.
+func toImage(im types.Image, region string) rotation.Image {
+	img := rotation.Image{
+		ID:          aws.ToString(im.ImageId),
+		Region:      region,
+		Name:        aws.ToString(im.Name),
+		State:       string(im.State),
+		Tags:        ec2x.TagMap(im.Tags),
+		SnapshotIDs: ec2x.SnapshotIDs(im),
+	}
+	// An unreadable date stays zero: the planner then dates the image by
+	// its rotation tag, or keeps it as of unknown age.
+	if created, err := time.Parse(time.RFC3339Nano, aws.ToString(im.CreationDate)); err == nil {
+		img.CreatedAt = created
+	}
+	// "disabled" is the only value that allows deregistration; "enabled",
+	// "enabled-with-cooldown" and "disabled-until <time>" all still protect.
+	if p := aws.ToString(im.DeregistrationProtection); p != "" && p != "disabled" {
+		img.DeregistrationProtected = true
+	}
+	return img
+}
