@@ -20,7 +20,7 @@ import (
 	"github.com/amirotate/amirotate/internal/rotation"
 )
 
-// TestIAMAudit_HandlersCallOnlyTheActionsTheirRoleGrants closes the loop
+// TestPermissions_HandlersCallOnlyTheActionsTheirRoleGrants closes the loop
 // the IAM derivation leaves open. infra grants each function exactly
 // ec2x.Actions(step), derived from the step's narrow interfaces, but most
 // handlers hold a full *ec2.Client, so the compiler does not stop them from
@@ -31,7 +31,7 @@ import (
 // image that poll cleans up, retention deleting, the pass over instances that
 // left the selector, and a dry run), and checks that every call the
 // simulator saw during a step is among the actions granted to that step.
-func TestIAMAudit_HandlersCallOnlyTheActionsTheirRoleGrants(t *testing.T) {
+func TestPermissions_HandlersCallOnlyTheActionsTheirRoleGrants(t *testing.T) {
 	const home = "us-east-1"
 	regions := []string{home, "eu-west-1", "ap-southeast-2"}
 	start := time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC)

@@ -39,9 +39,6 @@ var (
 )
 
 // rtBackoff keeps the SDK's retry loop but waits a millisecond per attempt.
-type rtBackoff struct{}
-
-func (rtBackoff) BackoffDelay(int, error) (time.Duration, error) { return time.Millisecond, nil }
 
 type rtWorld struct {
 	t       testing.TB
@@ -78,7 +75,7 @@ func newRTWorld(t testing.TB, policyJSON string) *rtWorld {
 	rot.Home = rtHome
 	return &rtWorld{
 		t: t, ctx: context.Background(), sim: sim, clock: clock,
-		clients: ec2x.NewClients(cfg, ec2x.WithBackoff(rtBackoff{})),
+		clients: ec2x.NewClients(cfg, ec2x.WithBackoff(fastBackoff{})),
 		policy:  p, rot: rot, hosts: map[string]string{},
 	}
 }
