@@ -16,9 +16,10 @@ const (
 	// unprotected, not among the newest `keep` and not younger than maxAgeDays.
 	ReasonExpired = "expired"
 
-	ReasonNotManaged   = "not-managed"               // lacks amirotate's tags or belongs to another policy
+	ReasonNotManaged   = "not-managed"               // not provably this policy's image (see Unproven)
 	ReasonOutOfScope   = "out-of-scope"              // its instance is not in this pass's scope
 	ReasonHold         = "new-image-missing"         // its instance's new image failed or timed out
+	ReasonNotOlder     = "not-older"                 // made by this rotation or a later one: a run never deletes what it made
 	ReasonKeepTag      = "keep-tag"                  // tagged amirotate:keep
 	ReasonProtected    = "deregistration-protection" // EC2 would refuse; a person chose to protect it
 	ReasonNotAvailable = "not-available"             // pending, failed, ...: not a usable image
@@ -66,8 +67,10 @@ type planned struct {
 // An image is deleted only if all of these hold; otherwise it is kept with
 // the reason of the first that fails:
 //   - it is listed once (a listing that repeats an image cannot be trusted);
-//   - it is ours: amirotate's tags, of this policy;
+//   - it is provably ours: this policy's tags and the name they give (Unproven);
 //   - its instance is in in.Scope (when Scope is set) and not in in.Hold;
+//   - it is older than this rotation (in.Now): a run never deletes an image
+//     it made, nor one of a later rotation;
 //   - it is not tagged amirotate:keep and not deregistration-protected;
 //   - it is available, its time is known, and nothing references it;
 //   - it is not the newest available image of its scope (instance, region,
@@ -187,8 +190,11 @@ func standingReason(in PlanInput, img *Image, duplicate, timeKnown bool) (reason
 	switch {
 	case duplicate:
 		return ReasonDuplicate, false
-	case !Managed(img.Tags) || img.Tags[TagPolicy] != in.Policy.Name:
-		return ReasonNotManaged, false
+	}
+	if why := Unproven(*img, in.Policy.Name); why != "" {
+		return withDetail(ReasonNotManaged, why), false
+	}
+	switch {
 	case in.Scope != nil && !in.Scope[instance]:
 		return ReasonOutOfScope, false
 	}
@@ -205,6 +211,11 @@ func standingReason(in PlanInput, img *Image, duplicate, timeKnown bool) (reason
 		return withDetail(ReasonNotAvailable, img.State), false
 	case !timeKnown:
 		return ReasonUnknownAge, false
+	}
+	if t, _ := imageTime(img); !t.Before(in.Now) {
+		// A backdated run, a redrive or a Scheduler retry may rotate at a
+		// time older than images already made: never prune those.
+		return ReasonNotOlder, ranked
 	}
 	if refs := in.References[img.ID]; len(refs) > 0 {
 		return withDetail(ReasonInUse, describeReferences(refs)), true

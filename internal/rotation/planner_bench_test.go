@@ -21,7 +21,7 @@ func fleetInventory(n int) PlanInput {
 		made := planNow.Add(-time.Duration(i%10) * 24 * time.Hour)
 		id := fmt.Sprintf("ami-%017x", i)
 		img := Image{
-			ID: id, Region: regions[(i/10)%3], State: StateAvailable, CreatedAt: made,
+			ID: id, Name: ImageName("nightly", instance, RotationID(made)), Region: regions[(i/10)%3], State: StateAvailable, CreatedAt: made,
 			Tags: map[string]string{
 				TagCreatedBy: CreatedBy, TagPolicy: "nightly", TagInstanceID: instance, TagRotation: RotationID(made),
 			},
@@ -29,6 +29,7 @@ func fleetInventory(n int) PlanInput {
 		}
 		if img.Region != "us-east-1" {
 			img.Tags[TagSourceImage] = "ami-source"
+			img.Tags[TagSourceRegion] = "us-east-1"
 		}
 		if i%97 == 0 {
 			in.References[id] = []string{"launch-template lt-1:1"}

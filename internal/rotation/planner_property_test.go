@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -43,8 +44,14 @@ func randomInventory(rng *rand.Rand) PlanInput {
 		// Days from a small range make equal rotation times common.
 		made := planNow.Add(-time.Duration(rng.IntN(30))*24*time.Hour - time.Duration(rng.IntN(2))*time.Minute)
 		instance := instances[rng.IntN(len(instances))]
+		if rng.IntN(8) == 0 {
+			// Out of order: an image of a rotation after this one (a
+			// backdated run, a redrive).
+			made = planNow.Add(time.Duration(rng.IntN(3)) * 24 * time.Hour)
+		}
 		img := Image{
 			ID:        fmt.Sprintf("ami-%017x", rng.Uint64()>>4),
+			Name:      "amirotate-nightly-" + instance + "-" + made.Format("20060102T1504Z"),
 			Region:    regions[rng.IntN(len(regions))],
 			State:     StateAvailable,
 			CreatedAt: made.Add(time.Duration(rng.IntN(3)) * time.Minute),
@@ -58,13 +65,21 @@ func randomInventory(rng *rand.Rand) PlanInput {
 		case 1:
 			img.Tags[TagPolicy] = "weekly"
 		case 2:
-			img.Tags[TagRotation] = "garbled" // falls back to CreatedAt
+			img.Tags[TagRotation] = "garbled"
+		case 3:
+			// amirotate's tags forged onto someone else's image.
+			img.Name = []string{"golden-base", "", "amirotate-nightly-" + instance}[rng.IntN(3)]
+		case 4:
+			// A tag of one of ours rewritten: another rotation or instance.
 			if rng.IntN(2) == 0 {
-				img.CreatedAt = time.Time{} // and then age is unknown
+				img.Tags[TagRotation] = RotationID(made.Add(-48 * time.Hour))
+			} else {
+				img.Tags[TagInstanceID] = instances[rng.IntN(len(instances))]
 			}
 		}
 		if rng.IntN(3) == 0 {
 			img.Tags[TagSourceImage] = "ami-source"
+			img.Tags[TagSourceRegion] = "us-east-1"
 		}
 		if rng.IntN(5) == 0 {
 			img.State = []string{StatePending, StateFailed, "deregistered", "disabled"}[rng.IntN(4)]
@@ -95,6 +110,9 @@ func randomInventory(rng *rand.Rand) PlanInput {
 	if rng.IntN(4) == 0 {
 		in.Hold = map[string]string{instances[rng.IntN(len(instances))]: "failed"}
 	}
+	if rng.IntN(10) == 0 {
+		in.Scope = map[string]bool{} // a selection that matched nothing
+	}
 	return in
 }
 
@@ -116,10 +134,14 @@ func newOracle(in PlanInput) *oracle {
 	for _, img := range in.Images {
 		inst := img.Tags[TagInstanceID]
 		_, held := in.Hold[inst]
-		ours := count[img.ID] == 1 &&
-			img.Tags[TagCreatedBy] == "amirotate" && img.Tags[TagPolicy] == "nightly" && inst != "" && img.Tags[TagRotation] != "" &&
+		made, err := time.Parse("20060102T1504Z", img.Tags[TagRotation])
+		// Provably ours: the tags, and the name they give, which no one can
+		// change after CreateImage (so forged tags disagree with it).
+		ours := count[img.ID] == 1 && err == nil &&
+			img.Tags[TagCreatedBy] == "amirotate" && img.Tags[TagPolicy] == "nightly" && strings.HasPrefix(inst, "i-") &&
+			img.Name == "amirotate-nightly-"+inst+"-"+img.Tags[TagRotation] &&
 			(in.Scope == nil || in.Scope[inst]) && !held
-		_, timeKnown := imageTime(&img)
+		timeKnown := err == nil
 		keepTag := false
 		if v, ok := img.Tags[TagKeep]; ok && v != "false" && v != "FALSE" {
 			keepTag = true
@@ -127,7 +149,8 @@ func newOracle(in PlanInput) *oracle {
 		rankable := ours && img.State == StateAvailable && timeKnown
 		o.ours = append(o.ours, ours)
 		o.rankable = append(o.rankable, rankable)
-		o.standing = append(o.standing, ours && (keepTag || img.DeregistrationProtected || !rankable || len(in.References[img.ID]) > 0))
+		current := !made.Before(in.Now) // this rotation's image, or a later one's
+		o.standing = append(o.standing, ours && (keepTag || img.DeregistrationProtected || !rankable || current || len(in.References[img.ID]) > 0))
 	}
 	return o
 }
@@ -233,8 +256,12 @@ func TestPlan_Properties(t *testing.T) {
 				inst := img.Tags[TagInstanceID]
 				_, held := in.Hold[inst]
 				switch {
-				case !Managed(img.Tags) || img.Tags[TagPolicy] != in.Policy.Name:
-					fail("deleted %s, which is not ours: %v", img.ID, img.Tags)
+				case !o.ours[i] || Unproven(img, in.Policy.Name) != "":
+					fail("deleted %s, which is not provably ours: %q %v", img.ID, img.Name, img.Tags)
+				case in.Scope != nil && len(in.Scope) == 0:
+					fail("deleted %s although the selection matched no instance", img.ID)
+				case img.Tags[TagRotation] >= RotationID(in.Now):
+					fail("deleted %s of rotation %s, not older than this one", img.ID, img.Tags[TagRotation])
 				case in.Scope != nil && !in.Scope[inst]:
 					fail("deleted %s of %s, outside the scope", img.ID, inst)
 				case held:

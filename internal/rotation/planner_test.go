@@ -35,6 +35,7 @@ func withoutTag(k string) func(*Image) { return func(i *Image) { delete(i.Tags, 
 func withState(s string) func(*Image)  { return func(i *Image) { i.State = s } }
 func protected(i *Image)               { i.DeregistrationProtected = true }
 func asCopy(i *Image)                  { i.Tags[TagSourceImage] = "ami-source"; i.Tags[TagSourceRegion] = "us-east-1" }
+func named(n string) func(*Image)      { return func(i *Image) { i.Name = n } }
 func withSnapshots(s ...string) func(*Image) {
 	return func(i *Image) { i.SnapshotIDs = s }
 }
@@ -77,10 +78,10 @@ func expect(t *testing.T, got map[string]Decision, want map[string]string) {
 
 func TestPlan_DeletesExpiredBeyondKeep(t *testing.T) {
 	got := plan(t, PlanInput{Policy: policyKeep(2, 0), Images: []Image{
-		image("ami-1", "us-east-1", "i-a", 1),
-		image("ami-2", "us-east-1", "i-a", 2),
-		image("ami-3", "us-east-1", "i-a", 3),
-		image("ami-4", "us-east-1", "i-a", 4),
+		image("ami-1", "us-east-1", "i-0000000a", 1),
+		image("ami-2", "us-east-1", "i-0000000a", 2),
+		image("ami-3", "us-east-1", "i-0000000a", 3),
+		image("ami-4", "us-east-1", "i-0000000a", 4),
 	}})
 	expect(t, got, map[string]string{"ami-1": ReasonNewest, "ami-2": ReasonWithinKeep, "ami-3": ReasonExpired, "ami-4": ReasonExpired})
 	if s := got["ami-3"].SnapshotIDs; !reflect.DeepEqual(s, []string{"snap-3"}) {
@@ -95,17 +96,17 @@ func TestPlan_NeverDeletesNewest(t *testing.T) {
 	// maxAgeDays only, and every image older than it: the newest stays, or
 	// the instance would have no image to launch from.
 	got := plan(t, PlanInput{Policy: policyKeep(0, 7), Images: []Image{
-		image("ami-1", "us-east-1", "i-a", 30),
-		image("ami-2", "us-east-1", "i-a", 31),
+		image("ami-1", "us-east-1", "i-0000000a", 30),
+		image("ami-2", "us-east-1", "i-0000000a", 31),
 	}})
 	expect(t, got, map[string]string{"ami-1": ReasonNewest, "ami-2": ReasonExpired})
 }
 
 func TestPlan_NeverDeletesNewestAvailableWhenNewerIsPending(t *testing.T) {
 	got := plan(t, PlanInput{Policy: policyKeep(1, 0), Images: []Image{
-		image("ami-new", "us-east-1", "i-a", 0, withState(StatePending)),
-		image("ami-1", "us-east-1", "i-a", 1),
-		image("ami-2", "us-east-1", "i-a", 2),
+		image("ami-new", "us-east-1", "i-0000000a", 0, withState(StatePending)),
+		image("ami-1", "us-east-1", "i-0000000a", 1),
+		image("ami-2", "us-east-1", "i-0000000a", 2),
 	}})
 	expect(t, got, map[string]string{"ami-new": ReasonNotAvailable, "ami-1": ReasonNewest, "ami-2": ReasonExpired})
 	if r := got["ami-new"].Reason; r != "not-available: pending" {
@@ -118,10 +119,10 @@ func TestPlan_NeverDeletesNewestAvailableWhenNewerIsPending(t *testing.T) {
 // usable image would then look deletable.
 func TestPlan_NeverDeletesNewestAvailableWhenNewerIsProtectedButPending(t *testing.T) {
 	got := plan(t, PlanInput{Policy: policyKeep(1, 0), Images: []Image{
-		image("ami-new", "us-east-1", "i-a", 0, withState(StatePending), protected),
-		image("ami-kept", "us-east-1", "i-a", 0, withState(StateFailed), withTag(TagKeep, "true")),
-		image("ami-1", "us-east-1", "i-a", 1),
-		image("ami-2", "us-east-1", "i-a", 2),
+		image("ami-new", "us-east-1", "i-0000000a", 0, withState(StatePending), protected),
+		image("ami-kept", "us-east-1", "i-0000000a", 0, withState(StateFailed), withTag(TagKeep, "true")),
+		image("ami-1", "us-east-1", "i-0000000a", 1),
+		image("ami-2", "us-east-1", "i-0000000a", 2),
 	}})
 	expect(t, got, map[string]string{"ami-new": ReasonProtected, "ami-kept": ReasonKeepTag, "ami-1": ReasonNewest, "ami-2": ReasonExpired})
 }
@@ -130,10 +131,10 @@ func TestPlan_NeverDeletesImageInUse(t *testing.T) {
 	got := plan(t, PlanInput{
 		Policy: policyKeep(1, 0),
 		Images: []Image{
-			image("ami-1", "us-east-1", "i-a", 1),
-			image("ami-2", "us-east-1", "i-a", 2),
-			image("ami-3", "us-east-1", "i-a", 3),
-			image("ami-4", "us-east-1", "i-a", 4),
+			image("ami-1", "us-east-1", "i-0000000a", 1),
+			image("ami-2", "us-east-1", "i-0000000a", 2),
+			image("ami-3", "us-east-1", "i-0000000a", 3),
+			image("ami-4", "us-east-1", "i-0000000a", 4),
 		},
 		References: map[string][]string{
 			"ami-2": {"launch-template lt-0abc:3"},
@@ -155,7 +156,7 @@ func TestPlan_InUseReasonIsBounded(t *testing.T) {
 		refs[i] = fmt.Sprintf("instance i-%04d", i)
 	}
 	got := plan(t, PlanInput{Policy: policyKeep(1, 0),
-		Images:     []Image{image("ami-1", "r", "i-a", 1), image("ami-2", "r", "i-a", 2)},
+		Images:     []Image{image("ami-1", "r", "i-0000000a", 1), image("ami-2", "r", "i-0000000a", 2)},
 		References: map[string][]string{"ami-2": refs}})
 	if r := got["ami-2"].Reason; !strings.HasSuffix(r, "and 997 more") || len(r) > 100 {
 		t.Errorf("reason %q is not bounded", r)
@@ -168,9 +169,9 @@ func TestPlan_ImagesKeptForOtherReasonsStillTakeTheirRank(t *testing.T) {
 	got := plan(t, PlanInput{
 		Policy: policyKeep(2, 0),
 		Images: []Image{
-			image("ami-1", "r", "i-a", 1),
-			image("ami-2", "r", "i-a", 2, protected),
-			image("ami-3", "r", "i-a", 3),
+			image("ami-1", "r", "i-0000000a", 1),
+			image("ami-2", "r", "i-0000000a", 2, protected),
+			image("ami-3", "r", "i-0000000a", 3),
 		},
 	})
 	expect(t, got, map[string]string{"ami-1": ReasonNewest, "ami-2": ReasonProtected, "ami-3": ReasonExpired})
@@ -178,46 +179,52 @@ func TestPlan_ImagesKeptForOtherReasonsStillTakeTheirRank(t *testing.T) {
 
 func TestPlan_NeverDeletesKeepTagged(t *testing.T) {
 	got := plan(t, PlanInput{Policy: policyKeep(1, 0), Images: []Image{
-		image("ami-1", "r", "i-a", 1),
-		image("ami-2", "r", "i-a", 2, withTag(TagKeep, "true")),
-		image("ami-3", "r", "i-a", 3, withTag(TagKeep, "")),
-		image("ami-4", "r", "i-a", 4, withTag(TagKeep, "false")),
+		image("ami-1", "r", "i-0000000a", 1),
+		image("ami-2", "r", "i-0000000a", 2, withTag(TagKeep, "true")),
+		image("ami-3", "r", "i-0000000a", 3, withTag(TagKeep, "")),
+		image("ami-4", "r", "i-0000000a", 4, withTag(TagKeep, "false")),
 	}})
 	expect(t, got, map[string]string{"ami-1": ReasonNewest, "ami-2": ReasonKeepTag, "ami-3": ReasonKeepTag, "ami-4": ReasonExpired})
 }
 
 func TestPlan_NeverDeletesDeregistrationProtected(t *testing.T) {
 	got := plan(t, PlanInput{Policy: policyKeep(1, 0), Images: []Image{
-		image("ami-1", "r", "i-a", 1),
-		image("ami-2", "r", "i-a", 2, protected),
+		image("ami-1", "r", "i-0000000a", 1),
+		image("ami-2", "r", "i-0000000a", 2, protected),
 	}})
 	expect(t, got, map[string]string{"ami-2": ReasonProtected})
 }
 
 func TestPlan_NeverDeletesImageNotAvailable(t *testing.T) {
 	got := plan(t, PlanInput{Policy: policyKeep(1, 0), Images: []Image{
-		image("ami-1", "r", "i-a", 1),
-		image("ami-2", "r", "i-a", 2, withState(StatePending)),
-		image("ami-3", "r", "i-a", 3, withState(StateFailed)),
-		image("ami-4", "r", "i-a", 4, withState("disabled")),
+		image("ami-1", "r", "i-0000000a", 1),
+		image("ami-2", "r", "i-0000000a", 2, withState(StatePending)),
+		image("ami-3", "r", "i-0000000a", 3, withState(StateFailed)),
+		image("ami-4", "r", "i-0000000a", 4, withState("disabled")),
 	}})
 	expect(t, got, map[string]string{"ami-2": ReasonNotAvailable, "ami-3": ReasonNotAvailable, "ami-4": ReasonNotAvailable})
 }
 
 func TestPlan_NeverDeletesImageNotOurs(t *testing.T) {
 	got := plan(t, PlanInput{Policy: policyKeep(1, 0), Images: []Image{
-		image("ami-1", "r", "i-a", 1),
-		image("ami-no-created-by", "r", "i-a", 2, withoutTag(TagCreatedBy)),
-		image("ami-other-creator", "r", "i-a", 2, withTag(TagCreatedBy, "packer")),
-		image("ami-no-policy", "r", "i-a", 3, withoutTag(TagPolicy)),
-		image("ami-other-policy", "r", "i-a", 4, withTag(TagPolicy, "weekly")),
-		image("ami-no-instance", "r", "i-a", 5, withoutTag(TagInstanceID)),
-		image("ami-no-rotation", "r", "i-a", 6, withoutTag(TagRotation)),
+		image("ami-1", "r", "i-0000000a", 1),
+		image("ami-no-created-by", "r", "i-0000000a", 2, withoutTag(TagCreatedBy)),
+		image("ami-other-creator", "r", "i-0000000a", 2, withTag(TagCreatedBy, "packer")),
+		image("ami-no-policy", "r", "i-0000000a", 3, withoutTag(TagPolicy)),
+		image("ami-other-policy", "r", "i-0000000a", 4, withTag(TagPolicy, "weekly")),
+		image("ami-no-instance", "r", "i-0000000a", 5, withoutTag(TagInstanceID)),
+		image("ami-no-rotation", "r", "i-0000000a", 6, withoutTag(TagRotation)),
 		// An amirotate-looking name does not make an image ours.
 		{ID: "ami-name-only", Region: "r", Name: "amirotate-nightly-i-a-20201125T0300Z", State: StateAvailable, CreatedAt: planNow.AddDate(-5, 0, 0)},
+		// Nor do amirotate's tags: written onto a foreign image, or changed
+		// on one of ours, they disagree with the name CreateImage gave.
+		image("ami-forged", "r", "i-0000000a", 7, named("golden-base-2026")),
+		image("ami-retagged-rotation", "r", "i-0000000a", 8, withTag(TagRotation, RotationID(planNow.AddDate(0, 0, -30)))),
+		image("ami-retagged-instance", "r", "i-0000000a", 9, withTag(TagInstanceID, "i-0000000b")),
+		image("ami-copy-without-region", "r", "i-0000000a", 10, asCopy, withoutTag(TagSourceRegion)),
 	}})
 	for id, d := range got {
-		if id != "ami-1" && (d.Delete || d.Reason != ReasonNotManaged) {
+		if id != "ami-1" && (d.Delete || ReasonCode(d.Reason) != ReasonNotManaged) {
 			t.Errorf("%s: delete=%v reason=%q, want kept as %s", id, d.Delete, d.Reason, ReasonNotManaged)
 		}
 	}
@@ -227,10 +234,10 @@ func TestPlan_NeverDeletesImagesOfHeldInstance(t *testing.T) {
 	got := plan(t, PlanInput{
 		Policy: policyKeep(1, 0),
 		Images: []Image{
-			image("ami-a1", "r", "i-a", 1), image("ami-a2", "r", "i-a", 2),
-			image("ami-b1", "r", "i-b", 1), image("ami-b2", "r", "i-b", 2),
+			image("ami-a1", "r", "i-0000000a", 1), image("ami-a2", "r", "i-0000000a", 2),
+			image("ami-b1", "r", "i-0000000b", 1), image("ami-b2", "r", "i-0000000b", 2),
 		},
-		Hold: map[string]string{"i-a": "image of rotation 20261125T0300Z failed"},
+		Hold: map[string]string{"i-0000000a": "image of rotation 20261125T0300Z failed"},
 	})
 	expect(t, got, map[string]string{"ami-a1": ReasonHold, "ami-a2": ReasonHold, "ami-b1": ReasonNewest, "ami-b2": ReasonExpired})
 	if r := got["ami-a2"].Reason; r != "new-image-missing: image of rotation 20261125T0300Z failed" {
@@ -239,9 +246,9 @@ func TestPlan_NeverDeletesImagesOfHeldInstance(t *testing.T) {
 }
 
 func TestPlan_NeverDeletesImagesOutsideScope(t *testing.T) {
-	images := []Image{image("ami-a1", "r", "i-a", 1), image("ami-a2", "r", "i-a", 2),
-		image("ami-b1", "r", "i-b", 1), image("ami-b2", "r", "i-b", 2)}
-	got := plan(t, PlanInput{Policy: policyKeep(1, 0), Images: images, Scope: map[string]bool{"i-b": true}})
+	images := []Image{image("ami-a1", "r", "i-0000000a", 1), image("ami-a2", "r", "i-0000000a", 2),
+		image("ami-b1", "r", "i-0000000b", 1), image("ami-b2", "r", "i-0000000b", 2)}
+	got := plan(t, PlanInput{Policy: policyKeep(1, 0), Images: images, Scope: map[string]bool{"i-0000000b": true}})
 	expect(t, got, map[string]string{"ami-a1": ReasonOutOfScope, "ami-a2": ReasonOutOfScope, "ami-b2": ReasonExpired})
 
 	got = plan(t, PlanInput{Policy: policyKeep(1, 0), Images: images, Scope: map[string]bool{}})
@@ -255,12 +262,12 @@ func TestPlan_NeverDeletesImagesOutsideScope(t *testing.T) {
 
 func TestPlan_NeverDeletesSharedSnapshot(t *testing.T) {
 	got := plan(t, PlanInput{Policy: policyKeep(1, 0), Images: []Image{
-		image("ami-1", "r", "i-a", 1, withSnapshots("snap-shared-kept")),
-		image("ami-2", "r", "i-a", 2, withSnapshots("snap-own-2", "snap-shared-kept", "snap-shared-deleted")),
-		image("ami-3", "r", "i-a", 3, withSnapshots("snap-shared-deleted", "snap-own-3", "snap-own-3")),
+		image("ami-1", "r", "i-0000000a", 1, withSnapshots("snap-shared-kept")),
+		image("ami-2", "r", "i-0000000a", 2, withSnapshots("snap-own-2", "snap-shared-kept", "snap-shared-deleted")),
+		image("ami-3", "r", "i-0000000a", 3, withSnapshots("snap-shared-deleted", "snap-own-3", "snap-own-3")),
 		// Another policy's image sharing a snapshot: not ours, still counts.
-		image("ami-x", "r", "i-x", 3, withTag(TagPolicy, "weekly"), withSnapshots("snap-own-3b")),
-		image("ami-4", "r", "i-a", 4, withSnapshots("snap-own-3b")),
+		image("ami-x", "r", "i-0000000f", 3, withTag(TagPolicy, "weekly"), withSnapshots("snap-own-3b")),
+		image("ami-4", "r", "i-0000000a", 4, withSnapshots("snap-own-3b")),
 	}})
 	expect(t, got, map[string]string{"ami-2": ReasonExpired, "ami-3": ReasonExpired, "ami-4": ReasonExpired})
 	if s := got["ami-2"].SnapshotIDs; !reflect.DeepEqual(s, []string{"snap-own-2"}) {
@@ -276,18 +283,18 @@ func TestPlan_NeverDeletesSharedSnapshot(t *testing.T) {
 
 func TestPlan_KeepsWithinMaxAge(t *testing.T) {
 	got := plan(t, PlanInput{Policy: policyKeep(0, 10), Images: []Image{
-		image("ami-1", "r", "i-a", 1),
-		image("ami-9", "r", "i-a", 9),
-		image("ami-10", "r", "i-a", 10), // exactly maxAgeDays old: no longer younger
-		image("ami-11", "r", "i-a", 11),
+		image("ami-1", "r", "i-0000000a", 1),
+		image("ami-9", "r", "i-0000000a", 9),
+		image("ami-10", "r", "i-0000000a", 10), // exactly maxAgeDays old: no longer younger
+		image("ami-11", "r", "i-0000000a", 11),
 	}})
 	expect(t, got, map[string]string{"ami-1": ReasonNewest, "ami-9": ReasonWithinAge, "ami-10": ReasonExpired, "ami-11": ReasonExpired})
 }
 
 func TestPlan_KeepAndMaxAgeKeepTheUnion(t *testing.T) {
 	images := []Image{
-		image("ami-1", "r", "i-a", 1), image("ami-2", "r", "i-a", 2), image("ami-3", "r", "i-a", 3),
-		image("ami-40", "r", "i-a", 40), image("ami-41", "r", "i-a", 41),
+		image("ami-1", "r", "i-0000000a", 1), image("ami-2", "r", "i-0000000a", 2), image("ami-3", "r", "i-0000000a", 3),
+		image("ami-40", "r", "i-0000000a", 40), image("ami-41", "r", "i-0000000a", 41),
 	}
 	// Many recent images: maxAge keeps more than keep.
 	got := plan(t, PlanInput{Policy: policyKeep(2, 30), Images: images})
@@ -301,8 +308,8 @@ func TestPlan_CopiesUseCopyRetention(t *testing.T) {
 	p := policyKeep(3, 0)
 	p.CopyRetention = &Retention{Keep: 1}
 	images := []Image{
-		image("ami-s1", "us-east-1", "i-a", 1), image("ami-s2", "us-east-1", "i-a", 2), image("ami-s3", "us-east-1", "i-a", 3),
-		image("ami-c1", "eu-west-1", "i-a", 1, asCopy), image("ami-c2", "eu-west-1", "i-a", 2, asCopy), image("ami-c3", "eu-west-1", "i-a", 3, asCopy),
+		image("ami-s1", "us-east-1", "i-0000000a", 1), image("ami-s2", "us-east-1", "i-0000000a", 2), image("ami-s3", "us-east-1", "i-0000000a", 3),
+		image("ami-c1", "eu-west-1", "i-0000000a", 1, asCopy), image("ami-c2", "eu-west-1", "i-0000000a", 2, asCopy), image("ami-c3", "eu-west-1", "i-0000000a", 3, asCopy),
 	}
 	got := plan(t, PlanInput{Policy: p, Images: images})
 	expect(t, got, map[string]string{"ami-s3": ReasonWithinKeep, "ami-c1": ReasonNewest, "ami-c2": ReasonExpired, "ami-c3": ReasonExpired})
@@ -314,10 +321,10 @@ func TestPlan_CopiesUseCopyRetention(t *testing.T) {
 
 func TestPlan_ScopesAreIndependent(t *testing.T) {
 	got := plan(t, PlanInput{Policy: policyKeep(1, 0), Images: []Image{
-		image("ami-a-use1", "us-east-1", "i-a", 5),
-		image("ami-a-euw1", "eu-west-1", "i-a", 9, asCopy),
-		image("ami-b-use1", "us-east-1", "i-b", 1),
-		image("ami-b-use1-old", "us-east-1", "i-b", 2),
+		image("ami-a-use1", "us-east-1", "i-0000000a", 5),
+		image("ami-a-euw1", "eu-west-1", "i-0000000a", 9, asCopy),
+		image("ami-b-use1", "us-east-1", "i-0000000b", 1),
+		image("ami-b-use1-old", "us-east-1", "i-0000000b", 2),
 	}})
 	expect(t, got, map[string]string{"ami-a-use1": ReasonNewest, "ami-a-euw1": ReasonNewest, "ami-b-use1": ReasonNewest, "ami-b-use1-old": ReasonExpired})
 }
@@ -325,30 +332,32 @@ func TestPlan_ScopesAreIndependent(t *testing.T) {
 func TestPlan_AgeCountsFromRotationNotCopyCreation(t *testing.T) {
 	// A copy made today of an image of 20 days ago is 20 days old.
 	got := plan(t, PlanInput{Policy: policyKeep(0, 10), Images: []Image{
-		image("ami-c1", "eu-west-1", "i-a", 1, asCopy),
-		image("ami-c20", "eu-west-1", "i-a", 20, asCopy, func(i *Image) { i.CreatedAt = planNow }),
+		image("ami-c1", "eu-west-1", "i-0000000a", 1, asCopy),
+		image("ami-c20", "eu-west-1", "i-0000000a", 20, asCopy, func(i *Image) { i.CreatedAt = planNow }),
 	}})
 	expect(t, got, map[string]string{"ami-c1": ReasonNewest, "ami-c20": ReasonExpired})
 }
 
-func TestPlan_AgeFallsBackToCreationDate(t *testing.T) {
+// An image whose rotation tag does not parse has no name to be proven by:
+// whatever its creation date, it is not ours.
+func TestPlan_UnreadableRotationIsNotOurs(t *testing.T) {
 	got := plan(t, PlanInput{Policy: policyKeep(0, 10), Images: []Image{
-		image("ami-1", "r", "i-a", 1),
-		image("ami-bad-tag-old", "r", "i-a", 0, withTag(TagRotation, "yesterday"), func(i *Image) { i.CreatedAt = planNow.AddDate(0, 0, -20) }),
-		image("ami-bad-tag-new", "r", "i-a", 0, withTag(TagRotation, "yesterday"), func(i *Image) { i.CreatedAt = planNow.AddDate(0, 0, -2) }),
-		image("ami-no-time", "r", "i-a", 0, withTag(TagRotation, "yesterday"), func(i *Image) { i.CreatedAt = time.Time{} }),
+		image("ami-1", "r", "i-0000000a", 1),
+		image("ami-bad-tag-old", "r", "i-0000000a", 0, withTag(TagRotation, "yesterday"), func(i *Image) { i.CreatedAt = planNow.AddDate(0, 0, -20) }),
+		image("ami-bad-tag-new", "r", "i-0000000a", 0, withTag(TagRotation, "yesterday"), func(i *Image) { i.CreatedAt = planNow.AddDate(0, 0, -2) }),
+		image("ami-no-time", "r", "i-0000000a", 0, withTag(TagRotation, "yesterday"), func(i *Image) { i.CreatedAt = time.Time{} }),
 	}})
-	expect(t, got, map[string]string{"ami-bad-tag-old": ReasonExpired, "ami-bad-tag-new": ReasonWithinAge, "ami-no-time": ReasonUnknownAge})
+	expect(t, got, map[string]string{"ami-bad-tag-old": ReasonNotManaged, "ami-bad-tag-new": ReasonNotManaged, "ami-no-time": ReasonNotManaged})
 }
 
 // A listing that repeats an image (a pagination bug) must not make the
 // planner contradict itself about that image.
 func TestPlan_DuplicateListingKeepsTheImage(t *testing.T) {
 	got := PlanRetention(PlanInput{Policy: policyKeep(1, 0), Now: planNow, Images: []Image{
-		image("ami-1", "r", "i-a", 1),
-		image("ami-2", "r", "i-a", 2),
-		image("ami-2", "r", "i-a", 2),
-		image("ami-3", "r", "i-a", 3),
+		image("ami-1", "r", "i-0000000a", 1),
+		image("ami-2", "r", "i-0000000a", 2),
+		image("ami-2", "r", "i-0000000a", 2),
+		image("ami-3", "r", "i-0000000a", 3),
 	}})
 	for _, d := range got {
 		if d.ImageID == "ami-2" && (d.Delete || d.Reason != ReasonDuplicate) {
@@ -363,16 +372,16 @@ func TestPlan_DuplicateListingKeepsTheImage(t *testing.T) {
 func TestPlan_NoRetentionRuleKeepsEverything(t *testing.T) {
 	// Validation refuses such a policy; the planner still does no harm with one.
 	got := plan(t, PlanInput{Policy: policyKeep(0, 0), Images: []Image{
-		image("ami-1", "r", "i-a", 1), image("ami-2", "r", "i-a", 200),
+		image("ami-1", "r", "i-0000000a", 1), image("ami-2", "r", "i-0000000a", 200),
 	}})
 	expect(t, got, map[string]string{"ami-1": ReasonNewest, "ami-2": ReasonNoRule})
 }
 
 func TestPlan_OutputIsSorted(t *testing.T) {
 	ds := PlanRetention(PlanInput{Policy: policyKeep(1, 0), Now: planNow, Images: []Image{
-		image("ami-b2", "us-east-1", "i-b", 2), image("ami-a1", "us-east-1", "i-a", 1),
-		image("ami-e1", "eu-west-1", "i-a", 1, asCopy), image("ami-a3", "us-east-1", "i-a", 3),
-		image("ami-a2", "us-east-1", "i-a", 2), image("ami-a2b", "us-east-1", "i-a", 2),
+		image("ami-b2", "us-east-1", "i-0000000b", 2), image("ami-a1", "us-east-1", "i-0000000a", 1),
+		image("ami-e1", "eu-west-1", "i-0000000a", 1, asCopy), image("ami-a3", "us-east-1", "i-0000000a", 3),
+		image("ami-a2", "us-east-1", "i-0000000a", 2), image("ami-a2b", "us-east-1", "i-0000000a", 2),
 	}})
 	var ids []string
 	for _, d := range ds {
