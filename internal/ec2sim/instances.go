@@ -1,6 +1,7 @@
 package ec2sim
 
 import (
+	"cmp"
 	"fmt"
 	"regexp"
 	"sort"
@@ -145,6 +146,9 @@ type InstanceSpec struct {
 	Volumes []int
 	// Stopped seeds the instance in the stopped state.
 	Stopped bool
+	// ID, when set, is the instance's id instead of a generated one (tests
+	// that name their instances); it must be a free, valid instance id.
+	ID string
 }
 
 // RunInstance creates an instance directly (no request, not counted),
@@ -182,7 +186,15 @@ func (s *Sim) RunInstance(regionName string, spec InstanceSpec) (string, error) 
 	for i, size := range sizes {
 		bdms = append(bdms, requestedVolume{device: deviceName(img, i), size: size, volumeType: "gp3", deleteOnTermination: true})
 	}
-	in := s.launchLocked(r, img, launchSpec{instanceType: spec.InstanceType, tags: tags, volumes: bdms}, s.newID("r"), s.Now())
+	if spec.ID != "" {
+		if !instanceIDPattern.MatchString(spec.ID) {
+			return "", fmt.Errorf("ec2sim: %q is not an instance id", spec.ID)
+		}
+		if _, taken := r.instances[spec.ID]; taken {
+			return "", fmt.Errorf("ec2sim: instance %s already exists in %s", spec.ID, regionName)
+		}
+	}
+	in := s.launchLocked(r, img, launchSpec{id: spec.ID, instanceType: spec.InstanceType, tags: tags, volumes: bdms}, s.newID("r"), s.Now())
 	if spec.Stopped {
 		in.state, in.target = "stopped", ""
 	} else {
@@ -208,6 +220,7 @@ type requestedVolume struct {
 }
 
 type launchSpec struct {
+	id                                                           string // "" = a new id
 	instanceType, keyName, subnetID, profileArn, az, clientToken string
 	groups                                                       []string
 	tags, volumeTags                                             []tag
@@ -225,7 +238,7 @@ func (s *Sim) launchLocked(r *region, img *image, ls launchSpec, reservation str
 	}
 	seq := s.nextSeq()
 	in := &instance{
-		seq: seq, id: s.newID("i"), reservationID: reservation, imageID: img.id,
+		seq: seq, id: cmp.Or(ls.id, s.newID("i")), reservationID: reservation, imageID: img.id,
 		instanceType: ls.instanceType, keyName: ls.keyName, subnetID: ls.subnetID,
 		vpcID: "vpc-" + fmt.Sprintf("%017x", hashString(r.name)&0xfffffffffffffff), az: az,
 		privateIP:  fmt.Sprintf("10.%d.%d.%d", (seq>>16)&0xff, (seq>>8)&0xff, seq&0xff),
@@ -644,3 +657,6 @@ func (s *Sim) stopInstances(c *call) *apiError {
 func (s *Sim) terminateInstances(c *call) *apiError {
 	return s.changeInstances(c, "terminated", func(string) bool { return true }, "shutting-down", "terminated")
 }
+
+// instanceIDPattern is the form of an instance id: i- and 8 or 17 hex digits.
+var instanceIDPattern = regexp.MustCompile(`^i-([0-9a-f]{8}|[0-9a-f]{17})$`)

@@ -3,6 +3,7 @@ package steps
 import (
 	"context"
 	"slices"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -89,4 +90,33 @@ func describeInstances(ctx context.Context, client ec2.DescribeInstancesAPIClien
 		}
 	}
 	return found, nil
+}
+
+// toImage converts an EC2 image.
+func toImage(im types.Image, region string) rotation.Image {
+	img := rotation.Image{
+		ID:          aws.ToString(im.ImageId),
+		Region:      region,
+		Name:        aws.ToString(im.Name),
+		State:       string(im.State),
+		Tags:        ec2x.TagMap(im.Tags),
+		SnapshotIDs: ec2x.SnapshotIDs(im),
+	}
+	// An unreadable date stays zero: the planner then dates the image by
+	// its rotation tag, or keeps it as of unknown age.
+	if created, err := time.Parse(time.RFC3339Nano, aws.ToString(im.CreationDate)); err == nil {
+		img.CreatedAt = created
+	}
+	// "disabled" is the only value that allows deregistration; "enabled",
+	// "enabled-with-cooldown" and "disabled-until <time>" all still protect.
+	if p := aws.ToString(im.DeregistrationProtection); p != "" && p != "disabled" {
+		img.DeregistrationProtected = true
+	}
+	return img
+}
+
+// rotationImage reports whether img is provably the image policy p made of
+// instanceID in rotation rot (rotation.Proven).
+func rotationImage(img types.Image, p rotation.Policy, rot rotation.Rotation, instanceID string) bool {
+	return rotation.Proven(toImage(img, ""), p.Name, instanceID, rot.ID)
 }

@@ -133,14 +133,6 @@ func (s *Poll) handle(ctx context.Context, b Batch) (Batch, error) {
 	return b, nil
 }
 
-// rotationImage reports whether img carries the tags this policy's
-// rotation gave the instance's image.
-func rotationImage(img types.Image, p rotation.Policy, rot rotation.Rotation, instanceID string) bool {
-	tags := ec2x.TagMap(img.Tags)
-	return tags[rotation.TagCreatedBy] == rotation.CreatedBy && tags[rotation.TagPolicy] == p.Name &&
-		tags[rotation.TagRotation] == rot.ID && tags[rotation.TagInstanceID] == instanceID
-}
-
 // cleanup deregisters each failed image with its snapshots and deletes any
 // snapshot EC2 did not delete with it, including snapshots the image does
 // not list (found by amirotate's tags for that instance and rotation).
@@ -175,10 +167,10 @@ func (s *Poll) cleanup(ctx context.Context, b Batch, p rotation.Policy, failed m
 
 // cleanupRegion cleans the failed images of one region.
 func cleanupRegion(ctx context.Context, client ec2x.PollEC2, p rotation.Policy, rot rotation.Rotation, recs []rotation.Record) []rotation.Record {
-	// Snapshots CreateImage/CopyImage tagged for these instances in this
-	// rotation: in one region an instance has one image per rotation, so
-	// they are exactly the failed images' snapshots.
-	byInstance := map[string][]string{}
+	// Snapshots CreateImage/CopyImage made for the failed images, found by
+	// their tags and proven by the description EC2 wrote (which names the
+	// image): a tag alone would let anyone get a snapshot deleted here.
+	byImage := map[string][]string{}
 	ids := make([]string, 0, len(recs))
 	for _, r := range recs {
 		ids = append(ids, r.InstanceID)
@@ -200,13 +192,11 @@ func cleanupRegion(ctx context.Context, client ec2x.PollEC2, p rotation.Policy, 
 		}
 		for _, sn := range page.Snapshots {
 			tags := ec2x.TagMap(sn.Tags)
-			// As retention does: an API that ignored a filter still cannot
-			// make the cleanup delete another rotation's snapshot.
-			if tags[rotation.TagPolicy] != p.Name || tags[rotation.TagRotation] != rot.ID {
+			image, why := rotation.SnapshotUnproven(aws.ToString(sn.Description), tags, p.Name)
+			if why != "" || tags[rotation.TagRotation] != rot.ID {
 				continue
 			}
-			inst := tags[rotation.TagInstanceID]
-			byInstance[inst] = append(byInstance[inst], aws.ToString(sn.SnapshotId))
+			byImage[image] = append(byImage[image], aws.ToString(sn.SnapshotId))
 		}
 	}
 
@@ -218,7 +208,7 @@ func cleanupRegion(ctx context.Context, client ec2x.PollEC2, p rotation.Policy, 
 		for _, id := range r.SnapshotIDs {
 			snaps[id] = true
 		}
-		for _, id := range byInstance[r.InstanceID] {
+		for _, id := range byImage[r.ImageID] {
 			snaps[id] = true
 		}
 		var problems []string

@@ -16,7 +16,8 @@ import (
 // sweepOrphans deletes the policy's snapshots whose image is gone: those a
 // deregistration left behind (a snapshot delete that failed, a snapshot
 // still attached for a moment after its image went). A snapshot is an
-// orphan when it carries the policy's amirotate tags, is complete (or
+// orphan when it is provably the policy's (rotation.SnapshotUnproven: its
+// tags and the description EC2 wrote agree), is complete (or
 // errored) and older than orphanMinAge, and no image of this account, of any
 // policy or none, lists it. Returns region → deleted (or, in a dry run,
 // would-be-deleted) ids and snapshot → error for those that failed.
@@ -63,11 +64,13 @@ func (r *Retention) sweepRegion(ctx context.Context, p rotation.Policy, region s
 			return nil, nil, fmt.Errorf("listing snapshots of policy %s: %w", p.Name, err)
 		}
 		for _, s := range page.Snapshots {
-			tags := ec2x.TagMap(s.Tags)
-			// A pending snapshot may belong to an image still being made;
-			// a young one to an image that does not list it yet.
-			if tags[rotation.TagPolicy] != p.Name || tags[rotation.TagCreatedBy] != rotation.CreatedBy ||
-				s.State == types.SnapshotStatePending || s.StartTime == nil || !s.StartTime.Before(cutoff) {
+			// A tag alone proves nothing: the description EC2 wrote when
+			// amirotate's CreateImage or CopyImage made the snapshot must
+			// agree with its tags. A pending snapshot may belong to an image
+			// still being made; a young one to an image that does not list
+			// it yet.
+			_, unproven := rotation.SnapshotUnproven(aws.ToString(s.Description), ec2x.TagMap(s.Tags), p.Name)
+			if unproven != "" || s.State == types.SnapshotStatePending || s.StartTime == nil || !s.StartTime.Before(cutoff) {
 				continue
 			}
 			candidates = append(candidates, aws.ToString(s.SnapshotId))

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -48,11 +47,12 @@ func withPlanned(images []rotation.Image, region string, job retentionJob) ([]ro
 			if rec.SourceImageID == "" {
 				tags[rotation.TagSourceImage] = plannedPrefix + rec.InstanceID
 			}
+			tags[rotation.TagSourceRegion] = job.home
 		}
 		images = append(images, rotation.Image{
 			ID:        id,
 			Region:    region,
-			Name:      rec.Name,
+			Name:      rotation.ImageName(job.policy.Name, rec.InstanceID, job.rotationID),
 			State:     rotation.StateAvailable,
 			CreatedAt: job.now,
 			Tags:      tags,
@@ -180,27 +180,4 @@ func (r *Retention) listImages(ctx context.Context, cl ec2x.RetentionEC2, region
 		}
 	}
 	return out, nil
-}
-
-// toImage converts an EC2 image.
-func toImage(im types.Image, region string) rotation.Image {
-	img := rotation.Image{
-		ID:          aws.ToString(im.ImageId),
-		Region:      region,
-		Name:        aws.ToString(im.Name),
-		State:       string(im.State),
-		Tags:        ec2x.TagMap(im.Tags),
-		SnapshotIDs: ec2x.SnapshotIDs(im),
-	}
-	// An unreadable date stays zero: the planner then dates the image by
-	// its rotation tag, or keeps it as of unknown age.
-	if created, err := time.Parse(time.RFC3339Nano, aws.ToString(im.CreationDate)); err == nil {
-		img.CreatedAt = created
-	}
-	// "disabled" is the only value that allows deregistration; "enabled",
-	// "enabled-with-cooldown" and "disabled-until <time>" all still protect.
-	if p := aws.ToString(im.DeregistrationProtection); p != "" && p != "disabled" {
-		img.DeregistrationProtected = true
-	}
-	return img
 }

@@ -388,7 +388,8 @@ func TestRetention_SharedSnapshotOfTwoExpiredImages(t *testing.T) {
 	w := newRTWorld(t, `"retention":{"keep":1}`)
 	recs := w.rotated("i-0000000a")
 	x, snaps := w.mk(img{instance: "i-0000000a", daysAgo: 3})
-	y := w.register(rtHome, "second-image", []string{snaps[0]}, w.managedTags("i-0000000a", 4))
+	tags := w.managedTags("i-0000000a", 4)
+	y := w.register(rtHome, rotation.ImageName(w.policy.Name, "i-0000000a", tags[rotation.TagRotation]), []string{snaps[0]}, tags)
 	b := w.runRetention(w.batchOf(recs))
 	if f := failures(b.Retention); len(f) > 0 {
 		t.Fatalf("failures: %v", f)

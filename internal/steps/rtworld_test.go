@@ -48,7 +48,7 @@ type rtWorld struct {
 	clients *ec2x.Clients
 	policy  rotation.Policy
 	rot     rotation.Rotation
-	hosts   map[string]string // region → the instance images are made from
+	hosts   map[string]string // region/instance → the instance images are made from
 	seq     int
 }
 
@@ -90,15 +90,24 @@ func (w *rtWorld) publisher() *Publish { return NewPublish(w.clients) }
 
 // host is the instance images in region are made from (their tags say which
 // instance they belong to; EC2 only needs some instance).
-func (w *rtWorld) host(region string) string {
-	if id, ok := w.hosts[region]; ok {
+func (w *rtWorld) host(region, instance string) string {
+	key := region + "/" + instance
+	if id, ok := w.hosts[key]; ok {
 		return id
 	}
-	id, err := w.sim.RunInstance(region, ec2sim.InstanceSpec{Tags: map[string]string{"Name": "image-host"}, Volumes: []int{8, 20}})
+	// The image's instance itself, so that EC2's description of its
+	// snapshots ("Created by CreateImage(i-…)") agrees with its tags, as
+	// for every image amirotate makes. An instance that is not a valid id
+	// (a test of bad tags) gets a generated host.
+	spec := ec2sim.InstanceSpec{Tags: map[string]string{"Name": "image-host"}, Volumes: []int{8, 20}}
+	if rotation.ValidInstanceID(instance) {
+		spec.ID = instance
+	}
+	id, err := w.sim.RunInstance(region, spec)
 	if err != nil {
 		w.t.Fatalf("RunInstance: %v", err)
 	}
-	w.hosts[region] = id
+	w.hosts[key] = id
 	return id
 }
 
@@ -115,6 +124,7 @@ type img struct {
 	failed   bool     // let it end failed
 	name     string   // default an amirotate name
 	fast     bool     // do not read the snapshot ids back (benchmarks)
+	current  bool     // an image of the current rotation (w.rot)
 }
 
 // mk makes the image through CreateImage, with its tags on the image and
@@ -127,41 +137,58 @@ func (w *rtWorld) mk(s img) (string, []string) {
 	if s.policy == "" {
 		s.policy = w.policy.Name
 	}
-	rotID := rotation.RotationID(rtStart.AddDate(0, 0, -s.daysAgo))
+	// Each image gets its own rotation minute (later made, later minute)
+	// so its name is exactly the one its tags give, as amirotate names it.
+	w.seq++
+	rotID := rotation.RotationID(rtStart.AddDate(0, 0, -s.daysAgo).Add(-time.Duration(1000-w.seq) * time.Minute))
+	if s.current {
+		rotID = w.rot.ID
+	}
 	tags := map[string]string{
 		rotation.TagPolicy:     s.policy,
 		rotation.TagInstanceID: s.instance,
 		rotation.TagRotation:   rotID,
 		rotation.TagCreatedBy:  rotation.CreatedBy,
 	}
+	var source string
 	if s.copy {
-		tags[rotation.TagSourceImage] = "ami-0123456789abcdef0"
+		source = w.copySource()
+		tags[rotation.TagSourceImage] = source
 		tags[rotation.TagSourceRegion] = rtHome
 	}
 	for _, k := range s.noTags {
 		delete(tags, k)
 	}
 	maps.Copy(tags, s.tags)
-	w.seq++
 	if s.name == "" {
-		s.name = fmt.Sprintf("%s-%d", rotation.ImageName(s.policy, s.instance, rotID), w.seq)
+		s.name = rotation.ImageName(s.policy, s.instance, rotID)
 	}
-	host := w.host(s.region)
-	if s.failed {
-		w.sim.FailNextImage(s.region, host, "simulated failure")
+	specs := []types.TagSpecification{
+		{ResourceType: types.ResourceTypeImage, Tags: ec2Tags(tags)},
+		{ResourceType: types.ResourceTypeSnapshot, Tags: ec2Tags(tags)},
 	}
-	out, err := w.ec2(s.region).CreateImage(w.ctx, &ec2.CreateImageInput{
-		InstanceId: aws.String(host),
-		Name:       aws.String(s.name),
-		TagSpecifications: []types.TagSpecification{
-			{ResourceType: types.ResourceTypeImage, Tags: ec2Tags(tags)},
-			{ResourceType: types.ResourceTypeSnapshot, Tags: ec2Tags(tags)},
-		},
-	})
-	if err != nil {
-		w.t.Fatalf("CreateImage: %v", err)
+	var id string
+	if s.copy {
+		// A real copy, so that EC2 describes its snapshots as copies of
+		// the source its tags name.
+		out, err := w.ec2(s.region).CopyImage(w.ctx, &ec2.CopyImageInput{SourceRegion: aws.String(rtHome),
+			SourceImageId: aws.String(source), Name: aws.String(s.name), TagSpecifications: specs})
+		if err != nil {
+			w.t.Fatalf("CopyImage: %v", err)
+		}
+		id = aws.ToString(out.ImageId)
+	} else {
+		host := w.host(s.region, s.instance)
+		if s.failed {
+			w.sim.FailNextImage(s.region, host, "simulated failure")
+		}
+		out, err := w.ec2(s.region).CreateImage(w.ctx, &ec2.CreateImageInput{
+			InstanceId: aws.String(host), Name: aws.String(s.name), TagSpecifications: specs})
+		if err != nil {
+			w.t.Fatalf("CreateImage: %v", err)
+		}
+		id = aws.ToString(out.ImageId)
 	}
-	id := aws.ToString(out.ImageId)
 	if !s.pending {
 		w.clock.Advance(2 * time.Minute)
 	}
@@ -169,6 +196,19 @@ func (w *rtWorld) mk(s img) (string, []string) {
 		return id, nil
 	}
 	return id, w.snapshotsOf(s.region, id)
+}
+
+// copySource makes an untagged image in the home region for mk to copy
+// (not amirotate's: it never counts in retention).
+func (w *rtWorld) copySource() string {
+	w.t.Helper()
+	out, err := w.ec2(rtHome).CreateImage(w.ctx, &ec2.CreateImageInput{
+		InstanceId: aws.String(w.host(rtHome, "copy-source")), Name: aws.String(fmt.Sprintf("copy-source-%d", w.seq))})
+	if err != nil {
+		w.t.Fatalf("CreateImage: %v", err)
+	}
+	w.clock.Advance(2 * time.Minute)
+	return aws.ToString(out.ImageId)
 }
 
 func ec2Tags(m map[string]string) []types.Tag {
@@ -271,10 +311,10 @@ func (w *rtWorld) batch(states map[string]map[string]string) Batch {
 // policy copies) and returns the batch records of them, available.
 func (w *rtWorld) rotated(instance string) []rotation.Record {
 	w.t.Helper()
-	src, _ := w.mk(img{instance: instance})
+	src, _ := w.mk(img{instance: instance, current: true})
 	recs := []rotation.Record{{InstanceID: instance, Region: rtHome, ImageID: src, State: rotation.StateAvailable}}
 	for _, c := range w.policy.CopyTo {
-		cp, _ := w.mk(img{instance: instance, region: c.Region, copy: true})
+		cp, _ := w.mk(img{instance: instance, region: c.Region, copy: true, current: true})
 		recs = append(recs, rotation.Record{InstanceID: instance, Region: c.Region, ImageID: cp, SourceImageID: src, State: rotation.StateAvailable})
 	}
 	return recs

@@ -86,39 +86,46 @@ func (s *Tag) handle(ctx context.Context, b Batch) (Batch, error) {
 func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region string, idx []int, mu *sync.Mutex) error {
 	client := s.EC2.In(region)
 	var (
-		newIDs    []string
 		instances []string
 		isNew     = map[string]bool{}
 	)
 	for _, i := range idx {
 		r := b.Images[i]
-		newIDs = append(newIDs, r.ImageID)
 		instances = append(instances, r.InstanceID)
 		isNew[r.ImageID] = true
 	}
 
 	// The new images as EC2 has them: their snapshots are read from the
-	// images, never taken from the records, and only from images this
-	// rotation made. Tagging a snapshot marks it as ours (the orphan sweep
-	// may delete it one day); sharing one exposes it: neither may follow a
-	// record that names another snapshot (a hand-made input).
-	found, err := describeImagesByID(ctx, client, newIDs)
+	// images, never taken from the records, and only from images provably
+	// this rotation's (rotation.Proven). Tagging a snapshot marks it as ours
+	// (the orphan sweep may delete it one day); sharing one exposes it:
+	// neither may follow a record that names another image or snapshot (a
+	// hand-made input).
+	found, err := describeImagesByID(ctx, client, slices.Collect(maps.Keys(isNew)))
 	if err != nil {
 		return fmt.Errorf("reading the new images: %w", err)
 	}
 	own := map[string][]string{} // image → its snapshots
 	for _, i := range idx {
-		r := b.Images[i]
+		r := &b.Images[i]
 		if img, ok := found[r.ImageID]; ok && rotationImage(img, p, b.Rotation, r.InstanceID) {
 			own[r.ImageID] = ec2x.SnapshotIDs(img)
+			continue
 		}
+		mu.Lock()
+		r.Error = fmt.Sprintf("image %s is not provably this rotation's image of %s; not marked latest, shared or deprecated", r.ImageID, r.InstanceID)
+		mu.Unlock()
 	}
 	if err := tagCopySnapshots(ctx, client, p, b.Rotation, b.Images, idx, own); err != nil {
 		return err
 	}
 
-	// The previous latest images of these instances in this region.
-	var previous []string
+	// The previous latest images of these instances in this region. Only
+	// provably ours are untagged (someone else's image is not ours to
+	// change), and an instance whose latest is of a later rotation keeps it:
+	// latest never moves backwards.
+	previous := map[string][]string{} // instance → its previous latest images
+	newer := map[string]string{}      // instance → the later rotation of its latest
 	for chunk := range slices.Chunk(instances, ec2x.MaxFilterValues) {
 		pages := ec2.NewDescribeImagesPaginator(client, &ec2.DescribeImagesInput{
 			Owners: []string{"self"},
@@ -138,12 +145,36 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 				return fmt.Errorf("listing the previous latest images: %w", err)
 			}
 			for _, img := range page.Images {
-				if id := aws.ToString(img.ImageId); !isNew[id] {
-					previous = append(previous, id)
+				im := toImage(img, region)
+				if isNew[im.ID] || rotation.Unproven(im, p.Name) != "" {
+					continue
+				}
+				inst, rot := im.Tags[rotation.TagInstanceID], im.Tags[rotation.TagRotation]
+				if rot > b.Rotation.ID {
+					newer[inst] = rot
+				} else {
+					previous[inst] = append(previous[inst], im.ID)
 				}
 			}
 		}
 	}
+	var newIDs, previousIDs []string
+	for _, i := range idx {
+		r := &b.Images[i]
+		if _, ok := own[r.ImageID]; !ok {
+			continue
+		}
+		if rot, ok := newer[r.InstanceID]; ok {
+			mu.Lock()
+			r.Error = fmt.Sprintf("the latest image of %s is of a later rotation (%s); latest stays there", r.InstanceID, rot)
+			mu.Unlock()
+			continue
+		}
+		newIDs = append(newIDs, r.ImageID)
+		previousIDs = append(previousIDs, previous[r.InstanceID]...)
+	}
+	slices.Sort(previousIDs)
+	previousIDs = slices.Compact(previousIDs)
 	// Tag the new ones first: whoever looks for the latest image always
 	// finds one (two for a moment, never none).
 	for chunk := range slices.Chunk(newIDs, ec2x.MaxTagResources) {
@@ -154,7 +185,7 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 			return fmt.Errorf("tagging the new images latest: %w", err)
 		}
 	}
-	for chunk := range slices.Chunk(previous, ec2x.MaxTagResources) {
+	for chunk := range slices.Chunk(previousIDs, ec2x.MaxTagResources) {
 		if _, err := client.DeleteTags(ctx, &ec2.DeleteTagsInput{
 			Resources: chunk,
 			Tags:      []types.Tag{{Key: aws.String(rotation.TagLatest)}},
@@ -187,8 +218,13 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 	now := clockNow(s.Now)
 	g := workers()
 	for _, i := range idx {
+		if _, ok := own[b.Images[i].ImageID]; !ok {
+			continue // not provably ours: never shared or deprecated
+		}
 		g.Go(func() error {
+			mu.Lock()
 			r := b.Images[i]
+			mu.Unlock()
 			var problems []string
 			fail := func(what string, err error) {
 				if ec2x.IsRetryable(err) {
