@@ -129,8 +129,8 @@ func (b scaledBackoff) BackoffDelay(attempt int, err error) (time.Duration, erro
 
 func benchPolicy(c benchConfig) rotation.Policy {
 	p := rotation.Policy{
-		Name:                "bench",
-		NoReboot:            true,
+		Name: "bench",
+
 		Retention:           rotation.Retention{Keep: 1},
 		DeprecateAfterDays:  30,
 		Tags:                map[string]string{"Environment": "bench"},

@@ -77,7 +77,7 @@ func rotate(ctx context.Context, clients *ec2x.Clients, o rotateOptions) (*rotat
 	p := newProgress(o.Progress)
 	defer p.stop()
 	runner, err := localrun.New(localrun.Options{
-		Handlers:     localrun.StepHandlers(clients, nil),
+		Handlers:     localrun.StepHandlers(clients, steps.Env{Policies: rotation.PinPolicies(o.Policy)}),
 		Region:       clients.Home(),
 		WaitMs:       o.WaitMs,
 		DetailStates: []string{"BatchReport", "Report", "RetentionOthers"},

@@ -12,7 +12,7 @@ import (
 )
 
 func main() {
-	boot.Start(func(c *ec2x.Clients) func(context.Context, steps.Batch) (steps.Batch, error) {
-		return steps.NewPublish(c).Handle
+	boot.Start(func(c *ec2x.Clients, env steps.Env) func(context.Context, steps.Batch) (steps.Batch, error) {
+		return steps.NewPublish(c, env).Handle
 	})
 }

@@ -13,7 +13,7 @@ import (
 )
 
 func main() {
-	boot.Start(func(*ec2x.Clients) func(context.Context, steps.ReportIn) (json.RawMessage, error) {
+	boot.Start(func(*ec2x.Clients, steps.Env) func(context.Context, steps.ReportIn) (json.RawMessage, error) {
 		return steps.Report{}.Handle
 	})
 }

@@ -8,7 +8,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"time"
 
 	"github.com/amirotate/amirotate/functions/internal/boot"
 	"github.com/amirotate/amirotate/internal/ec2x"
@@ -16,7 +15,7 @@ import (
 )
 
 func main() {
-	boot.Start(func(c *ec2x.Clients) func(context.Context, json.RawMessage) (any, error) {
-		return steps.NewRetention(c, time.Now).Invoke
+	boot.Start(func(c *ec2x.Clients, env steps.Env) func(context.Context, json.RawMessage) (any, error) {
+		return steps.NewRetention(c, env).Invoke
 	})
 }

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"time"
 
 	"github.com/amirotate/amirotate/functions/internal/boot"
 	"github.com/amirotate/amirotate/internal/ec2x"
@@ -12,7 +11,7 @@ import (
 )
 
 func main() {
-	boot.Start(func(c *ec2x.Clients) func(context.Context, steps.Batch) (steps.Batch, error) {
-		return steps.NewTag(c, time.Now).Handle
+	boot.Start(func(c *ec2x.Clients, env steps.Env) func(context.Context, steps.Batch) (steps.Batch, error) {
+		return steps.NewTag(c, env).Handle
 	})
 }

@@ -57,10 +57,10 @@ func TestPolicies_AsDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	web, db := ps[0], ps[1]
-	if web.Retention.Keep != 1 || web.NoReboot || !web.Publish.LaunchTemplates || web.Selector.Tags["amirotate:policy"] != "web" {
+	if web.Retention.Keep != 1 || !web.Reboots() || !web.Publish.LaunchTemplates || web.Selector.Tags["amirotate:policy"] != "web" {
 		t.Errorf("web: got %+v", web)
 	}
-	if db.Retention.Keep != 3 || !db.NoReboot || db.Selector.Tags["amirotate:policy"] != "db" {
+	if db.Retention.Keep != 3 || db.Reboots() || db.Selector.Tags["amirotate:policy"] != "db" {
 		t.Errorf("db: got %+v", db)
 	}
 	for _, s := range fleetSpec {

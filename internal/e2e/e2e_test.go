@@ -112,7 +112,7 @@ func (w *world) runner(opts ...runOpt) *localrun.Runner {
 	w.t.Helper()
 	waitMs, retryMs := 50, 20
 	o := localrun.Options{
-		Handlers: localrun.StepHandlers(w.clients, nil),
+		Handlers: localrun.StepHandlers(w.clients, steps.Env{}),
 		WaitMs:   &waitMs,
 		RetryMs:  &retryMs,
 	}

@@ -1,8 +1,6 @@
 package localrun
 
 import (
-	"time"
-
 	"github.com/amirotate/amirotate/internal/ec2x"
 	"github.com/amirotate/amirotate/internal/steps"
 )
@@ -10,20 +8,17 @@ import (
 // StepHandlers builds every step's handler from internal/steps, as
 // functions/<name>/main.go wire them for Lambda, over one set of clients
 // (the AWS configuration: a real account, or the simulator through
-// AWS_ENDPOINT_URL_EC2 / _SSM / _AUTO_SCALING). now is the handlers' clock
-// (nil = time.Now).
-func StepHandlers(c *ec2x.Clients, now func() time.Time) map[string]any {
-	if now == nil {
-		now = time.Now
-	}
+// AWS_ENDPOINT_URL_EC2 / _SSM / _AUTO_SCALING). env is the handlers' clock
+// and pinned policies.
+func StepHandlers(c *ec2x.Clients, env steps.Env) map[string]any {
 	return map[string]any{
-		"discover":  steps.NewDiscover(c, now).Handle,
-		"snapshot":  steps.NewSnapshot(c, now).Handle,
-		"poll":      steps.NewPoll(c, now).Handle,
-		"copy":      steps.NewCopy(c, now).Handle,
-		"tag":       steps.NewTag(c, now).Handle,
-		"publish":   steps.NewPublish(c).Handle,
-		"retention": steps.NewRetention(c, now).Invoke,
+		"discover":  steps.NewDiscover(c, env).Handle,
+		"snapshot":  steps.NewSnapshot(c, env).Handle,
+		"poll":      steps.NewPoll(c, env).Handle,
+		"copy":      steps.NewCopy(c, env).Handle,
+		"tag":       steps.NewTag(c, env).Handle,
+		"publish":   steps.NewPublish(c, env).Handle,
+		"retention": steps.NewRetention(c, env).Invoke,
 		"report":    steps.Report{}.Handle,
 	}
 }

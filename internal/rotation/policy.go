@@ -34,6 +34,13 @@ const (
 	// time-based copies up to 48.
 	MaxTimeoutMinutes = 48 * 60
 
+	// DefaultMaxDeletionsPerInstance lets a night delete the expired image
+	// of an instance and region, and two more after missed nights.
+	DefaultMaxDeletionsPerInstance = 3
+	DefaultRebuildCooldownMinutes  = 60
+	DefaultRebuildKeep             = 2
+	MaxRebuildCooldownMinutes      = 7 * 24 * 60
+
 	MaxKeep       = 1000
 	MaxAgeDays    = 3650
 	MaxDeprecate  = 3650 // EC2 refuses a deprecation time more than 10 years ahead
@@ -88,8 +95,24 @@ func (p Policy) WithDefaults() Policy {
 	if p.TimeoutMinutes == 0 {
 		p.TimeoutMinutes = DefaultTimeoutMinutes
 	}
+	if p.NoReboot == nil {
+		noReboot := true
+		p.NoReboot = &noReboot
+	}
+	if p.MaxDeletionsPerInstance == 0 {
+		p.MaxDeletionsPerInstance = DefaultMaxDeletionsPerInstance
+	}
+	if p.Rebuild.CooldownMinutes == 0 {
+		p.Rebuild.CooldownMinutes = DefaultRebuildCooldownMinutes
+	}
+	if p.Rebuild.Keep == 0 {
+		p.Rebuild.Keep = DefaultRebuildKeep
+	}
 	return p
 }
+
+// Reboots reports whether CreateImage reboots the instance (noReboot false).
+func (p Policy) Reboots() bool { return p.NoReboot != nil && !*p.NoReboot }
 
 // RetentionFor returns the retention rule of an image: copies use
 // CopyRetention when the policy sets one.
@@ -244,8 +267,24 @@ func (p Policy) validate(root string) error {
 	if p.TimeoutMinutes < MinTimeoutMinutes || p.TimeoutMinutes > MaxTimeoutMinutes {
 		ps.add(f("timeoutMinutes"), "is %d; set %d to %d (48 hours)", p.TimeoutMinutes, MinTimeoutMinutes, MaxTimeoutMinutes)
 	}
+	if p.MaxDeletionsPerInstance < 1 || p.MaxDeletionsPerInstance > MaxKeep {
+		ps.add(f("maxDeletionsPerInstance"), "is %d; set 1 to %d (raise it for one run to prune a backlog, e.g. after lowering keep)", p.MaxDeletionsPerInstance, MaxKeep)
+	}
+	if p.Rebuild.CooldownMinutes < 1 || p.Rebuild.CooldownMinutes > MaxRebuildCooldownMinutes {
+		ps.add(f("rebuild.cooldownMinutes"), "is %d; set 1 to %d (a week)", p.Rebuild.CooldownMinutes, MaxRebuildCooldownMinutes)
+	}
+	if p.Rebuild.Keep < 1 || p.Rebuild.Keep > MaxKeep {
+		ps.add(f("rebuild.keep"), "is %d; set 1 to %d", p.Rebuild.Keep, MaxKeep)
+	}
+	for i, id := range p.Publish.AdoptLaunchTemplates {
+		if !launchTemplateIDRE.MatchString(id) {
+			ps.add(fmt.Sprintf("%s[%d]", f("publish.adoptLaunchTemplates"), i), "%q is not a launch template id (lt- and 17 hex digits)", id)
+		}
+	}
 	return ps.err()
 }
+
+var launchTemplateIDRE = regexp.MustCompile(`^lt-[0-9a-f]{17}$`)
 
 func checkRetention(ps *problems, field string, r Retention) {
 	if r.Keep < 0 || r.Keep > MaxKeep {

@@ -37,6 +37,10 @@ func TestDecodePolicy_Full(t *testing.T) {
 		BatchSize:           100,
 		PollIntervalSeconds: 60,
 		TimeoutMinutes:      240,
+		NoReboot:            new(bool), // the fixture says false: this policy reboots
+
+		MaxDeletionsPerInstance: DefaultMaxDeletionsPerInstance,
+		Rebuild:                 Rebuild{CooldownMinutes: DefaultRebuildCooldownMinutes, Keep: DefaultRebuildKeep},
 	}
 	if !reflect.DeepEqual(p, want) {
 		t.Errorf("got  %+v\nwant %+v", p, want)
@@ -55,8 +59,11 @@ func TestDecodePolicy_Defaults(t *testing.T) {
 		t.Errorf("defaults: batchSize %d, pollIntervalSeconds %d, timeoutMinutes %d; want 100, 60, 240",
 			p.BatchSize, p.PollIntervalSeconds, p.TimeoutMinutes)
 	}
-	if p.NoReboot {
-		t.Error("noReboot defaults to false (reboot for a consistent filesystem)")
+	if p.Reboots() {
+		t.Error("noReboot defaults to true: a policy that says nothing never reboots its instances (as DLM)")
+	}
+	if p.MaxDeletionsPerInstance != DefaultMaxDeletionsPerInstance || p.Rebuild.CooldownMinutes != DefaultRebuildCooldownMinutes || p.Rebuild.Keep != DefaultRebuildKeep {
+		t.Errorf("defaults: maxDeletionsPerInstance %d, rebuild %+v", p.MaxDeletionsPerInstance, p.Rebuild)
 	}
 }
 

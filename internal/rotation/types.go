@@ -5,9 +5,11 @@ import "time"
 // Policy is one rotation policy, as users write it (JSON, decoded strictly).
 // Field names are part of the product's contract: extend, never rename.
 type Policy struct {
-	Name                string            `json:"name"`
-	Selector            Selector          `json:"selector"`
-	NoReboot            bool              `json:"noReboot"`
+	Name     string   `json:"name"`
+	Selector Selector `json:"selector"`
+	// NoReboot: nil means true (no reboot), as AWS Data Lifecycle Manager
+	// defaults: a policy reboots its instances only when it says so.
+	NoReboot            *bool             `json:"noReboot,omitempty"`
 	CopyTo              []CopyTarget      `json:"copyTo,omitempty"`
 	Retention           Retention         `json:"retention"`
 	CopyRetention       *Retention        `json:"copyRetention,omitempty"`
@@ -21,6 +23,22 @@ type Policy struct {
 	PollIntervalSeconds int               `json:"pollIntervalSeconds,omitempty"`
 	TimeoutMinutes      int               `json:"timeoutMinutes,omitempty"`
 	DryRun              bool              `json:"dryRun,omitempty"`
+	// MaxDeletionsPerInstance is the circuit breaker: a retention pass that
+	// would delete more images of one instance in one region (sources and
+	// copies counted apart) deletes nothing and fails the rotation.
+	MaxDeletionsPerInstance int     `json:"maxDeletionsPerInstance,omitempty"`
+	Rebuild                 Rebuild `json:"rebuild,omitempty"`
+}
+
+// Rebuild governs the rotations an instance's amirotate:rebuild tag starts.
+type Rebuild struct {
+	// CooldownMinutes: a rebuild of an instance imaged less than this long
+	// ago is refused.
+	CooldownMinutes int `json:"cooldownMinutes,omitempty"`
+	// Keep: how many rebuild images of an instance retention keeps. They are
+	// ranked apart from the scheduled ones, so rebuilds never evict the
+	// scheduled history.
+	Keep int `json:"keep,omitempty"`
 }
 
 // Selector picks the instances a policy rotates: every tag must match;
@@ -45,6 +63,11 @@ type Retention struct {
 type Publish struct {
 	SSMParameter    string `json:"ssmParameter,omitempty"`
 	LaunchTemplates bool   `json:"launchTemplates,omitempty"`
+	// AdoptLaunchTemplates names (by id) the tracked launch templates that
+	// publish may move although their current image is not one of the
+	// instance's amirotate images: adopting a template is a policy decision,
+	// never a tag's.
+	AdoptLaunchTemplates []string `json:"adoptLaunchTemplates,omitempty"`
 }
 
 // Triggers of an execution.

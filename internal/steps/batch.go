@@ -37,8 +37,8 @@ type homeClients interface {
 // tag, publish, retention) receives it. The policy was validated by
 // discover; it is checked again because a Batch may also come from a
 // person (a retried or hand-made input).
-func checkBatch(b Batch, clients homeClients) (batchContext, error) {
-	bc, err := checkRotation(b.Policy, b.Rotation, clients)
+func checkBatch(b Batch, clients homeClients, env Env) (batchContext, error) {
+	bc, err := checkRotation(b.Policy, b.Rotation, clients, env)
 	if err != nil {
 		return batchContext{}, err
 	}
@@ -57,20 +57,29 @@ func checkBatch(b Batch, clients homeClients) (batchContext, error) {
 }
 
 // checkRotation validates what every step after discover receives: the
-// policy (with its defaults), the rotation's time and id, and the home
+// policy (with its defaults, and pinned by the deployment), the rotation's
+// time (neither in the future nor absurdly old) and id, and the home
 // region (the rotation's, else the clients').
-func checkRotation(p rotation.Policy, rot rotation.Rotation, clients homeClients) (batchContext, error) {
+func checkRotation(p rotation.Policy, rot rotation.Rotation, clients homeClients, env Env) (batchContext, error) {
 	if rot.Time.IsZero() {
 		return batchContext{}, rotation.Invalid("rotation.time", "is missing; the discover step sets it, and image ages count from it")
 	}
 	if rot.ID == "" {
 		return batchContext{}, rotation.Invalid("rotation.id", "is missing; the discover step sets it (e.g. 20261125T0300Z)")
 	}
-	if _, err := rotation.ParseRotationID(rot.ID); err != nil {
+	if t, err := rotation.ParseRotationID(rot.ID); err != nil {
 		return batchContext{}, rotation.Invalid("rotation.id", "%q is not a rotation id; expected UTC time to the minute like 20261125T0300Z", rot.ID)
+	} else if !t.Equal(rot.Time.UTC().Truncate(time.Minute)) {
+		return batchContext{}, rotation.Invalid("rotation.id", "%q does not name the rotation time %s", rot.ID, rot.Time.UTC().Format(time.RFC3339))
+	}
+	if err := rotation.CheckRotationTime(rot.Time, env.now()); err != nil {
+		return batchContext{}, err
 	}
 	p = p.WithDefaults()
 	if err := p.Validate(); err != nil {
+		return batchContext{}, err
+	}
+	if err := env.Policies.Check(p); err != nil {
 		return batchContext{}, err
 	}
 	if !clients.Configured() {

@@ -6,7 +6,6 @@ import (
 	"maps"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -25,7 +24,7 @@ import (
 // failing the rotation.
 type Copy struct {
 	EC2 ec2x.Regional[ec2x.CopyEC2]
-	Now func() time.Time
+	Env
 }
 
 // PlannedImageID stands for the source image a dry run did not make, in the
@@ -46,12 +45,12 @@ type copyJob struct {
 }
 
 func (s *Copy) handle(ctx context.Context, b Batch) (Batch, error) {
-	bc, err := checkBatch(b, s.EC2)
+	bc, err := checkBatch(b, s.EC2, s.Env)
 	if err != nil {
 		return Batch{}, err
 	}
 	p := bc.policy
-	now := clockNow(s.Now)
+	now := s.now()
 	b.Images = slices.Clone(b.Images) // never write into the caller's records
 
 	existing := copyIndex(b.Images)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
@@ -22,7 +21,7 @@ import (
 // batches of policy.batchSize for the state machine's Map.
 type Discover struct {
 	EC2 ec2x.Regional[ec2x.DiscoverEC2]
-	Now func() time.Time
+	Env
 }
 
 // Handle discovers; a bad input is an InvalidInputError naming the field.

@@ -4,44 +4,62 @@ import (
 	"time"
 
 	"github.com/amirotate/amirotate/internal/ec2x"
+	"github.com/amirotate/amirotate/internal/rotation"
 )
 
 // The constructors build each step over one client factory, handing it
 // only the views its IAM role grants (ec2x.Permissions): the conversion of
 // each SDK client to the step's interface is where the compiler checks it.
-// now is the step's clock (nil = time.Now).
 
-func NewDiscover(c *ec2x.Clients, now func() time.Time) *Discover {
-	return &Discover{EC2: ec2x.NewRegional(c.Home(), func(r string) ec2x.DiscoverEC2 { return c.EC2(r) }), Now: now}
+func NewDiscover(c *ec2x.Clients, env Env) *Discover {
+	return &Discover{EC2: ec2x.NewRegional(c.Home(), func(r string) ec2x.DiscoverEC2 { return c.EC2(r) }), Env: env}
 }
 
-func NewSnapshot(c *ec2x.Clients, now func() time.Time) *Snapshot {
-	return &Snapshot{EC2: ec2x.NewRegional(c.Home(), func(r string) ec2x.SnapshotEC2 { return c.EC2(r) }), Now: now}
+func NewSnapshot(c *ec2x.Clients, env Env) *Snapshot {
+	return &Snapshot{EC2: ec2x.NewRegional(c.Home(), func(r string) ec2x.SnapshotEC2 { return c.EC2(r) }), Env: env}
 }
 
-func NewPoll(c *ec2x.Clients, now func() time.Time) *Poll {
-	return &Poll{EC2: ec2x.NewRegional(c.Home(), func(r string) ec2x.PollEC2 { return c.EC2(r) }), Now: now}
+func NewPoll(c *ec2x.Clients, env Env) *Poll {
+	return &Poll{EC2: ec2x.NewRegional(c.Home(), func(r string) ec2x.PollEC2 { return c.EC2(r) }), Env: env}
 }
 
-func NewCopy(c *ec2x.Clients, now func() time.Time) *Copy {
-	return &Copy{EC2: ec2x.NewRegional(c.Home(), func(r string) ec2x.CopyEC2 { return c.EC2(r) }), Now: now}
+func NewCopy(c *ec2x.Clients, env Env) *Copy {
+	return &Copy{EC2: ec2x.NewRegional(c.Home(), func(r string) ec2x.CopyEC2 { return c.EC2(r) }), Env: env}
 }
 
-func NewTag(c *ec2x.Clients, now func() time.Time) *Tag {
-	return &Tag{EC2: ec2x.NewRegional(c.Home(), func(r string) ec2x.TagEC2 { return c.EC2(r) }), Now: now}
+func NewTag(c *ec2x.Clients, env Env) *Tag {
+	return &Tag{EC2: ec2x.NewRegional(c.Home(), func(r string) ec2x.TagEC2 { return c.EC2(r) }), Env: env}
 }
 
-func NewPublish(c *ec2x.Clients) *Publish {
+func NewPublish(c *ec2x.Clients, env Env) *Publish {
 	return &Publish{
 		EC2: ec2x.NewRegional(c.Home(), func(r string) ec2x.PublishEC2 { return c.EC2(r) }),
 		SSM: ec2x.NewRegional(c.Home(), func(r string) ec2x.PublishSSM { return c.SSM(r) }),
+		Env: env,
 	}
 }
 
-func NewRetention(c *ec2x.Clients, now func() time.Time) *Retention {
+func NewRetention(c *ec2x.Clients, env Env) *Retention {
 	return &Retention{
 		EC2:         ec2x.NewRegional(c.Home(), func(r string) ec2x.RetentionEC2 { return c.EC2(r) }),
 		AutoScaling: ec2x.NewRegional(c.Home(), func(r string) ec2x.RetentionAutoScaling { return c.AutoScaling(r) }),
-		Now:         now,
+		Env:         env,
 	}
+}
+
+// Env is what every step is given besides its clients.
+type Env struct {
+	// Now is the step's clock (nil = time.Now).
+	Now func() time.Time
+	// Policies are the policies the deployment runs; a step refuses any
+	// other (nil accepts every policy: see rotation.Pins).
+	Policies rotation.Pins
+}
+
+// now is the step's time.
+func (e Env) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
 }

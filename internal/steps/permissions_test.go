@@ -107,7 +107,7 @@ func TestPermissions_HandlersCallOnlyTheActionsTheirRoleGrants(t *testing.T) {
 		raw, _ := json.Marshal(map[string]any{"policy": json.RawMessage(p), "trigger": "schedule", "scheduledTime": day.Format(time.RFC3339)})
 		var d DiscoverOut
 		measure(ec2x.StepDiscover, func() (err error) {
-			d, err = NewDiscover(clients, clock.Now).Handle(ctx, DiscoverIn{Input: raw, StartTime: day})
+			d, err = NewDiscover(clients, Env{Now: clock.Now}).Handle(ctx, DiscoverIn{Input: raw, StartTime: day})
 			return err
 		})
 		if len(d.Targets) == 0 {
@@ -122,28 +122,28 @@ func TestPermissions_HandlersCallOnlyTheActionsTheirRoleGrants(t *testing.T) {
 					return err
 				})
 			}
-			step(ec2x.StepSnapshot, NewSnapshot(clients, clock.Now).Handle)
+			step(ec2x.StepSnapshot, NewSnapshot(clients, Env{Now: clock.Now}).Handle)
 			for round := 0; ; round++ {
 				if round > 40 {
 					t.Fatalf("batch did not settle: %+v", b.Counts)
 				}
 				clock.Advance(time.Duration(b.WaitSeconds) * time.Second)
-				step(ec2x.StepPoll, NewPoll(clients, clock.Now).Handle)
+				step(ec2x.StepPoll, NewPoll(clients, Env{Now: clock.Now}).Handle)
 				if b.ToCopy > 0 {
-					step(ec2x.StepCopy, NewCopy(clients, clock.Now).Handle)
+					step(ec2x.StepCopy, NewCopy(clients, Env{Now: clock.Now}).Handle)
 					continue
 				}
 				if b.Pending == 0 {
 					break
 				}
 			}
-			step(ec2x.StepTag, NewTag(clients, clock.Now).Handle)
-			step(ec2x.StepPublish, NewPublish(clients).Handle)
-			step(ec2x.StepRetention, NewRetention(clients, clock.Now).Handle)
+			step(ec2x.StepTag, NewTag(clients, Env{Now: clock.Now}).Handle)
+			step(ec2x.StepPublish, NewPublish(clients, Env{}).Handle)
+			step(ec2x.StepRetention, NewRetention(clients, Env{Now: clock.Now}).Handle)
 		}
 		if d.RetainOthers {
 			measure(ec2x.StepRetention, func() error {
-				_, err := NewRetention(clients, clock.Now).HandleOthers(ctx, RetentionOthersIn{Policy: d.Policy, Rotation: d.Rotation, Exclude: d.Targets})
+				_, err := NewRetention(clients, Env{Now: clock.Now}).HandleOthers(ctx, RetentionOthersIn{Policy: d.Policy, Rotation: d.Rotation, Exclude: d.Targets})
 				return err
 			})
 		}

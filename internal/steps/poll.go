@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -23,7 +22,7 @@ import (
 // still pending at the timeout, and sets the counts and the next wait.
 type Poll struct {
 	EC2 ec2x.Regional[ec2x.PollEC2]
-	Now func() time.Time
+	Env
 }
 
 // MissingPolls is how many polls an image may be missing from
@@ -43,12 +42,12 @@ type regionPoll struct {
 }
 
 func (s *Poll) handle(ctx context.Context, b Batch) (Batch, error) {
-	bc, err := checkBatch(b, s.EC2)
+	bc, err := checkBatch(b, s.EC2, s.Env)
 	if err != nil {
 		return Batch{}, err
 	}
 	p := bc.policy
-	now := clockNow(s.Now)
+	now := s.now()
 	due := deadline(b, p)
 	b.Images = slices.Clone(b.Images) // never write into the caller's records
 

@@ -32,6 +32,7 @@ const ssmChunk = 10
 type Publish struct {
 	EC2 ec2x.Regional[ec2x.PublishEC2]
 	SSM ec2x.Regional[ec2x.PublishSSM]
+	Env
 	// pageSize overrides MaxResults of DescribeLaunchTemplates (0 = 200,
 	// the API's largest page); tests lower it to prove pagination.
 	pageSize int32
@@ -46,7 +47,7 @@ func (p *Publish) Handle(ctx context.Context, b Batch) (Batch, error) {
 }
 
 func (p *Publish) handle(ctx context.Context, b Batch) (Batch, error) {
-	bc, err := checkBatch(b, p.EC2)
+	bc, err := checkBatch(b, p.EC2, p.Env)
 	if err != nil {
 		return Batch{}, err
 	}

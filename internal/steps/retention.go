@@ -52,9 +52,9 @@ const (
 type Retention struct {
 	EC2         ec2x.Regional[ec2x.RetentionEC2]
 	AutoScaling ec2x.Regional[ec2x.RetentionAutoScaling]
-	// Now is the clock the orphan sweep measures snapshot age with (nil =
-	// time.Now). Retention ages count from the rotation time instead.
-	Now func() time.Time
+	// Env's clock checks the rotation time and measures the orphan sweep's
+	// snapshot ages; retention ages count from the rotation time.
+	Env
 	// pageSize overrides MaxResults of every paginated listing (0 = each
 	// API's largest page); tests lower it to prove pagination.
 	pageSize int32
@@ -65,7 +65,7 @@ type Retention struct {
 // scope; an instance whose new image failed, timed out or errored is held:
 // none of its images go. It fills b.Retention.
 func (r *Retention) Handle(ctx context.Context, b Batch) (Batch, error) {
-	bc, err := checkBatch(b, r.EC2)
+	bc, err := checkBatch(b, r.EC2, r.Env)
 	if err != nil {
 		return b, ec2x.Classify(err)
 	}
@@ -110,7 +110,7 @@ func (r *Retention) Handle(ctx context.Context, b Batch) (Batch, error) {
 // policy's snapshots whose image is gone.
 func (r *Retention) HandleOthers(ctx context.Context, in RetentionOthersIn) (RetentionOthersOut, error) {
 	var out RetentionOthersOut
-	bc, err := checkRotation(in.Policy, in.Rotation, r.EC2)
+	bc, err := checkRotation(in.Policy, in.Rotation, r.EC2, r.Env)
 	if err != nil {
 		return out, ec2x.Classify(err)
 	}

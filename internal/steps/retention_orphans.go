@@ -48,7 +48,7 @@ func (r *Retention) sweepOrphans(ctx context.Context, p rotation.Policy, regions
 
 func (r *Retention) sweepRegion(ctx context.Context, p rotation.Policy, region string) ([]string, map[string]string, error) {
 	cl := r.EC2.In(region)
-	cutoff := clockNow(r.Now).Add(-orphanMinAge)
+	cutoff := r.now().Add(-orphanMinAge)
 	var candidates []string
 	sp := ec2.NewDescribeSnapshotsPaginator(cl, &ec2.DescribeSnapshotsInput{
 		OwnerIds: []string{"self"},

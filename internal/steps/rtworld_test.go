@@ -83,10 +83,10 @@ func newRTWorld(t testing.TB, policyJSON string) *rtWorld {
 func (w *rtWorld) ec2(region string) *ec2.Client { return w.clients.EC2(region) }
 
 func (w *rtWorld) retention() *Retention {
-	return NewRetention(w.clients, w.clock.Now)
+	return NewRetention(w.clients, Env{Now: w.clock.Now})
 }
 
-func (w *rtWorld) publisher() *Publish { return NewPublish(w.clients) }
+func (w *rtWorld) publisher() *Publish { return NewPublish(w.clients, Env{Now: w.clock.Now}) }
 
 // host is the instance images in region are made from (their tags say which
 // instance they belong to; EC2 only needs some instance).

@@ -109,11 +109,11 @@ func (e *simEnv) batch(p rotation.Policy, ids []string) Batch {
 	return Batch{Policy: p, Rotation: rot, InstanceIDs: ids}
 }
 
-func (e *simEnv) snapshot() *Snapshot { return NewSnapshot(e.clients, e.now) }
-func (e *simEnv) poll() *Poll         { return NewPoll(e.clients, e.now) }
-func (e *simEnv) copier() *Copy       { return NewCopy(e.clients, e.now) }
-func (e *simEnv) tagger() *Tag        { return NewTag(e.clients, e.now) }
-func (e *simEnv) discover() *Discover { return NewDiscover(e.clients, e.now) }
+func (e *simEnv) snapshot() *Snapshot { return NewSnapshot(e.clients, Env{Now: e.now}) }
+func (e *simEnv) poll() *Poll         { return NewPoll(e.clients, Env{Now: e.now}) }
+func (e *simEnv) copier() *Copy       { return NewCopy(e.clients, Env{Now: e.now}) }
+func (e *simEnv) tagger() *Tag        { return NewTag(e.clients, Env{Now: e.now}) }
+func (e *simEnv) discover() *Discover { return NewDiscover(e.clients, Env{Now: e.now}) }
 
 // rotate runs a batch through the image path as the state machine does:
 // snapshot, then wait/poll (copying when asked) until nothing is pending,

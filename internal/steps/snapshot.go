@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -21,7 +20,7 @@ import (
 // invocation finds it (InvalidAMIName.Duplicate) instead of making a second.
 type Snapshot struct {
 	EC2 ec2x.Regional[ec2x.SnapshotEC2]
-	Now func() time.Time
+	Env
 }
 
 // Handle answers the batch with one record per instance: pending (or
@@ -34,7 +33,7 @@ func (s *Snapshot) Handle(ctx context.Context, in Batch) (Batch, error) {
 var imageableStates = []string{string(types.InstanceStateNameRunning), string(types.InstanceStateNameStopped)}
 
 func (s *Snapshot) handle(ctx context.Context, b Batch) (Batch, error) {
-	bc, err := checkBatch(b, s.EC2)
+	bc, err := checkBatch(b, s.EC2, s.Env)
 	if err != nil {
 		return Batch{}, err
 	}
@@ -124,7 +123,7 @@ func (s *Snapshot) createImage(ctx context.Context, client ec2x.SnapshotEC2, p r
 			InstanceId:        aws.String(r.InstanceID),
 			Name:              aws.String(r.Name),
 			Description:       aws.String(rotation.Description(p.Name, r.InstanceID, rot.ID)),
-			NoReboot:          aws.Bool(p.NoReboot),
+			NoReboot:          aws.Bool(!p.Reboots()),
 			TagSpecifications: ec2x.TagSpecs(tags, types.ResourceTypeImage, types.ResourceTypeSnapshot),
 		})
 		if err != nil {

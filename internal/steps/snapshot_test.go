@@ -168,16 +168,16 @@ func TestSnapshot_ErrorNamesReachTheLambdaResponse(t *testing.T) {
 
 	bad := good
 	bad.Policy.Retention = rotation.Retention{}
-	typ, msg := lambdaErrorType(t, NewSnapshot(e.clients, nil).Handle, bad)
+	typ, msg := lambdaErrorType(t, NewSnapshot(e.clients, Env{}).Handle, bad)
 	if typ != "InvalidInputError" || !strings.Contains(msg, "retention") {
 		t.Errorf("bad policy: errorType %q message %q", typ, msg)
 	}
 	noRotation := good
 	noRotation.Rotation.ID = ""
-	if typ, msg := lambdaErrorType(t, NewSnapshot(e.clients, nil).Handle, noRotation); typ != "InvalidInputError" || !strings.Contains(msg, "rotation.id") {
+	if typ, msg := lambdaErrorType(t, NewSnapshot(e.clients, Env{}).Handle, noRotation); typ != "InvalidInputError" || !strings.Contains(msg, "rotation.id") {
 		t.Errorf("missing rotation id: errorType %q message %q", typ, msg)
 	}
-	if typ, _ := lambdaErrorType(t, NewSnapshot(deadClients(t), nil).Handle, good); typ != "RetryableError" {
+	if typ, _ := lambdaErrorType(t, NewSnapshot(deadClients(t), Env{}).Handle, good); typ != "RetryableError" {
 		t.Errorf("unreachable EC2: errorType %q, want RetryableError", typ)
 	}
 }
@@ -220,14 +220,15 @@ func TestSnapshot_CreateImageCarriesNoRebootAndDescription(t *testing.T) {
 		Credentials:  credentials.NewStaticCredentialsProvider("AKIDAUDIT", "secret", ""),
 		BaseEndpoint: aws.String(srv.URL),
 	}, ec2x.WithoutPacing())
-	h := NewSnapshot(clients, clock.Now)
+	h := NewSnapshot(clients, Env{Now: clock.Now})
 	ctx := context.Background()
 
 	for _, tc := range []struct {
 		policy, extra, wantNoReboot string
 	}{
 		{"quiet", `,"noReboot":true`, "true"},
-		{"safe", ``, "false"},
+		{"rebooting", `,"noReboot":false`, "false"},
+		{"unsaid", ``, "true"}, // no reboot unless the policy says so
 	} {
 		t.Run(tc.policy, func(t *testing.T) {
 			id, err := sim.RunInstance("us-east-1", ec2sim.InstanceSpec{Tags: map[string]string{rotation.TagPolicy: tc.policy}, Volumes: []int{8}})

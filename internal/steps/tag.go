@@ -25,7 +25,7 @@ import (
 // with the policy's accounts; public ("all") only with allowPublic.
 type Tag struct {
 	EC2 ec2x.Regional[ec2x.TagEC2]
-	Now func() time.Time
+	Env
 }
 
 // Handle tags the batch. Every call it makes is idempotent, so a retry
@@ -38,7 +38,7 @@ func (s *Tag) Handle(ctx context.Context, in Batch) (Batch, error) {
 const PublicGroup = "all"
 
 func (s *Tag) handle(ctx context.Context, b Batch) (Batch, error) {
-	bc, err := checkBatch(b, s.EC2)
+	bc, err := checkBatch(b, s.EC2, s.Env)
 	if err != nil {
 		return Batch{}, err
 	}
@@ -215,7 +215,7 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 		emu   sync.Mutex
 		retry error
 	)
-	now := clockNow(s.Now)
+	now := s.now()
 	g := workers()
 	for _, i := range idx {
 		if _, ok := own[b.Images[i].ImageID]; !ok {
