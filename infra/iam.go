@@ -88,7 +88,7 @@ func ssmPrefix(template, policy string) string {
 // import) so a reviewer reads the grant here; TestIAM_FunctionActionsMatchCode
 // holds it equal to internal/ec2x.Actions.
 var functionActions = map[string][]string{
-	"discover": {"ec2:DescribeInstances"},
+	"discover": {"ec2:DescribeImages", "ec2:DescribeInstances"},
 	"snapshot": {"ec2:CreateImage", "ec2:DescribeImages", "ec2:DescribeInstances"},
 	"poll":     {"ec2:DeleteSnapshot", "ec2:DeregisterImage", "ec2:DescribeImages", "ec2:DescribeSnapshots"},
 	"copy":     {"ec2:CopyImage", "ec2:DescribeImages"},

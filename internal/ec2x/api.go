@@ -12,9 +12,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 )
 
-// DiscoverEC2 resolves a policy's selector to instances.
+// DiscoverEC2 resolves a policy's selector to instances, and reads when a
+// rebuilt instance was last imaged (its cooldown).
 type DiscoverEC2 interface {
 	DescribeInstances(ctx context.Context, params *ec2.DescribeInstancesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
+	DescribeImages(ctx context.Context, params *ec2.DescribeImagesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
 }
 
 // SnapshotEC2 creates the source images, adopting one a previous attempt

@@ -44,10 +44,11 @@ func ReasonCode(reason string) string {
 const maxReferencesShown = 3
 
 // scopeKey identifies a retention scope: one instance's images in one region.
-// Sources and copies are ranked apart, as they may have different rules.
+// Sources and copies are ranked apart, as they may have different rules;
+// rebuilds apart from scheduled images, so rebuilds cannot evict them.
 type scopeKey struct {
 	region, instance string
-	copy             bool
+	copy, rebuild    bool
 }
 
 // planned is an image with what the planner derived from it.
@@ -117,7 +118,7 @@ func PlanRetention(in PlanInput) []Decision {
 		img := &in.Images[i]
 		it := &items[i]
 		it.img = img
-		it.scope = scopeKey{region: img.Region, instance: img.Tags[TagInstanceID], copy: IsCopy(img.Tags)}
+		it.scope = scopeKey{region: img.Region, instance: img.Tags[TagInstanceID], copy: IsCopy(img.Tags), rebuild: IsRebuild(img.Tags)}
 		var known bool
 		it.when, known = imageTime(img)
 		it.reason, it.ranked = standingReason(in, img, seen[img.ID] > 1, known)
@@ -128,7 +129,7 @@ func PlanRetention(in PlanInput) []Decision {
 
 	for key, group := range groups {
 		slices.SortFunc(group, newerFirst)
-		rule := in.Policy.RetentionFor(key.copy)
+		rule := in.Policy.RetentionFor(key.copy, key.rebuild)
 		keep := max(rule.Keep, 0)
 		maxAge := time.Duration(max(rule.MaxAgeDays, 0)) * 24 * time.Hour
 		for rank, it := range group {

@@ -27,7 +27,7 @@ func randomInventory(rng *rand.Rand) PlanInput {
 	if keep == 0 && age == 0 {
 		keep = 1 + rng.IntN(3)
 	}
-	in.Policy = Policy{Name: "nightly", Retention: Retention{Keep: keep, MaxAgeDays: age}}
+	in.Policy = Policy{Name: "nightly", Retention: Retention{Keep: keep, MaxAgeDays: age}, Rebuild: Rebuild{Keep: 1 + rng.IntN(3)}}
 	if rng.IntN(3) == 0 {
 		ck, ca := rng.IntN(4), rng.IntN(10)
 		if ck == 0 && ca == 0 {
@@ -76,6 +76,9 @@ func randomInventory(rng *rand.Rand) PlanInput {
 			} else {
 				img.Tags[TagInstanceID] = instances[rng.IntN(len(instances))]
 			}
+		}
+		if rng.IntN(6) == 0 {
+			img.Tags[TagTrigger] = "tag-change"
 		}
 		if rng.IntN(3) == 0 {
 			img.Tags[TagSourceImage] = "ami-source"
@@ -158,7 +161,8 @@ func newOracle(in PlanInput) *oracle {
 func (o *oracle) sameScope(i, j int) bool {
 	a, b := o.in.Images[i], o.in.Images[j]
 	return a.Region == b.Region && a.Tags[TagInstanceID] == b.Tags[TagInstanceID] &&
-		(a.Tags[TagSourceImage] != "") == (b.Tags[TagSourceImage] != "")
+		(a.Tags[TagSourceImage] != "") == (b.Tags[TagSourceImage] != "") &&
+		(a.Tags[TagTrigger] == "tag-change") == (b.Tags[TagTrigger] == "tag-change")
 }
 
 // rank counts the rankable images of i's scope that are newer than i.
@@ -185,7 +189,12 @@ func (o *oracle) shouldDelete(i int) bool {
 	}
 	img := o.in.Images[i]
 	rule := o.in.Policy.Retention
-	if img.Tags[TagSourceImage] != "" && o.in.Policy.CopyRetention != nil {
+	switch {
+	case img.Tags[TagTrigger] == "tag-change":
+		// Rebuilds have their own quota and never count against the
+		// scheduled images' keep.
+		rule = Retention{Keep: o.in.Policy.Rebuild.Keep}
+	case img.Tags[TagSourceImage] != "" && o.in.Policy.CopyRetention != nil:
 		rule = *o.in.Policy.CopyRetention
 	}
 	r := o.rank(i)
@@ -233,14 +242,14 @@ func TestPlan_Properties(t *testing.T) {
 
 		type scope struct {
 			region, instance string
-			copy             bool
+			copy, rebuild    bool
 		}
 		newest := map[scope]int{} // scope → index of its newest rankable image
 		for i, img := range in.Images {
 			if !o.rankable[i] {
 				continue
 			}
-			sc := scope{img.Region, img.Tags[TagInstanceID], img.Tags[TagSourceImage] != ""}
+			sc := scope{img.Region, img.Tags[TagInstanceID], img.Tags[TagSourceImage] != "", img.Tags[TagTrigger] == "tag-change"}
 			if o.rank(i) == 0 {
 				newest[sc] = i
 			}
@@ -274,7 +283,7 @@ func TestPlan_Properties(t *testing.T) {
 					fail("deleted %s in state %s", img.ID, img.State)
 				case len(in.References[img.ID]) > 0:
 					fail("deleted %s in use by %v", img.ID, in.References[img.ID])
-				case newest[scope{img.Region, inst, IsCopy(img.Tags)}] == i:
+				case newest[scope{img.Region, inst, IsCopy(img.Tags), IsRebuild(img.Tags)}] == i:
 					fail("deleted %s, the newest available image of its scope", img.ID)
 				}
 				if ReasonCode(d.Reason) != ReasonExpired {
@@ -316,7 +325,7 @@ func TestPlan_Properties(t *testing.T) {
 			if !o.ours[i] {
 				continue
 			}
-			sc := scope{img.Region, img.Tags[TagInstanceID], img.Tags[TagSourceImage] != ""}
+			sc := scope{img.Region, img.Tags[TagInstanceID], img.Tags[TagSourceImage] != "", img.Tags[TagTrigger] == "tag-change"}
 			if !byID[img.ID].Delete {
 				remaining[sc]++
 			}
@@ -325,7 +334,7 @@ func TestPlan_Properties(t *testing.T) {
 			}
 		}
 		for sc, n := range remaining {
-			rule := in.Policy.RetentionFor(sc.copy)
+			rule := in.Policy.RetentionFor(sc.copy, sc.rebuild)
 			if rule.MaxAgeDays == 0 && n > max(rule.Keep, 1)+standing[sc] {
 				fail("scope %v keeps %d images; keep %d allows %d plus %d kept for other reasons", sc, n, rule.Keep, max(rule.Keep, 1), standing[sc])
 			}

@@ -48,8 +48,8 @@ const (
 
 	// ReservedTagCount is how many of an image's 50 tags amirotate keeps for
 	// itself: policy, instance-id, rotation, created-by, source-image,
-	// source-region, latest, and one for a user's amirotate:keep.
-	ReservedTagCount = 8
+	// source-region, latest, trigger, and one for a user's amirotate:keep.
+	ReservedTagCount = 9
 	// MaxTags is EC2's limit of user tags per resource.
 	MaxTags = 50
 	// MaxTagKeyLength and MaxTagValueLength are EC2's limits, in Unicode characters.
@@ -114,9 +114,12 @@ func (p Policy) WithDefaults() Policy {
 // Reboots reports whether CreateImage reboots the instance (noReboot false).
 func (p Policy) Reboots() bool { return p.NoReboot != nil && !*p.NoReboot }
 
-// RetentionFor returns the retention rule of an image: copies use
-// CopyRetention when the policy sets one.
-func (p Policy) RetentionFor(copy bool) Retention {
+// RetentionFor returns the retention rule of an image: rebuilds keep
+// rebuild.keep, copies use CopyRetention when the policy sets one.
+func (p Policy) RetentionFor(copy, rebuild bool) Retention {
+	if rebuild {
+		return Retention{Keep: p.Rebuild.Keep}
+	}
 	if copy && p.CopyRetention != nil {
 		return *p.CopyRetention
 	}

@@ -125,7 +125,7 @@ func TestDecodePolicy_Rejects(t *testing.T) {
 		{"copyInstanceTags empty", `{` + ok + `,"copyInstanceTags":[""]}`, "policy.copyInstanceTags[0]", "empty"},
 		{"copyInstanceTags duplicate", `{` + ok + `,"copyInstanceTags":["Name","Name"]}`, "policy.copyInstanceTags[1]", "twice"},
 		{"copyInstanceTags also in tags", `{` + ok + `,"tags":{"Name":"x"},"copyInstanceTags":["Name"]}`, "policy.copyInstanceTags[0]", "also set in policy.tags"},
-		{"too many tags", `{` + ok + `,"tags":{` + manyTags(43) + `}}`, "policy.tags", "at most 42 fit"},
+		{"too many tags", `{` + ok + `,"tags":{` + manyTags(42) + `}}`, "policy.tags", "at most 41 fit"},
 		{"deprecate negative", `{` + ok + `,"deprecateAfterDays":-1}`, "policy.deprecateAfterDays", "0 (never)"},
 		{"ssm unknown placeholder", `{` + ok + `,"publish":{"ssmParameter":"/a/{instance}"}}`, "policy.publish.ssmParameter", "unknown placeholder {instance}"},
 		{"ssm unbalanced", `{` + ok + `,"publish":{"ssmParameter":"/a/{instanceId"}}`, "policy.publish.ssmParameter", "without a }"},
@@ -215,7 +215,7 @@ func TestDecodePolicy_AcceptsValidValues(t *testing.T) {
 		"selector any value":   `"selector":{"tags":{"Team":"*","aws:autoscaling:groupName":"web"}}`,
 		"ssm all placeholders": `"publish":{"ssmParameter":"/amirotate/{policy}/{region}/{instanceId}"}`,
 		"ssm flat name":        `"publish":{"ssmParameter":"ami-{instanceId}"}`,
-		"42 tags":              `"tags":{` + manyTags(42) + `}`,
+		"41 tags":              `"tags":{` + manyTags(41) + `}`,
 		"deprecate 10 years":   `"deprecateAfterDays":3650`,
 	}
 	for name, extra := range tests {
@@ -251,14 +251,14 @@ func TestPolicy_CheckHome(t *testing.T) {
 
 func TestPolicy_RetentionFor(t *testing.T) {
 	p := Policy{Retention: Retention{Keep: 7}}
-	if got := p.RetentionFor(true); got.Keep != 7 {
+	if got := p.RetentionFor(true, false); got.Keep != 7 {
 		t.Errorf("copy retention without copyRetention = %+v, want the policy's", got)
 	}
 	p.CopyRetention = &Retention{Keep: 3}
-	if got := p.RetentionFor(true); got.Keep != 3 {
+	if got := p.RetentionFor(true, false); got.Keep != 3 {
 		t.Errorf("copy retention = %+v, want keep 3", got)
 	}
-	if got := p.RetentionFor(false); got.Keep != 7 {
+	if got := p.RetentionFor(false, false); got.Keep != 7 {
 		t.Errorf("source retention = %+v, want keep 7", got)
 	}
 }

@@ -21,6 +21,9 @@ const (
 	TagSourceRegion = "amirotate:source-region"
 	// TagLatest = "true" marks the newest image of an instance in a region.
 	TagLatest = "amirotate:latest"
+	// TagTrigger = "tag-change" marks a rebuild's image: retention ranks
+	// rebuilds apart (rebuild.keep), so they never evict scheduled images.
+	TagTrigger = "amirotate:trigger"
 
 	// Tags users write. TagKeep on an image (any value but "false") means
 	// never delete it; TagTrack on a launch template names the instance whose
@@ -62,7 +65,15 @@ func ImageTags(p Policy, rot Rotation, instanceID string, instanceTags map[strin
 	tags[TagInstanceID] = instanceID
 	tags[TagRotation] = rot.ID
 	tags[TagCreatedBy] = CreatedBy
+	if rot.Trigger == TriggerTagChange {
+		tags[TagTrigger] = TriggerTagChange
+	}
 	return tags
+}
+
+// IsRebuild reports whether tags mark a rebuild's image.
+func IsRebuild(tags map[string]string) bool {
+	return tags[TagTrigger] == TriggerTagChange
 }
 
 // CopyTags are the tags of a copy of sourceImageID (made in sourceRegion)

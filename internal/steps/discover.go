@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
@@ -37,8 +38,8 @@ func (s *Discover) handle(ctx context.Context, in DiscoverIn) (DiscoverOut, erro
 		return DiscoverOut{}, rotation.Invalid("input", "is missing; the first state passes the execution input as \"input\"")
 	}
 	start := in.StartTime
-	if start.IsZero() && s.Now != nil {
-		start = s.Now()
+	if start.IsZero() {
+		start = s.now()
 	}
 	input, err := rotation.ParseInput(in.Input, start)
 	if err != nil {
@@ -47,6 +48,12 @@ func (s *Discover) handle(ctx context.Context, in DiscoverIn) (DiscoverOut, erro
 	home := s.EC2.Home()
 	p := input.Policy
 	if err := p.CheckHome(home); err != nil {
+		return DiscoverOut{}, err
+	}
+	if err := s.Policies.Check(p); err != nil {
+		return DiscoverOut{}, err
+	}
+	if err := rotation.CheckRotationTime(input.Rotation.Time, s.now()); err != nil {
 		return DiscoverOut{}, err
 	}
 	rot := input.Rotation
@@ -101,10 +108,49 @@ func (s *Discover) handle(ctx context.Context, in DiscoverIn) (DiscoverOut, erro
 			return DiscoverOut{}, err
 		}
 	}
+	if rot.Trigger == rotation.TriggerTagChange && len(out.Targets) > 0 {
+		if err := s.coolDown(ctx, client, p, rot, home, &out); err != nil {
+			return DiscoverOut{}, err
+		}
+	}
+	if len(out.Targets) == 0 {
+		// A selector that matches nothing (a typo, a mistagged fleet) must
+		// not prune the images of every instance it used to match: the
+		// report fails such a run instead.
+		out.RetainOthers = false
+	}
 	for chunk := range slices.Chunk(out.Targets, p.BatchSize) {
 		out.Batches = append(out.Batches, BatchItem{InstanceIDs: chunk})
 	}
 	return out, nil
+}
+
+// coolDown refuses the rebuild of instances imaged less than
+// rebuild.cooldownMinutes before this rotation: whoever can tag an instance
+// could otherwise make an image a minute (a cost, and a flood of images).
+func (s *Discover) coolDown(ctx context.Context, client ec2x.DiscoverEC2, p rotation.Policy, rot rotation.Rotation, home string, out *DiscoverOut) error {
+	newest, err := newestImages(ctx, client, home, p.Name, out.Targets)
+	if err != nil {
+		return err
+	}
+	cooldown := time.Duration(p.Rebuild.CooldownMinutes) * time.Minute
+	var targets []string
+	for _, id := range out.Targets {
+		img, ok := newest[id]
+		last, _ := rotation.ParseRotationID(img.Tags[rotation.TagRotation])
+		if ok && rot.Time.Sub(last) < cooldown {
+			out.Refused = append(out.Refused, rotation.Record{InstanceID: id, Region: home, State: rotation.StateRefused,
+				Error: fmt.Sprintf("rebuild refused: imaged at %s (%s), within the policy's rebuild cooldown of %d minutes",
+					last.Format(time.RFC3339), img.ID, p.Rebuild.CooldownMinutes)})
+			continue
+		}
+		targets = append(targets, id)
+	}
+	out.Targets = targets
+	if out.Targets == nil {
+		out.Targets = []string{}
+	}
+	return nil
 }
 
 // refusals explains why explicit instance ids are not targets (one more

@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"time"
 
@@ -119,4 +120,40 @@ func toImage(im types.Image, region string) rotation.Image {
 // instanceID in rotation rot (rotation.Proven).
 func rotationImage(img types.Image, p rotation.Policy, rot rotation.Rotation, instanceID string) bool {
 	return rotation.Proven(toImage(img, ""), p.Name, instanceID, rot.ID)
+}
+
+// newestImages returns, per instance, the newest image of policy made of
+// it in the client's region that is provably amirotate's (forged tags on
+// another image cannot make an instance look newer or rotated already).
+func newestImages(ctx context.Context, client ec2.DescribeImagesAPIClient, region, policy string, instanceIDs []string) (map[string]rotation.Image, error) {
+	newest := map[string]rotation.Image{}
+	for chunk := range slices.Chunk(instanceIDs, ec2x.MaxFilterValues) {
+		pages := ec2.NewDescribeImagesPaginator(client, &ec2.DescribeImagesInput{
+			Owners: []string{"self"},
+			Filters: []types.Filter{
+				ec2x.Filter("tag:"+rotation.TagPolicy, policy),
+				ec2x.Filter("tag:"+rotation.TagCreatedBy, rotation.CreatedBy),
+				ec2x.Filter("tag:"+rotation.TagInstanceID, chunk...),
+			},
+			IncludeDeprecated: aws.Bool(true),
+			IncludeDisabled:   aws.Bool(true),
+		})
+		for pages.HasMorePages() {
+			page, err := pages.NextPage(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("listing the images of policy %s in %s: %w", policy, region, err)
+			}
+			for _, im := range page.Images {
+				img := toImage(im, region)
+				if rotation.Unproven(img, policy) != "" {
+					continue
+				}
+				inst := img.Tags[rotation.TagInstanceID]
+				if prev, ok := newest[inst]; !ok || img.Tags[rotation.TagRotation] > prev.Tags[rotation.TagRotation] {
+					newest[inst] = img
+				}
+			}
+		}
+	}
+	return newest, nil
 }

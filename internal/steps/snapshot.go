@@ -47,6 +47,13 @@ func (s *Snapshot) handle(ctx context.Context, b Batch) (Batch, error) {
 	if err != nil {
 		return Batch{}, fmt.Errorf("describing the batch's instances in %s: %w", bc.home, err)
 	}
+	// A rotation older than an instance's newest image (a backdated run, a
+	// late retry or redrive) makes nothing for it: its image would be
+	// older than what consumers already run.
+	newest, err := newestImages(ctx, client, bc.home, p.Name, b.InstanceIDs)
+	if err != nil {
+		return Batch{}, err
+	}
 
 	records := make([]rotation.Record, len(b.InstanceIDs))
 	var (
@@ -61,6 +68,9 @@ func (s *Snapshot) handle(ctx context.Context, b Batch) (Batch, error) {
 			switch why := refusal(inst, ok, p); {
 			case why != "":
 				r.State, r.Error = rotation.StateRefused, why
+			case newest[id].Tags[rotation.TagRotation] > b.Rotation.ID:
+				r.State, r.Error = rotation.StateRefused, fmt.Sprintf("instance already has an image of a later rotation (%s, %s); "+
+					"a rotation never goes back in time: start it with a later time", newest[id].Tags[rotation.TagRotation], newest[id].ID)
 			case p.DryRun:
 				r.State = rotation.StatePlanned
 			default:
