@@ -38,13 +38,13 @@ func randomInventory(rng *rand.Rand) PlanInput {
 
 	regions := propRegions[:1+rng.IntN(len(propRegions))]
 	instances := propInstances[:1+rng.IntN(len(propInstances))]
-	n := rng.IntN(31)
+	n := rng.IntN(46)
 	snapPool := 1 + n + n/2 // small enough that images share snapshots
 	for i := range n {
 		// Days from a small range make equal rotation times common.
 		made := planNow.Add(-time.Duration(rng.IntN(30))*24*time.Hour - time.Duration(rng.IntN(2))*time.Minute)
 		instance := instances[rng.IntN(len(instances))]
-		if rng.IntN(8) == 0 {
+		if rng.IntN(12) == 0 {
 			// Out of order: an image of a rotation after this one (a
 			// backdated run, a redrive).
 			made = planNow.Add(time.Duration(rng.IntN(3)) * 24 * time.Hour)
@@ -59,7 +59,7 @@ func randomInventory(rng *rand.Rand) PlanInput {
 				TagCreatedBy: CreatedBy, TagPolicy: "nightly", TagInstanceID: instance, TagRotation: RotationID(made),
 			},
 		}
-		switch rng.IntN(20) {
+		switch rng.IntN(30) {
 		case 0:
 			delete(img.Tags, []string{TagCreatedBy, TagPolicy, TagInstanceID, TagRotation}[rng.IntN(4)])
 		case 1:
