@@ -101,6 +101,9 @@ type RetentionOthersOut struct {
 	// OrphansFailed: snapshot id → why deleting that orphan failed (the next
 	// sweep tries again).
 	OrphansFailed map[string]string `json:"orphansFailed,omitempty"`
+	// Error is set when the pass failed after it had deleted something:
+	// the deletions above are reported, and the rotation fails.
+	Error *StepError `json:"error,omitempty"`
 }
 
 // ReportIn is the report step's input: either one finished batch (the Map

@@ -76,6 +76,11 @@ func InstanceOutcome(b Batch, instanceID string) (outcome string, region string,
 			return o, c.Region, why
 		}
 	}
+	for _, pub := range b.Published {
+		if pub.InstanceID == instanceID && pub.Error != "" {
+			return OutcomeError, pub.Region, "publishing " + pub.ImageID + ": " + pub.Error
+		}
+	}
 	if b.Policy.DryRun {
 		return OutcomePlanned, "", ""
 	}
@@ -90,6 +95,10 @@ func recordOutcome(r rotation.Record) (string, string) {
 	why := r.Error
 	switch r.State {
 	case rotation.StateAvailable, rotation.StatePlanned:
+		if why != "" {
+			// Made, but marking it latest, sharing or deprecating it failed.
+			return OutcomeError, why
+		}
 		return OutcomeOK, ""
 	case rotation.StateFailed:
 		return OutcomeFailed, orDefault(why, "image ended failed")
@@ -209,6 +218,15 @@ func Summarize(in ReportIn) Summary {
 	}
 	if e := in.OthersError; e != nil {
 		batchErrors = append(batchErrors, "retention of other instances: "+e.Error+": "+e.Cause)
+	}
+	if in.Others != nil && in.Others.Error != nil {
+		batchErrors = append(batchErrors, "retention of other instances: "+in.Others.Error.Error+": "+in.Others.Error.Cause)
+	}
+	if s.Instances == 0 {
+		// A typo in the selector, or a fleet whose tags were lost: fail
+		// loudly rather than report success with nothing done.
+		batchErrors = append(batchErrors, fmt.Sprintf("NoInstances: policy %s's selector %s matched no instance; nothing was imaged or pruned",
+			in.Policy.Name, selectorText(in.Policy.WithDefaults().Selector)))
 	}
 	notOK := s.Instances - s.Outcomes[OutcomeOK] - s.Outcomes[OutcomePlanned]
 	s.Failed = notOK > 0 || s.RetentionFailed > 0 || len(batchErrors) > 0

@@ -127,3 +127,55 @@ func TestReport_HandleAnswersBothShapes(t *testing.T) {
 		t.Fatal("empty input: want an InvalidInputError")
 	}
 }
+
+// TestReport_NeverSaysOKWhenAStepFailedForTheInstance: an image that is
+// available but could not be shared, deprecated or marked latest, or whose
+// publication failed, is an error, and the rotation fails.
+func TestReport_NeverSaysOKWhenAStepFailedForTheInstance(t *testing.T) {
+	for name, spoil := range map[string]func(*Batch){
+		"share failed": func(b *Batch) { b.Images[0].Error = "sharing image: UnauthorizedOperation" },
+		"copy deprecation failed": func(b *Batch) {
+			b.Images[1].Error = "setting deprecation: InvalidParameter"
+		},
+		"publish failed": func(b *Batch) { b.Published[0].Error = "ssm: AccessDeniedException" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := reportBatch()
+			spoil(&b)
+			if o, _, why := InstanceOutcome(b, "i-ok"); o != OutcomeError || why == "" {
+				t.Errorf("outcome %q (%s); want %q with the reason", o, why, OutcomeError)
+			}
+			s := Summarize(ReportIn{Rotation: &b.Rotation, Policy: &b.Policy, Results: []BatchResult{BatchResultOf(b)}})
+			if !s.Failed || s.Outcomes[OutcomeOK] != 0 {
+				t.Errorf("summary failed=%v outcomes %v; want failed and no ok", s.Failed, s.Outcomes)
+			}
+		})
+	}
+}
+
+// TestReport_ARunThatMatchedNoInstanceFails: a selector with a typo must
+// not end SUCCEEDED with 0 instances.
+func TestReport_ARunThatMatchedNoInstanceFails(t *testing.T) {
+	rot := rotation.Rotation{ID: "20261125T0300Z", Trigger: rotation.TriggerSchedule}
+	pol := rotation.Policy{Name: "web", Retention: rotation.Retention{Keep: 1}}
+	s := Summarize(ReportIn{Rotation: &rot, Policy: &pol})
+	if !s.Failed || !strings.Contains(s.Cause, "matched no instance") {
+		t.Errorf("summary failed=%v cause %q; want failed, naming the empty selection", s.Failed, s.Cause)
+	}
+}
+
+// TestReport_OthersPassErrorAfterDeletionsIsCountedAndFails: what the pass
+// over other instances deleted before failing is counted, and the rotation
+// fails.
+func TestReport_OthersPassErrorAfterDeletionsIsCountedAndFails(t *testing.T) {
+	b := reportBatch()
+	b.Images, b.InstanceIDs, b.Published = b.Images[:2], []string{"i-ok"}, nil
+	others := &RetentionOthersOut{
+		Retention: []rotation.ScopeReport{{InstanceID: "i-0000000b", Region: "eu-west-1", Deleted: []string{"ami-x", "ami-y"}, SnapshotsDeleted: 2}},
+		Error:     &StepError{Error: "RetryableError", Cause: "orphan sweep in us-east-1: throttled"},
+	}
+	s := Summarize(ReportIn{Rotation: &b.Rotation, Policy: &b.Policy, Results: []BatchResult{BatchResultOf(b)}, Others: others})
+	if s.ImagesDeleted != 3 || !s.Failed || !strings.Contains(s.Cause, "orphan sweep") {
+		t.Errorf("summary deleted %d failed=%v cause %q; want 3 deleted (1 + 2) and failed", s.ImagesDeleted, s.Failed, s.Cause)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -136,7 +137,12 @@ func (r *Retention) HandleOthers(ctx context.Context, in RetentionOthersIn) (Ret
 	out.Retention = reports
 	orphans, failed, err := r.sweepOrphans(ctx, in.Policy, regions)
 	if err != nil {
-		return out, ec2x.Classify(err)
+		if !deletedAny(reports) {
+			return out, ec2x.Classify(err)
+		}
+		// What the pass deleted is reported; the rotation fails on the error.
+		e := ec2x.Classify(err)
+		out.Error = &StepError{Error: errorName(e), Cause: e.Error()}
 	}
 	out.Orphans = orphans
 	out.OrphansFailed = failed
@@ -168,18 +174,24 @@ func (r *Retention) Invoke(ctx context.Context, raw json.RawMessage) (any, error
 	return r.Handle(ctx, b)
 }
 
-// run plans and prunes every region concurrently. A region whose images or
-// references cannot be read deletes nothing; its error is returned after the
-// other regions finished (the step is idempotent, so the state machine's
-// retry redoes only what is left).
+// run plans every region, then prunes them. Nothing is deleted anywhere
+// unless every region's images and references were read and the plan
+// passes the circuit breaker: a region that fails halfway can never leave
+// deletions unreported. Errors of single deletions are reported per image.
 func (r *Retention) run(ctx context.Context, regions []string, job retentionJob) ([]rotation.ScopeReport, error) {
-	perRegion, err := eachRegion(regions, "retention", func(region string) ([]rotation.ScopeReport, error) {
-		return r.region(ctx, region, job)
+	plans, err := eachRegion(regions, "retention", func(region string) (regionPlan, error) {
+		return r.planRegion(ctx, region, job)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := circuitBreaker(job.policy, plans); err != nil {
+		return nil, err
+	}
+	perRegion, _ := eachRegion(regions, "retention", func(region string) ([]rotation.ScopeReport, error) {
+		return r.prune(ctx, plans[slices.Index(regions, region)], job), nil
 	})
 	all := slices.Concat(perRegion...)
-	if err != nil {
-		return all, err
-	}
 	sort.Slice(all, func(i, j int) bool {
 		if all[i].InstanceID != all[j].InstanceID {
 			return all[i].InstanceID < all[j].InstanceID
@@ -187,6 +199,30 @@ func (r *Retention) run(ctx context.Context, regions []string, job retentionJob)
 		return all[i].Region < all[j].Region
 	})
 	return all, nil
+}
+
+// circuitBreaker stops a retention pass, before any deletion, that would
+// delete more images of one instance in one region than the policy allows
+// (maxDeletionsPerInstance): forged or mistaken input, a lowered keep, or a
+// bug must not prune a fleet in one night. It checks the plans of every region before any deletion.
+func circuitBreaker(p rotation.Policy, plans []regionPlan) error {
+	for _, rp := range plans {
+		count := map[string]int{}
+		for _, d := range rp.decisions {
+			if d.Delete && !rp.synthetic[d.ImageID] {
+				count[d.InstanceID]++
+			}
+		}
+		for _, inst := range slices.Sorted(maps.Keys(count)) {
+			if n := count[inst]; n > p.MaxDeletionsPerInstance {
+				return ec2x.FatalError{Code: "CircuitBreaker", Message: fmt.Sprintf(
+					"circuit breaker: retention would delete %d images of %s in %s, more than maxDeletionsPerInstance (%d); "+
+						"nothing was deleted. If that many should go (keep was lowered), raise maxDeletionsPerInstance for one run",
+					n, inst, rp.region, p.MaxDeletionsPerInstance)}
+			}
+		}
+	}
+	return nil
 }
 
 // eachRegion runs fn for every region at once and returns its results in
@@ -228,12 +264,20 @@ func joinFirst(errs []error) error {
 	return fmt.Errorf("%w; %s", errs[0], strings.Join(msgs, "; "))
 }
 
-// region lists, plans and prunes one region.
-func (r *Retention) region(ctx context.Context, region string, job retentionJob) ([]rotation.ScopeReport, error) {
+// regionPlan is one region's decisions, before anything is deleted.
+type regionPlan struct {
+	region    string
+	decisions []rotation.Decision
+	// synthetic are a dry run's stand-ins for the images it did not make.
+	synthetic map[string]bool
+}
+
+// planRegion lists and plans one region.
+func (r *Retention) planRegion(ctx context.Context, region string, job retentionJob) (regionPlan, error) {
 	cl := r.EC2.In(region)
 	images, err := r.listImages(ctx, cl, region, job)
 	if err != nil {
-		return nil, err
+		return regionPlan{}, err
 	}
 	in := rotation.PlanInput{
 		Policy: job.policy,
@@ -250,16 +294,19 @@ func (r *Retention) region(ctx context.Context, region string, job retentionJob)
 			}
 		}
 	}
-	var synthetic map[string]bool
-	in.Images, synthetic = withPlanned(in.Images, region, job)
-	decisions, err := r.plan(ctx, region, in)
-	if err != nil {
-		return nil, err
-	}
-	outcomes := r.execute(ctx, cl, job.policy.DryRun, decisions)
+	rp := regionPlan{region: region}
+	in.Images, rp.synthetic = withPlanned(in.Images, region, job)
+	rp.decisions, err = r.plan(ctx, region, in)
+	return rp, err
+}
+
+// prune carries out one region's plan and reports it per instance.
+func (r *Retention) prune(ctx context.Context, rp regionPlan, job retentionJob) []rotation.ScopeReport {
+	region, decisions := rp.region, rp.decisions
+	outcomes := r.execute(ctx, r.EC2.In(region), job.policy.DryRun, decisions)
 	reports := map[string]*rotation.ScopeReport{}
 	for i, d := range decisions {
-		if synthetic[d.ImageID] || job.exclude[d.InstanceID] {
+		if rp.synthetic[d.ImageID] || job.exclude[d.InstanceID] {
 			continue
 		}
 		rep := reports[d.InstanceID]
@@ -291,7 +338,7 @@ func (r *Retention) region(ctx context.Context, region string, job retentionJob)
 		slices.Sort(rep.Deleted)
 		out = append(out, *rep)
 	}
-	return out, nil
+	return out
 }
 
 // outcome is what carrying out one decision did.
@@ -324,4 +371,19 @@ func (r *Retention) execute(ctx context.Context, cl ec2x.RetentionEC2, dryRun bo
 	}
 	g.Wait()
 	return outcomes
+}
+
+// deletedAny reports whether a pass deleted any image.
+func deletedAny(reports []rotation.ScopeReport) bool {
+	return slices.ContainsFunc(reports, func(r rotation.ScopeReport) bool { return len(r.Deleted) > 0 })
+}
+
+// errorName is the name Step Functions gives a classified error (its Go
+// type name, as aws-lambda-go reports it).
+func errorName(err error) string {
+	t := reflect.TypeOf(err)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t.Name()
 }

@@ -273,7 +273,7 @@ func TestRetention_HoldsInstancesWhoseNewImageIsMissing(t *testing.T) {
 // references five per page: an image used only on a later page must still
 // be kept, and every expired image on any page must go.
 func TestRetention_PaginatesImagesAndReferences(t *testing.T) {
-	w := newRTWorld(t, `"retention":{"keep":2}`)
+	w := newRTWorld(t, `"retention":{"keep":2},"maxDeletionsPerInstance":100`)
 	recs := w.rotated("i-0000000a")
 	type made struct {
 		id    string
@@ -412,7 +412,7 @@ func TestRetention_SharedSnapshotOfTwoExpiredImages(t *testing.T) {
 // the dry run changed nothing and predicted exactly what the real run
 // deleted.
 func TestRetention_DryRunReportsTheSamePlanAndChangesNothing(t *testing.T) {
-	w := newRTWorld(t, `"retention":{"keep":2,"maxAgeDays":3},"copyTo":[{"region":"eu-west-1"}],"copyRetention":{"keep":1}`)
+	w := newRTWorld(t, `"retention":{"keep":2,"maxAgeDays":3},"copyTo":[{"region":"eu-west-1"}],"copyRetention":{"keep":1},"maxDeletionsPerInstance":10`)
 	for d := 1; d <= 6; d++ {
 		w.mk(img{instance: "i-0000000a", daysAgo: d})
 		w.mk(img{instance: "i-0000000a", daysAgo: d, region: rtCopy, copy: true})
@@ -725,7 +725,7 @@ func TestRetentionOthers_SweepsOrphanSnapshots(t *testing.T) {
 // it deletes in calm weather.
 func TestRetention_ThrottlingDoesNotChangeWhatIsDeleted(t *testing.T) {
 	build := func() (*rtWorld, Batch, map[string]bool) {
-		w := newRTWorld(t, copyPolicyJSON)
+		w := newRTWorld(t, copyPolicyJSON+`,"maxDeletionsPerInstance":10`)
 		keep := map[string]bool{}
 		for d := 1; d <= 8; d++ {
 			id, _ := w.mk(img{instance: "i-0000000a", daysAgo: d})
@@ -862,5 +862,64 @@ func TestRetention_RefusesAPolicyTheOtherStepsRefuse(t *testing.T) {
 			}
 			w.requireIntact(rtHome, old, snaps, name)
 		})
+	}
+}
+
+// TestRetention_CircuitBreakerStopsAPassThatWouldDeleteTooMuch: a pass that
+// would delete more images of an instance in a region than
+// maxDeletionsPerInstance deletes nothing at all (in any region) and fails
+// with the reason; raised for one run, the same plan goes through.
+func TestRetention_CircuitBreakerStopsAPassThatWouldDeleteTooMuch(t *testing.T) {
+	w := newRTWorld(t, `"retention":{"keep":1},"maxDeletionsPerInstance":2`)
+	recs := w.rotated("i-0000000a")
+	for d := 1; d <= 4; d++ {
+		w.mk(img{instance: "i-0000000a", daysAgo: d})
+	}
+	before := inventoryOf(w)
+	w.sim.ResetStats()
+	typ, msg := lambdaErrorType(t, w.retention().Handle, w.batchOf(recs))
+	if typ != "FatalError" || !strings.Contains(msg, "circuit breaker") || !strings.Contains(msg, "maxDeletionsPerInstance") {
+		t.Fatalf("errorType %q (%s); want FatalError naming the circuit breaker and the setting", typ, msg)
+	}
+	if m := mutations(w.sim.Stats()); len(m) > 0 || inventoryOf(w) != before {
+		t.Fatalf("a stopped pass changed something: %v", m)
+	}
+	raised := w.batchOf(recs)
+	raised.Policy.MaxDeletionsPerInstance = 4
+	if got := deletedIDs(w.runRetention(raised).Retention); len(got) != 4 {
+		t.Errorf("raised breaker deleted %v; want the 4 older images", got)
+	}
+}
+
+// TestRetention_NeverDeletesWhatAForgedTagPointsAt: amirotate's four tags
+// written onto a foreign image (anyone with ec2:CreateTags can) do not make
+// it deletable, nor its snapshot an orphan.
+func TestRetention_NeverDeletesWhatAForgedTagPointsAt(t *testing.T) {
+	w := newRTWorld(t, `"retention":{"keep":1}`)
+	recs := w.rotated("i-0000000a")
+	old := w.managedTags("i-0000000a", 30)
+	// Someone else's image of another instance, then amirotate's tags of
+	// i-0000000a written onto it and its snapshots.
+	foreign, snaps := w.mk(img{instance: "i-00000e0e", daysAgo: 30, name: "golden-base-2025", policy: "other"})
+	if _, err := w.ec2(rtHome).CreateTags(w.ctx, &ec2.CreateTagsInput{Resources: append([]string{foreign}, snaps...), Tags: ec2Tags(old)}); err != nil {
+		t.Fatal(err)
+	}
+	b := w.runRetention(w.batchOf(recs))
+	if got := deletedIDs(b.Retention); len(got) > 0 {
+		t.Fatalf("deleted %v; the forged image must stay", got)
+	}
+	if why := scopeOf(b.Retention, "i-0000000a", rtHome).Kept[foreign]; rotation.ReasonCode(why) != rotation.ReasonNotManaged {
+		t.Errorf("forged image kept as %q; want %s with the reason", why, rotation.ReasonNotManaged)
+	}
+	w.deregisterKeepingSnapshots(rtHome, foreign)
+	w.clock.Advance(2 * time.Hour)
+	out, err := w.retention().HandleOthers(w.ctx, RetentionOthersIn{Policy: w.policy, Rotation: w.rot, Exclude: []string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range snaps {
+		if !w.snapshotExists(rtHome, s) {
+			t.Errorf("the orphan sweep deleted %s, whose description does not agree with its forged tags (%v)", s, out.Orphans)
+		}
 	}
 }
