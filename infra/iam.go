@@ -94,7 +94,7 @@ var functionActions = map[string][]string{
 	"copy":     {"ec2:CopyImage", "ec2:DescribeImages"},
 	"tag": {"ec2:CreateTags", "ec2:DeleteTags", "ec2:DescribeImages", "ec2:DescribeSnapshots", "ec2:EnableImageDeprecation",
 		"ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"},
-	"publish": {"ec2:CreateLaunchTemplateVersion", "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeLaunchTemplates",
+	"publish": {"ec2:CreateLaunchTemplateVersion", "ec2:DescribeImages", "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeLaunchTemplates",
 		"ec2:ModifyLaunchTemplate", "ssm:GetParameters", "ssm:PutParameter"},
 	"retention": {"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeLaunchConfigurations",
 		"ec2:DeleteSnapshot", "ec2:DeregisterImage", "ec2:DescribeImageReferences", "ec2:DescribeImages",

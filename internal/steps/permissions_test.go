@@ -56,18 +56,23 @@ func TestPermissions_HandlersCallOnlyTheActionsTheirRoleGrants(t *testing.T) {
 		ids = append(ids, id)
 	}
 	homeEC2 := clients.EC2(home)
-	if _, err := homeEC2.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{
+	lt, err := homeEC2.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{
 		LaunchTemplateName: aws.String("audit-web"),
 		LaunchTemplateData: &types.RequestLaunchTemplateData{ImageId: aws.String(ec2sim.BaseImageID(home)), InstanceType: types.InstanceTypeT3Micro},
 		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeLaunchTemplate,
 			Tags: []types.Tag{{Key: aws.String(rotation.TagTrack), Value: aws.String(ids[0])}}}},
-	}); err != nil {
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
+	// The template launches the base image, not one of amirotate's: the
+	// policy adopts it explicitly.
+	adopt := aws.ToString(lt.LaunchTemplate.LaunchTemplateId)
 
 	policy := `{"name":"audit","retention":{"keep":1},"copyInstanceTags":["Name"],"tags":{"Environment":"audit"},` +
 		`"copyTo":[{"region":"eu-west-1"},{"region":"ap-southeast-2"}],"deprecateAfterDays":7,"shareWith":["111122223333"],` +
-		`"publish":{"ssmParameter":"/amirotate/{policy}/{instanceId}/latest","launchTemplates":true},"batchSize":2,"pollIntervalSeconds":60}`
+		`"publish":{"ssmParameter":"/amirotate/{policy}/{instanceId}/latest","launchTemplates":true,"adoptLaunchTemplates":["` + adopt + `"]},` +
+		`"batchSize":2,"pollIntervalSeconds":60}`
 
 	observed := map[string]map[string]bool{}
 	// measure runs one step and checks what it called against its grant.
@@ -138,7 +143,7 @@ func TestPermissions_HandlersCallOnlyTheActionsTheirRoleGrants(t *testing.T) {
 				}
 			}
 			step(ec2x.StepTag, NewTag(clients, Env{Now: clock.Now}).Handle)
-			step(ec2x.StepPublish, NewPublish(clients, Env{}).Handle)
+			step(ec2x.StepPublish, NewPublish(clients, Env{Now: clock.Now}).Handle)
 			step(ec2x.StepRetention, NewRetention(clients, Env{Now: clock.Now}).Handle)
 		}
 		if d.RetainOthers {

@@ -78,8 +78,11 @@ func (p *Publish) handle(ctx context.Context, b Batch) (Batch, error) {
 	for _, region := range regions {
 		g.Go(func() error {
 			pubs := byRegion[region]
+			if !pol.DryRun {
+				pubs = p.provenNew(ctx, region, b, pubs)
+			}
 			if pol.Publish.SSMParameter != "" {
-				p.publishSSM(ctx, region, pol.DryRun, pubs)
+				p.publishSSM(ctx, region, b, pubs)
 			}
 			if pol.Publish.LaunchTemplates {
 				p.publishLaunchTemplates(ctx, region, b, pubs)
@@ -104,6 +107,51 @@ func (p *Publish) handle(ctx context.Context, b Batch) (Batch, error) {
 	return b, nil
 }
 
+// provenNew returns the publications whose new image is provably this
+// rotation's image of its instance; the others get an error and publish
+// nothing (a hand-made input must not point consumers at a foreign image).
+func (p *Publish) provenNew(ctx context.Context, region string, b Batch, pubs []*Publication) []*Publication {
+	ids := make([]string, len(pubs))
+	for i, pub := range pubs {
+		ids[i] = pub.ImageID
+	}
+	found, err := describeImagesByID(ctx, p.EC2.In(region), ids)
+	var ok []*Publication
+	for _, pub := range pubs {
+		switch img, seen := found[pub.ImageID]; {
+		case err != nil:
+			addError(pub, fmt.Errorf("reading the new image: %w", err))
+		case !seen || !rotationImage(img, b.Policy, b.Rotation, pub.InstanceID):
+			addError(pub, fmt.Errorf("image %s is not provably this rotation's image of %s; nothing published", pub.ImageID, pub.InstanceID))
+		default:
+			ok = append(ok, pub)
+		}
+	}
+	return ok
+}
+
+// sameLineage says why current, the image a parameter or launch template
+// launches now, may not be replaced by pub's new image, or "" when it may:
+// it must be provably one of the same instance's earlier images of this
+// policy. A tag on a template, or a parameter someone else wrote, is not
+// enough to hand it over to amirotate.
+func sameLineage(current types.Image, found bool, pol rotation.Policy, rot rotation.Rotation, pub *Publication) string {
+	if !found {
+		return "it launches an image that is gone or not this account's"
+	}
+	img := toImage(current, pub.Region)
+	if why := rotation.Unproven(img, pol.Name); why != "" {
+		return fmt.Sprintf("it launches %s, which is not one of amirotate's images of %s (%s)", img.ID, pub.InstanceID, why)
+	}
+	if inst := img.Tags[rotation.TagInstanceID]; inst != pub.InstanceID {
+		return fmt.Sprintf("it launches %s, an image of %s, not of %s", img.ID, inst, pub.InstanceID)
+	}
+	if r := img.Tags[rotation.TagRotation]; r > rot.ID {
+		return fmt.Sprintf("it launches %s of a later rotation (%s); never moved backwards", img.ID, r)
+	}
+	return ""
+}
+
 func addError(pub *Publication, err error) {
 	if pub.Error == "" {
 		pub.Error = err.Error()
@@ -114,7 +162,8 @@ func addError(pub *Publication, err error) {
 
 // publishSSM reads the current values (10 names per call) and writes only
 // the parameters that do not hold their new image yet.
-func (p *Publish) publishSSM(ctx context.Context, region string, dryRun bool, pubs []*Publication) {
+func (p *Publish) publishSSM(ctx context.Context, region string, b Batch, pubs []*Publication) {
+	dryRun := b.Policy.DryRun
 	cl := p.SSM.In(region)
 	// Two instances rendering the same name would overwrite each other.
 	byName := map[string][]*Publication{}
@@ -150,6 +199,12 @@ func (p *Publish) publishSSM(ctx context.Context, region string, dryRun bool, pu
 		}
 		// out.InvalidParameters are the names that do not exist yet.
 	}
+	// The images the existing parameters hold now, to check their lineage.
+	var currentIDs []string
+	for _, cur := range have {
+		currentIDs = append(currentIDs, cur.value)
+	}
+	currentImages, err := describeImagesByID(ctx, p.EC2.In(region), currentIDs)
 	for _, name := range names {
 		pub := byName[name][0]
 		if pub.Error != "" {
@@ -159,6 +214,19 @@ func (p *Publish) publishSSM(ctx context.Context, region string, dryRun bool, pu
 		if exists && cur.value == pub.ImageID && pub.ImageID != "" {
 			pub.SSMVersion = cur.version
 			continue
+		}
+		if exists {
+			img, found := currentImages[cur.value]
+			why := ""
+			if err != nil {
+				why = fmt.Sprintf("its current image could not be read: %v", err)
+			} else if !dryRun || pub.ImageID != "" {
+				why = sameLineage(img, found, b.Policy, b.Rotation, pub)
+			}
+			if why != "" {
+				addError(pub, fmt.Errorf("SSM parameter %s left as it is: %s", name, why))
+				continue
+			}
 		}
 		pub.Changed = true
 		if dryRun {
@@ -232,7 +300,7 @@ func (p *Publish) publishLaunchTemplates(ctx context.Context, region string, b B
 	}
 	sort.Slice(lts, func(i, j int) bool { return lts[i].id < lts[j].id })
 	for _, lt := range lts {
-		used, changed, err := p.updateTemplate(ctx, cl, b, lt.id, lt.pub.ImageID)
+		used, changed, err := p.updateTemplate(ctx, cl, b, lt.id, lt.pub)
 		if err != nil {
 			addError(lt.pub, fmt.Errorf("launch template %s (%s): %w", lt.id, lt.name, err))
 			continue
@@ -251,7 +319,8 @@ func (p *Publish) publishLaunchTemplates(ctx context.Context, region string, b B
 // (resolve:ssm:…): it follows the parameter, not us. Returns the version
 // that is (or, in a dry run, would be: 0) the default, and whether anything
 // changed.
-func (p *Publish) updateTemplate(ctx context.Context, cl ec2x.PublishEC2, b Batch, id, image string) (LaunchTemplateUsed, bool, error) {
+func (p *Publish) updateTemplate(ctx context.Context, cl ec2x.PublishEC2, b Batch, id string, pub *Publication) (LaunchTemplateUsed, bool, error) {
+	image := pub.ImageID
 	out, err := cl.DescribeLaunchTemplateVersions(ctx, &ec2.DescribeLaunchTemplateVersionsInput{
 		LaunchTemplateId: aws.String(id),
 		Versions:         []string{"$Default"},
@@ -273,6 +342,16 @@ func (p *Publish) updateTemplate(ctx context.Context, cl ec2x.PublishEC2, b Batc
 	}
 	if current == image && image != "" {
 		return LaunchTemplateUsed{ID: id, Version: defNumber}, false, nil
+	}
+	if !slices.Contains(b.Policy.Publish.AdoptLaunchTemplates, id) {
+		found, err := describeImagesByID(ctx, cl, []string{current})
+		if err != nil {
+			return LaunchTemplateUsed{}, false, fmt.Errorf("reading the image it launches: %w", err)
+		}
+		img, ok := found[current]
+		if why := sameLineage(img, ok, b.Policy, b.Rotation, pub); why != "" {
+			return LaunchTemplateUsed{}, false, fmt.Errorf("left as it is: %s; list it in publish.adoptLaunchTemplates to hand it to amirotate", why)
+		}
 	}
 	if b.Policy.DryRun {
 		return LaunchTemplateUsed{ID: id}, true, nil

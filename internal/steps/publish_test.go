@@ -283,3 +283,58 @@ func TestPublishThenRetention_OldImageGoesOnlyWhenNothingUsesIt(t *testing.T) {
 		t.Errorf("template default %d (%s)", ver, image)
 	}
 }
+
+// TestPublish_MovesOnlyWhatLaunchesTheSameLineage: a template someone tagged
+// amirotate:track (a production template hijacked by a tag), a template
+// launching another instance's image, and a parameter someone else wrote
+// are left as they are, with the reason; a template the policy adopts
+// explicitly is moved.
+func TestPublish_MovesOnlyWhatLaunchesTheSameLineage(t *testing.T) {
+	w := newRTWorld(t, publishPolicyJSON)
+	foreign, _ := w.mk(img{instance: "i-00000e0e", daysAgo: 3, policy: "other", name: "prod-golden"})
+	otherInstance, _ := w.mk(img{instance: "i-0000000b", daysAgo: 1})
+	hijacked := w.template(rtHome, "prod", []string{foreign}, 1, track("i-0000000a"))
+	crossed := w.template(rtHome, "web-b", []string{otherInstance}, 1, track("i-0000000a"))
+	if err := w.sim.PutParameter(rtHome, paramA, foreign, "aws:ec2:image"); err != nil {
+		t.Fatal(err)
+	}
+	recs := w.rotated("i-0000000a")
+
+	home := pubOf(w.runPublish(w.batchOf(recs)).Published, "i-0000000a", rtHome)
+	for _, want := range []string{hijacked, crossed, "SSM parameter " + paramA} {
+		if !strings.Contains(home.Error, want) {
+			t.Errorf("publication error %q does not name %s", home.Error, want)
+		}
+	}
+	for lt, was := range map[string]string{hijacked: foreign, crossed: otherInstance} {
+		if ver, image, _ := w.defaultImage(rtHome, lt); ver != 1 || image != was {
+			t.Errorf("template %s moved to version %d (%s); it does not launch i-0000000a's lineage", lt, ver, image)
+		}
+	}
+	if v, _ := w.parameter(rtHome, paramA); v != foreign {
+		t.Errorf("parameter %s overwritten with %s; someone else's value stays", paramA, v)
+	}
+	adopted := w.batchOf(recs)
+	adopted.Policy.Publish.AdoptLaunchTemplates = []string{hijacked}
+	w.runPublish(adopted)
+	if ver, image, _ := w.defaultImage(rtHome, hijacked); ver != 2 || image != recs[0].ImageID {
+		t.Errorf("adopted template at version %d (%s); want 2 with the new image", ver, image)
+	}
+}
+
+// TestPublish_NeverPublishesAnImageItCannotProve: a hand-made batch naming
+// a foreign image publishes nothing.
+func TestPublish_NeverPublishesAnImageItCannotProve(t *testing.T) {
+	w := newRTWorld(t, publishPolicyJSON)
+	foreign, _ := w.mk(img{instance: "i-00000e0e", daysAgo: 3, policy: "other", name: "prod-golden"})
+	b := w.batchOf([]rotation.Record{{InstanceID: "i-0000000a", Region: rtHome, ImageID: foreign, State: rotation.StateAvailable}})
+	b.Policy.CopyTo = nil
+	w.sim.ResetStats()
+	out := w.runPublish(b)
+	if m := mutations(w.sim.Stats()); len(m) > 0 {
+		t.Errorf("published a foreign image: %v", m)
+	}
+	if pub := pubOf(out.Published, "i-0000000a", rtHome); !strings.Contains(pub.Error, "not provably") {
+		t.Errorf("publication %+v; want the refusal", pub)
+	}
+}
