@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/amirotate/amirotate/internal/rotation"
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
@@ -94,6 +95,9 @@ func newFunction(r *Rotation, spec functionSpec, p *RotationProps, perms *permis
 		LogGroup:      logGroup,
 		LoggingFormat: awslambda.LoggingFormat_JSON,
 		Tracing:       awslambda.Tracing_ACTIVE,
+		// The policies the functions accept, whatever an execution input
+		// says: whoever may start an execution cannot bring their own.
+		Environment: &map[string]*string{rotation.PinsEnv: jsii.String(pinnedPolicies(p).String())},
 	})
 	return fn
 }
@@ -108,4 +112,13 @@ func titleCase(s string) string {
 		b[0] -= 'a' - 'A'
 	}
 	return string(b)
+}
+
+// pinnedPolicies are the digests of the stack's policies.
+func pinnedPolicies(p *RotationProps) rotation.Pins {
+	var policies []rotation.Policy
+	for _, ps := range p.Policies {
+		policies = append(policies, ps.Policy)
+	}
+	return rotation.PinPolicies(policies...)
 }

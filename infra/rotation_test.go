@@ -2,6 +2,7 @@ package infra
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -72,6 +73,22 @@ func TestRotation_FunctionProperties(t *testing.T) {
 		p := props(fns[byStep[spec.Name]])
 		if got := p["MemorySize"].(float64); got != spec.MemoryMB {
 			t.Errorf("%s: MemorySize %v, want %v", spec.Name, got, spec.MemoryMB)
+		}
+		// Every function accepts exactly the stack's policies.
+		var policies []rotation.Policy
+		for _, ps := range testProps(t).Policies {
+			policies = append(policies, ps.Policy)
+		}
+		env, _ := p["Environment"].(map[string]any)
+		vars, _ := env["Variables"].(map[string]any)
+		pins, err := rotation.ParsePins(fmt.Sprint(vars[rotation.PinsEnv]))
+		if err != nil || len(pins) != len(policies) {
+			t.Errorf("%s: %s = %v (%v); want the digests of the %d policies", spec.Name, rotation.PinsEnv, vars[rotation.PinsEnv], err, len(policies))
+		}
+		for _, pol := range policies {
+			if pins.Check(pol) != nil {
+				t.Errorf("%s: policy %s is not pinned", spec.Name, pol.Name)
+			}
 		}
 		// Step Functions gives each task 900 s; Lambda must time out first.
 		if got := p["Timeout"].(float64); got <= 0 || got >= 900 {
