@@ -64,6 +64,9 @@ func newFunction(r *Rotation, spec functionSpec, p *RotationProps, perms *permis
 	role := awsiam.NewRole(r.Construct, jsii.String(id+"Role"), &awsiam.RoleProps{
 		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("lambda.amazonaws.com"), nil),
 		Description: jsii.String("amirotate " + spec.Name + " function"),
+		// The path names amirotate's roles in the SCP that reserves its tags
+		// to them (deploy/scp-reserve-amirotate-tags.json).
+		Path: jsii.String(RolePath),
 		InlinePolicies: &map[string]awsiam.PolicyDocument{
 			"Logs": awsiam.NewPolicyDocument(&awsiam.PolicyDocumentProps{
 				Statements: &[]awsiam.PolicyStatement{
@@ -113,6 +116,9 @@ func titleCase(s string) string {
 	}
 	return string(b)
 }
+
+// RolePath is the IAM path of every function's role.
+const RolePath = "/amirotate/"
 
 // pinnedPolicies are the digests of the stack's policies.
 func pinnedPolicies(p *RotationProps) rotation.Pins {

@@ -75,7 +75,10 @@ func newRunWorld(t *testing.T) *runWorld {
 	}
 	dir := t.TempDir()
 	policy := filepath.Join(dir, "web.json")
-	if err := os.WriteFile(policy, []byte(auditPolicy), 0o644); err != nil {
+	// The seeded template launches the base image: the policy adopts it.
+	adopting := strings.Replace(auditPolicy, `"launchTemplates": true}`,
+		`"launchTemplates": true, "adoptLaunchTemplates": ["`+fleet.LaunchTemplateID+`"]}`, 1)
+	if err := os.WriteFile(policy, []byte(adopting), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	w := &runWorld{t: t, ctx: ctx, sim: sim, fleet: fleet, policy: policy, dir: dir, ec2: map[string]*ec2.Client{}}

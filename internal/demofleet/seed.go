@@ -131,6 +131,13 @@ func Seed(ctx context.Context, cfg aws.Config) (Fleet, error) {
 		return Fleet{}, errors.New("demofleet: CreateLaunchTemplate answered without a launch template id")
 	}
 	fleet.LaunchTemplateID = *lt.LaunchTemplate.LaunchTemplateId
+	// The template launches the base image, not one of amirotate's: the
+	// policy that publishes to it adopts it by name, as an operator would.
+	for i, p := range fleet.Policies {
+		if p.Name == tracked.Policy && p.Publish.LaunchTemplates {
+			fleet.Policies[i].Publish.AdoptLaunchTemplates = append(p.Publish.AdoptLaunchTemplates, fleet.LaunchTemplateID)
+		}
+	}
 	return fleet, nil
 }
 

@@ -270,6 +270,7 @@ func TestRotation_HappyPathCopiesAndPublishes(t *testing.T) {
 	ids := w.instances(3, "web")
 	lt := w.launchTemplate(ids[0])
 	p := policy("web")
+	p.Publish.AdoptLaunchTemplates = []string{lt} // it launches a base image, not amirotate's
 
 	res, sum := w.run(w.runner(), scheduled(p, t0))
 	if err := res.Check(); err != nil {
@@ -406,6 +407,7 @@ func TestRotation_SameRotationTwiceCreatesNothingTwice(t *testing.T) {
 	ids := w.instances(2, "web")
 	lt := w.launchTemplate(ids[0])
 	p := policy("web")
+	p.Publish.AdoptLaunchTemplates = []string{lt}
 	in := scheduled(p, t0)
 
 	res, _ := w.run(w.runner(), in)
@@ -441,8 +443,8 @@ func TestRotation_SameRotationTwiceCreatesNothingTwice(t *testing.T) {
 func TestRotation_DryRunChangesNothing(t *testing.T) {
 	w := newWorld(t, ec2sim.Options{})
 	ids := w.instances(3, "web")
-	w.launchTemplate(ids[0])
 	p := policy("web")
+	p.Publish.AdoptLaunchTemplates = []string{w.launchTemplate(ids[0])}
 	p.DryRun = true
 
 	res, sum := w.run(w.runner(), scheduled(p, t0))
