@@ -21,12 +21,6 @@ import (
 	"github.com/amirotate/amirotate/internal/steps"
 )
 
-func init() {
-	commands["bench"] = func(ctx context.Context, args []string) error {
-		return runBench(ctx, args, os.Stdout, os.Stderr)
-	}
-}
-
 // benchRegions: the source region first, then the copy regions.
 var benchRegions = []string{"us-east-1", "eu-west-1", "ap-southeast-2", "us-west-2", "eu-central-1"}
 
@@ -74,15 +68,10 @@ type benchResult struct {
 }
 
 func parseBenchFlags(args []string, stderr io.Writer) (benchConfig, error) {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: amirotate bench [--instances 1000] [--regions 3] [--json FILE]\n\n"+
-			"Rotates a simulated fleet twice through the real state machine (the node runner,\n"+
-			"lambdahost and the embedded EC2 simulator with throttling on) and reports the\n"+
-			"second rotation's cost: EC2 calls, state transitions, Lambda invocations.\n\n")
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("bench", stderr, "Usage: amirotate bench [--instances 1000] [--regions 3] [--json FILE]\n\n"+
+		"Rotates a simulated fleet twice through the real state machine (the node runner,\n"+
+		"lambdahost and the embedded EC2 simulator with throttling on) and reports the\n"+
+		"second rotation's cost: EC2 calls, state transitions, Lambda invocations.\n\n")
 	var c benchConfig
 	fs.IntVar(&c.instances, "instances", 1000, "instances in the fleet")
 	fs.IntVar(&c.regions, "regions", 3, fmt.Sprintf("regions: the source and %s copy regions (2..%d)", "N-1", len(benchRegions)))

@@ -8,19 +8,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/amirotate/amirotate/internal/demofleet"
 	"github.com/amirotate/amirotate/internal/ec2sim"
 	"github.com/amirotate/amirotate/internal/ec2x"
 )
-
-func init() {
-	commands["demo"] = func(ctx context.Context, args []string) error {
-		return runDemo(ctx, args, os.Stdout, os.Stderr)
-	}
-}
 
 // demoRegions: the fleet's home and the two regions the policies copy to.
 var demoRegions = []string{"us-east-1", "eu-west-1", "ap-southeast-2"}

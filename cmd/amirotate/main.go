@@ -4,7 +4,9 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -22,7 +24,12 @@ Run 'amirotate <command> -h' for a command's flags.
 `
 
 // commands maps each subcommand to its entry point; each lives in its own file.
-var commands = map[string]func(ctx context.Context, args []string) error{}
+var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
+	"sim":   runSim,
+	"run":   runRotation,
+	"demo":  runDemo,
+	"bench": runBench,
+}
 
 func main() {
 	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
@@ -36,8 +43,20 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := cmd(ctx, os.Args[2:]); err != nil {
+	if err := cmd(ctx, os.Args[2:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintf(os.Stderr, "amirotate %s: %v\n", os.Args[1], err)
 		os.Exit(1)
 	}
+}
+
+// newFlagSet returns a command's flag set, which reports errors and prints
+// usage (then the flags) on stderr.
+func newFlagSet(name string, stderr io.Writer, usage string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	return fs
 }

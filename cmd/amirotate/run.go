@@ -16,12 +16,6 @@ import (
 	"github.com/amirotate/amirotate/internal/rotation"
 )
 
-func init() {
-	commands["run"] = func(ctx context.Context, args []string) error {
-		return runRotation(ctx, args, os.Stdout, os.Stderr)
-	}
-}
-
 // stringList is a repeatable flag.
 type stringList []string
 
@@ -37,16 +31,11 @@ type runConfig struct {
 }
 
 func parseRunFlags(args []string, stderr io.Writer, now time.Time) (runConfig, error) {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: amirotate run --policy FILE [--rotation-time RFC3339] [--instance ID]... [--dry-run] [--json FILE]\n\n"+
-			"Runs one rotation through the real state machine, executed on this machine, against\n"+
-			"the EC2 and SSM endpoints of the standard AWS configuration (your account, or\n"+
-			"`amirotate sim` through AWS_ENDPOINT_URL_EC2 / AWS_ENDPOINT_URL_SSM).\n"+
-			"Exits 0 only when the execution succeeded.\n\n")
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("run", stderr, "Usage: amirotate run --policy FILE [--rotation-time RFC3339] [--instance ID]... [--dry-run] [--json FILE]\n\n"+
+		"Runs one rotation through the real state machine, executed on this machine, against\n"+
+		"the EC2 and SSM endpoints of the standard AWS configuration (your account, or\n"+
+		"`amirotate sim` through AWS_ENDPOINT_URL_EC2 / AWS_ENDPOINT_URL_SSM).\n"+
+		"Exits 0 only when the execution succeeded.\n\n")
 	var c runConfig
 	var when string
 	var ids stringList

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -16,12 +15,6 @@ import (
 	"github.com/amirotate/amirotate/internal/demofleet"
 	"github.com/amirotate/amirotate/internal/ec2sim"
 )
-
-func init() {
-	commands["sim"] = func(ctx context.Context, args []string) error {
-		return runSim(ctx, args, os.Stdout, os.Stderr)
-	}
-}
 
 // regionName accepts names shaped like AWS regions (us-east-1, us-gov-west-1).
 var regionName = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-\d{1,2}$`)
@@ -35,15 +28,10 @@ type simConfig struct {
 }
 
 func parseSimFlags(args []string, stderr io.Writer) (simConfig, error) {
-	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: amirotate sim [--addr 127.0.0.1:4566] [--regions r1,r2,...] [--image-delay 3s] [--seed-demo]\n\n"+
-			"Serves a local EC2 + SSM Parameter Store endpoint for every region at one address\n"+
-			"until interrupted. Admin endpoints: GET /_sim/stats, POST /_sim/reset,\n"+
-			"POST /_sim/faults, POST /_sim/throttling.\n\n")
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("sim", stderr, "Usage: amirotate sim [--addr 127.0.0.1:4566] [--regions r1,r2,...] [--image-delay 3s] [--seed-demo]\n\n"+
+		"Serves a local EC2 + SSM Parameter Store endpoint for every region at one address\n"+
+		"until interrupted. Admin endpoints: GET /_sim/stats, POST /_sim/reset,\n"+
+		"POST /_sim/faults, POST /_sim/throttling.\n\n")
 	var c simConfig
 	var regions string
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:4566", "`host:port` to listen on (port 0 picks a free one)")
