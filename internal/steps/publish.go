@@ -220,7 +220,7 @@ func (p *Publish) publishSSM(ctx context.Context, region string, b Batch, pubs [
 			why := ""
 			if err != nil {
 				why = fmt.Sprintf("its current image could not be read: %v", err)
-			} else if !dryRun || pub.ImageID != "" {
+			} else {
 				why = sameLineage(img, found, b.Policy, b.Rotation, pub)
 			}
 			if why != "" {
