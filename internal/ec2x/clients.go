@@ -50,6 +50,7 @@ type Option func(*clientOptions)
 type clientOptions struct {
 	backoff   retry.BackoffDelayer
 	paceScale float64
+	paceClock paceClock
 	noPacing  bool
 }
 
@@ -107,7 +108,7 @@ func NewClients(cfg aws.Config, opts ...Option) *Clients {
 		asg:  map[string]*autoscaling.Client{},
 	}
 	if co := newClientOptions(opts); !co.noPacing {
-		c.pace = newPacer(co.paceScale)
+		c.pace = newPacer(co.paceScale, co.paceClock)
 	}
 	return c
 }

@@ -65,28 +65,69 @@ func WithoutPacing() Option {
 	return func(o *clientOptions) { o.noPacing = true }
 }
 
+// withPaceClock runs the pacer on clock instead of the wall clock, so tests
+// decide when a wait ends instead of waiting it out.
+func withPaceClock(clock paceClock) Option {
+	return func(o *clientOptions) { o.paceClock = clock }
+}
+
+// paceClock is the pacer's time. The limiters are asked at the clock's Now
+// (rate.Limiter's ReserveN takes the time explicitly), and the waits end by
+// the same clock, so a fake one drives the pacer completely.
+type paceClock interface {
+	Now() time.Time
+	// SleepUntil returns when the clock reaches t, or with the cause of
+	// ctx's end if that comes first.
+	SleepUntil(ctx context.Context, t time.Time) error
+}
+
+type wallClock struct{}
+
+func (wallClock) Now() time.Time { return time.Now() }
+
+func (wallClock) SleepUntil(ctx context.Context, t time.Time) error {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
 // pacer holds one limiter per region and bucket. Safe for concurrent use.
 type pacer struct {
 	scale float64
+	clock paceClock
 
 	mu       sync.Mutex
 	limiters map[string]*rate.Limiter // region + " " + bucket key
 }
 
-func newPacer(scale float64) *pacer {
+// newPacer returns a pacer refilling scale times faster than EC2 (scale ≤ 0
+// means 1) on clock (nil means the wall clock).
+func newPacer(scale float64, clock paceClock) *pacer {
 	if scale <= 0 {
 		scale = 1
 	}
-	return &pacer{scale: scale, limiters: map[string]*rate.Limiter{}}
+	if clock == nil {
+		clock = wallClock{}
+	}
+	return &pacer{scale: scale, clock: clock, limiters: map[string]*rate.Limiter{}}
 }
 
 // limiter returns the bucket of action in region, full when first used
 // (as EC2's is when idle), one second's refill smaller than EC2's.
 func (p *pacer) limiter(region, action string) *rate.Limiter {
-	key, b := ec2limits.Request(action, true)
-	key = region + " " + key
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.limiterLocked(region, action)
+}
+
+func (p *pacer) limiterLocked(region, action string) *rate.Limiter {
+	key, b := ec2limits.Request(action, true)
+	key = region + " " + key
 	l, ok := p.limiters[key]
 	if !ok {
 		l = rate.NewLimiter(rate.Limit(b.Refill*p.scale), max(1, int(b.Capacity-b.Refill)))
@@ -95,29 +136,38 @@ func (p *pacer) limiter(region, action string) *rate.Limiter {
 	return l
 }
 
+// reserve takes a token of action in region at the clock's now. Reading the
+// clock under the pacer's lock hands out reservations in time order: a
+// limiter asked about a time before its last reservation counts no refill
+// for the difference, which would make the pacer wait longer than EC2
+// needs.
+func (p *pacer) reserve(region, action string) (r *rate.Reservation, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now = p.clock.Now()
+	return p.limiterLocked(region, action).ReserveN(now, 1), now
+}
+
 // wait blocks until action may be sent in region. It gives up at once when
 // the wait would outlast ctx's deadline (the error wraps
 // context.DeadlineExceeded, which Classify calls retryable), and when ctx
-// ends during the wait.
+// ends during the wait. A wait given up returns its token.
 func (p *pacer) wait(ctx context.Context, region, action string) error {
-	r := p.limiter(region, action).Reserve()
-	d := r.Delay()
+	r, now := p.reserve(region, action)
+	// The bucket holds at least one token, so every reservation is OK.
+	d := r.DelayFrom(now)
 	if d == 0 {
 		return nil
 	}
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
-		r.Cancel()
+	if dl, ok := ctx.Deadline(); ok && dl.Sub(now) < d {
+		r.CancelAt(now)
 		return &paceError{fmt.Errorf("pacing %s in %s: a %s wait would outlast the deadline: %w", action, region, d.Round(time.Millisecond), context.DeadlineExceeded)}
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		r.Cancel()
-		return &paceError{fmt.Errorf("pacing %s in %s: %w", action, region, context.Cause(ctx))}
+	if err := p.clock.SleepUntil(ctx, now.Add(d)); err != nil {
+		r.CancelAt(p.clock.Now())
+		return &paceError{fmt.Errorf("pacing %s in %s: %w", action, region, err)}
 	}
+	return nil
 }
 
 // paceError ends a wait the context did not allow. The SDK must not retry
