@@ -27,10 +27,51 @@ type fakeFleet struct {
 	throttleOne atomic.Bool
 	invalid     bool
 
+	// overlap, when above 1, holds the first snapshot calls until that many
+	// are in flight together (or overlapTimeout passes), so a test sees
+	// concurrent Map iterations however fast each one would finish.
+	overlap int
+
 	mu          sync.Mutex
 	selected    [][]string
 	inflight    int
 	maxInflight int
+	overlapped  chan struct{} // closed once overlap calls were in flight at once
+}
+
+// overlapTimeout bounds how long the first snapshot calls wait for each
+// other: far longer than starting Map iterations takes on a loaded machine,
+// short enough that a runner that never overlaps them fails the test soon.
+const overlapTimeout = 30 * time.Second
+
+// enter counts a snapshot call in flight and, while overlap calls have not
+// yet been in flight together, waits until they are.
+func (f *fakeFleet) enter() {
+	f.mu.Lock()
+	f.inflight++
+	f.maxInflight = max(f.maxInflight, f.inflight)
+	if f.overlapped == nil {
+		f.overlapped = make(chan struct{})
+	}
+	overlapped := f.overlapped
+	if f.inflight >= f.overlap {
+		select {
+		case <-overlapped:
+		default:
+			close(overlapped)
+		}
+	}
+	f.mu.Unlock()
+	select {
+	case <-overlapped:
+	case <-time.After(overlapTimeout):
+	}
+}
+
+func (f *fakeFleet) leave() {
+	f.mu.Lock()
+	f.inflight--
+	f.mu.Unlock()
 }
 
 type fakeInput struct {
@@ -65,14 +106,9 @@ func (f *fakeFleet) snapshot(_ context.Context, b steps.Batch) (steps.Batch, err
 	}
 	f.mu.Lock()
 	f.selected = append(f.selected, b.InstanceIDs)
-	f.inflight++
-	f.maxInflight = max(f.maxInflight, f.inflight)
 	f.mu.Unlock()
-	// Long enough for concurrent iterations to overlap here.
-	time.Sleep(100 * time.Millisecond)
-	f.mu.Lock()
-	f.inflight--
-	f.mu.Unlock()
+	f.enter()
+	defer f.leave()
 	for _, id := range b.InstanceIDs {
 		b.Images = append(b.Images, rotation.Record{InstanceID: id, Region: "us-east-1", ImageID: "ami-" + id, State: rotation.StatePending})
 	}
@@ -260,15 +296,15 @@ func TestRunner_MapWaitPollCopyLoop(t *testing.T) {
 	t.Logf("transitions %d for 5 instances in 3 batches (%v)", res.Transitions, res.StatesEntered)
 }
 
-// The Map runs at most MaxConcurrency (4) iterations at once.
+// The Map runs iterations concurrently, at most MaxConcurrency (4) at once.
 func TestRunner_MapHonoursMaxConcurrency(t *testing.T) {
-	f := &fakeFleet{batchSize: 1}
+	f := &fakeFleet{batchSize: 1, overlap: 2}
 	res := run(t, fast(f, nil), input(t, 10))
 	if err := res.Check(); err != nil {
 		t.Fatal(err)
 	}
-	if res.MapIterations != 10 || f.maxInflight < 2 || f.maxInflight > 4 {
-		t.Fatalf("%d iterations, at most %d at once", res.MapIterations, f.maxInflight)
+	if res.MapIterations != 10 || f.maxInflight < f.overlap || f.maxInflight > 4 {
+		t.Fatalf("%d iterations, at most %d at once; want 10, %d to 4", res.MapIterations, f.maxInflight, f.overlap)
 	}
 }
 
