@@ -2,7 +2,9 @@
 
 SHELL := /bin/bash
 GO ?= go
-FUNCTIONS := discover snapshot poll copy tag publish retention report
+# A Lambda per directory of functions/ but internal/ (their shared code);
+# ec2x's TestSteps_OneFunctionDirectoryEach holds the directories to ec2x.Steps.
+FUNCTIONS := $(filter-out internal,$(patsubst functions/%/,%,$(sort $(wildcard functions/*/))))
 DIST := dist
 BIN := bin/amirotate
 NODE_LOCAL := statemachine/local

@@ -10,6 +10,8 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/jsii-runtime-go"
+
+	"github.com/amirotate/amirotate/internal/ec2x"
 )
 
 // functionSpec sizes one Lambda. The handlers are I/O bound (EC2 API calls
@@ -24,30 +26,32 @@ type functionSpec struct {
 	Timeout     time.Duration
 }
 
+// functionSpecs sizes each step's function, in the order of ec2x.Steps
+// (TestRotation_FunctionsMatchStateMachine holds them to it).
 var functionSpecs = []functionSpec{
 	// One paginated DescribeInstances over the fleet (1,000 per page; 10
 	// pages for 10,000 instances, each of which may wait out throttling);
 	// holds all targets in memory to cut them into batches.
-	{"discover", "Validates the execution input and finds the policy's instances in batches", 256, 5 * time.Minute},
+	{ec2x.StepDiscover, "Validates the execution input and finds the policy's instances in batches", 256, 5 * time.Minute},
 	// CreateImage per instance of a batch, 5/s bucket: 100 calls take ~20 s,
 	// storms of throttling stretch it.
-	{"snapshot", "Starts CreateImage for each instance of a batch", 256, 5 * time.Minute},
+	{ec2x.StepSnapshot, "Starts CreateImage for each instance of a batch", 256, 5 * time.Minute},
 	// One DescribeImages per region, plus clean-up of failed images.
-	{"poll", "Checks pending images, cleans up failed ones, decides the next wait", 256, 3 * time.Minute},
+	{ec2x.StepPoll, "Checks pending images, cleans up failed ones, decides the next wait", 256, 3 * time.Minute},
 	// CopyImage refills at 1/s per destination: 100 copies × regions.
-	{"copy", "Starts cross-region copies of available images", 256, 10 * time.Minute},
+	{ec2x.StepCopy, "Starts cross-region copies of available images", 256, 10 * time.Minute},
 	// Per-image deprecation and sharing calls (mutating bucket, 5/s).
-	{"tag", "Marks the latest images, deprecates and shares them", 256, 5 * time.Minute},
+	{ec2x.StepTag, "Marks the latest images, deprecates and shares them", 256, 5 * time.Minute},
 	// SSM and launch template writes per instance and region.
-	{"publish", "Publishes new image ids to SSM parameters and launch templates", 256, 5 * time.Minute},
+	{ec2x.StepPublish, "Publishes new image ids to SSM parameters and launch templates", 256, 5 * time.Minute},
 	// Lists every managed image of the policy per region, their references,
 	// then deregisters and deletes snapshots one by one; the "others" pass
 	// covers a whole policy, so it gets the most memory and the longest time
 	// (a minute under the state machine's 900 s task timeout, so Lambda's own
 	// timeout reports first).
-	{"retention", "Deregisters images past the policy's retention and deletes their snapshots", 512, 14 * time.Minute},
+	{ec2x.StepRetention, "Deregisters images past the policy's retention and deletes their snapshots", 512, 14 * time.Minute},
 	// Pure computation on the state, no AWS calls.
-	{"report", "Summarizes a batch or a whole rotation", 128, 30 * time.Second},
+	{ec2x.StepReport, "Summarizes a batch or a whole rotation", 128, 30 * time.Second},
 }
 
 // newFunction creates a step's function with its own role (only the actions

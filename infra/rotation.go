@@ -88,8 +88,7 @@ type Schedule struct {
 type Rotation struct {
 	constructs.Construct
 	StateMachine awsstepfunctions.StateMachine
-	// Functions by step name (discover, snapshot, poll, copy, tag, publish,
-	// retention, report).
+	// Functions by step name (ec2x.Steps).
 	Functions map[string]awslambda.Function
 	// Schedules and TagChangeRules by policy name.
 	Schedules      map[string]awsscheduler.Schedule

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
 	"github.com/aws/jsii-runtime-go"
 
+	"github.com/amirotate/amirotate/internal/ec2x"
 	"github.com/amirotate/amirotate/internal/rotation"
 	"github.com/amirotate/amirotate/statemachine"
 )
@@ -102,8 +104,8 @@ func TestRotation_FunctionsMatchStateMachine(t *testing.T) {
 	for _, spec := range functionSpecs {
 		names = append(names, spec.Name)
 	}
-	if strings.Join(names, ",") != strings.Join(statemachine.Functions, ",") {
-		t.Errorf("functions %v, state machine calls %v", names, statemachine.Functions)
+	if !slices.Equal(names, ec2x.Steps) {
+		t.Errorf("functions %v, want one per step in order: %v", names, ec2x.Steps)
 	}
 	if missing := missingSubstitutions(statemachine.Template); len(missing) > 0 {
 		t.Errorf("definition placeholders without a value: %v", missing)
@@ -113,7 +115,7 @@ func TestRotation_FunctionsMatchStateMachine(t *testing.T) {
 func TestRotation_StateMachine(t *testing.T) {
 	synth(t)
 	subs := map[string]any{statemachine.EventBusKey: "default"}
-	for _, f := range statemachine.Functions {
+	for _, f := range ec2x.Steps {
 		subs[statemachine.FunctionKey(f)] = map[string]any{"Fn::GetAtt": []any{assertions.Match_AnyValue(), "Arn"}}
 	}
 	synthed.fullTmpl.HasResourceProperties(jsii.String("AWS::StepFunctions::StateMachine"), &map[string]any{

@@ -13,15 +13,14 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/amirotate/amirotate/internal/ec2x"
 )
 
 // Template is the definition as written, with ${...} placeholders.
 //
 //go:embed rotation.asl.json
 var Template []byte
-
-// Functions are the Lambda functions the definition calls, by step name.
-var Functions = []string{"discover", "snapshot", "poll", "copy", "tag", "publish", "retention", "report"}
 
 // FunctionNamePrefix is prepended to a step name to form its local function
 // name (amirotate-snapshot); the deployed names are the CDK's to choose.
@@ -43,12 +42,12 @@ func FunctionKey(step string) string {
 	return strings.ToUpper(step[:1]) + step[1:] + "FunctionArn"
 }
 
-// LocalARNs are the substitutions for a local run: function ARNs in the
-// given region and account, named FunctionNamePrefix+step, and the default
-// event bus.
+// LocalARNs are the substitutions for a local run: the ARN of each step's
+// function (ec2x.Steps) in the given region and account, named
+// FunctionNamePrefix+step, and the default event bus.
 func LocalARNs(region, account string) Substitutions {
 	s := Substitutions{EventBusKey: "default"}
-	for _, f := range Functions {
+	for _, f := range ec2x.Steps {
 		s[FunctionKey(f)] = fmt.Sprintf("arn:aws:lambda:%s:%s:function:%s%s", region, account, FunctionNamePrefix, f)
 	}
 	return s

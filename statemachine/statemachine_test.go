@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/amirotate/amirotate/internal/ec2x"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata golden files")
@@ -58,7 +60,7 @@ func TestMermaid_Golden(t *testing.T) {
 
 func TestRender_SubstitutesEveryPlaceholder(t *testing.T) {
 	want := []string{EventBusKey}
-	for _, f := range Functions {
+	for _, f := range ec2x.Steps {
 		want = append(want, FunctionKey(f))
 	}
 	slices.Sort(want)

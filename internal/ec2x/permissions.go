@@ -7,7 +7,8 @@ import (
 	"slices"
 )
 
-// Step names as the functions and the IAM policy know them.
+// Step names: each is a Lambda function (functions/<name>), the state
+// machine's ${<Name>FunctionArn} and an IAM role.
 const (
 	StepDiscover  = "discover"
 	StepSnapshot  = "snapshot"
@@ -18,6 +19,11 @@ const (
 	StepRetention = "retention"
 	StepReport    = "report"
 )
+
+// Steps lists every step once, in the order a rotation runs them. The
+// state machine's placeholders, the CDK functions, the local run's handlers
+// and the Makefile's builds (functions/ checked against it) all follow it.
+var Steps = []string{StepDiscover, StepSnapshot, StepPoll, StepCopy, StepTag, StepPublish, StepRetention, StepReport}
 
 // Permissions maps each step to the client interfaces its handler uses.
 // It is the single source of the IAM policy: infra grants exactly Actions(step).

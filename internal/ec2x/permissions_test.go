@@ -1,9 +1,36 @@
 package ec2x
 
 import (
+	"maps"
+	"os"
 	"slices"
 	"testing"
 )
+
+// The Makefile builds a Lambda from each directory of functions/ but
+// internal/ (their shared code); infra deploys one per step.
+func TestSteps_OneFunctionDirectoryEach(t *testing.T) {
+	entries, err := os.ReadDir("../../functions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for _, e := range entries {
+		if e.IsDir() && e.Name() != "internal" {
+			dirs = append(dirs, e.Name())
+		}
+	}
+	if want := slices.Sorted(slices.Values(Steps)); !slices.Equal(dirs, want) {
+		t.Errorf("functions/ has %v, want a directory per step: %v", dirs, want)
+	}
+}
+
+func TestPermissions_CoverEveryStep(t *testing.T) {
+	got := slices.Sorted(maps.Keys(Permissions))
+	if want := slices.Sorted(slices.Values(Steps)); !slices.Equal(got, want) {
+		t.Errorf("Permissions has steps %v, want %v", got, want)
+	}
+}
 
 func TestActions_DerivedFromInterfaces(t *testing.T) {
 	tests := []struct {

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/amirotate/amirotate/internal/ec2x"
 	"github.com/amirotate/amirotate/internal/lambdahost"
 	"github.com/amirotate/amirotate/statemachine"
 )
@@ -192,7 +193,7 @@ func New(opts Options) (*Runner, error) {
 	}
 	if opts.Definition == nil {
 		var missing []string
-		for _, f := range statemachine.Functions {
+		for _, f := range ec2x.Steps {
 			if opts.Handlers[f] == nil {
 				missing = append(missing, f)
 			}

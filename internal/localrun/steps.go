@@ -12,13 +12,13 @@ import (
 // and pinned policies.
 func StepHandlers(c *ec2x.Clients, env steps.Env) map[string]any {
 	return map[string]any{
-		"discover":  steps.NewDiscover(c, env).Handle,
-		"snapshot":  steps.NewSnapshot(c, env).Handle,
-		"poll":      steps.NewPoll(c, env).Handle,
-		"copy":      steps.NewCopy(c, env).Handle,
-		"tag":       steps.NewTag(c, env).Handle,
-		"publish":   steps.NewPublish(c, env).Handle,
-		"retention": steps.NewRetention(c, env).Invoke,
-		"report":    steps.Report{}.Handle,
+		ec2x.StepDiscover:  steps.NewDiscover(c, env).Handle,
+		ec2x.StepSnapshot:  steps.NewSnapshot(c, env).Handle,
+		ec2x.StepPoll:      steps.NewPoll(c, env).Handle,
+		ec2x.StepCopy:      steps.NewCopy(c, env).Handle,
+		ec2x.StepTag:       steps.NewTag(c, env).Handle,
+		ec2x.StepPublish:   steps.NewPublish(c, env).Handle,
+		ec2x.StepRetention: steps.NewRetention(c, env).Invoke,
+		ec2x.StepReport:    steps.Report{}.Handle,
 	}
 }
