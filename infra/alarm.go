@@ -2,6 +2,8 @@ package infra
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
@@ -49,7 +51,7 @@ func addAlarm(r *Rotation, p *RotationProps) {
 	// not start the state machine.
 	metrics := map[string]awscloudwatch.IMetric{"dropped": r.ScheduleGroup.MetricDropped(sum)}
 	expr := "FILL(dropped, 0)"
-	for i, name := range sortedKeys(r.TagChangeRules) {
+	for i, name := range slices.Sorted(maps.Keys(r.TagChangeRules)) {
 		id := fmt.Sprintf("rule%d", i)
 		metrics[id] = awscloudwatch.NewMetric(&awscloudwatch.MetricProps{
 			Namespace:     jsii.String("AWS/Events"),

@@ -2,7 +2,9 @@ package infra
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -53,7 +55,7 @@ func tagChangeTemplate(p rotation.Policy) (string, error) {
 func tagChangePattern(p rotation.Policy) map[string]interface{} {
 	tags := map[string]interface{}{}
 	sel := selectorTags(p)
-	for _, k := range sortedKeys(sel) {
+	for _, k := range slices.Sorted(maps.Keys(sel)) {
 		if sel[k] == "*" {
 			tags[k] = []interface{}{map[string]interface{}{"exists": true}}
 		} else {

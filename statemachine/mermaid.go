@@ -3,6 +3,7 @@ package statemachine
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -84,14 +85,12 @@ func orderedStates(m *Machine) []string {
 			walk(t.to, true)
 		}
 	}
-	var rest []string
-	for n := range m.States {
+	for _, n := range slices.Sorted(maps.Keys(m.States)) {
 		if !seen[n] {
-			rest = append(rest, n)
+			out = append(out, n)
 		}
 	}
-	sort.Strings(rest)
-	return append(out, rest...)
+	return out
 }
 
 func rank(kind string) int {
@@ -148,13 +147,7 @@ func ruleLabel(rule map[string]json.RawMessage) string {
 	if v, ok := rule["Variable"]; ok {
 		_ = json.Unmarshal(v, &variable)
 	}
-	keys := make([]string, 0, len(rule))
-	for k := range rule {
-		if k != "Variable" {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
+	keys := slices.DeleteFunc(slices.Sorted(maps.Keys(rule)), func(k string) bool { return k == "Variable" })
 	if variable == "" || len(keys) != 1 {
 		return strings.Join(keys, " ")
 	}

@@ -9,9 +9,9 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/amirotate/amirotate/internal/ec2x"
@@ -61,12 +61,7 @@ func Placeholders(tmpl []byte) []string {
 	for _, m := range placeholder.FindAllSubmatch(tmpl, -1) {
 		seen[string(m[1])] = true
 	}
-	names := make([]string, 0, len(seen))
-	for n := range seen {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(seen))
 }
 
 // Render substitutes every placeholder of the embedded definition.
@@ -90,15 +85,10 @@ func RenderTemplate(tmpl []byte, subs Substitutions) ([]byte, error) {
 			problems = append(problems, fmt.Sprintf("empty value for ${%s}", n))
 		}
 	}
-	var unknown []string
-	for k := range subs {
+	for _, k := range slices.Sorted(maps.Keys(subs)) {
 		if !slices.Contains(names, k) {
-			unknown = append(unknown, k)
+			problems = append(problems, fmt.Sprintf("%q is not a placeholder of the definition (it has %s)", k, strings.Join(names, ", ")))
 		}
-	}
-	sort.Strings(unknown)
-	for _, k := range unknown {
-		problems = append(problems, fmt.Sprintf("%q is not a placeholder of the definition (it has %s)", k, strings.Join(names, ", ")))
 	}
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("rendering the state machine: %s", strings.Join(problems, "; "))

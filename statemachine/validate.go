@@ -4,7 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 )
 
 // Machine is the part of an ASL definition the structural checks and the
@@ -113,11 +114,7 @@ func checkMachine(scope string, m *Machine, errs *[]error) {
 	if _, ok := m.States[m.StartAt]; !ok {
 		fail("StartAt %q is not a state", m.StartAt)
 	}
-	names := make([]string, 0, len(m.States))
-	for n := range m.States {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(m.States))
 	for _, name := range names {
 		s := m.States[name]
 		where := name + ": "

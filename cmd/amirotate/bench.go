@@ -1,13 +1,15 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -314,12 +316,9 @@ func printBench(w io.Writer, r benchResult) {
 			byAction[a] += n
 		}
 	}
-	names := make([]string, 0, len(byAction))
-	for a := range byAction {
-		names = append(names, a)
-	}
-	sort.Slice(names, func(i, j int) bool { return byAction[names[i]] > byAction[names[j]] })
-	for _, a := range names {
+	// Most called first; equal counts by name, so the table is stable.
+	mostCalled := func(a, b string) int { return cmp.Or(cmp.Compare(byAction[b], byAction[a]), strings.Compare(a, b)) }
+	for _, a := range slices.SortedFunc(maps.Keys(byAction), mostCalled) {
 		fmt.Fprintf(w, "  %-32s %6d\n", a, byAction[a])
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -225,13 +227,8 @@ func retentionText(r summaryRow, dryRun bool) string {
 		parts = append(parts, verb+" "+strings.Join(r.Deleted, ","))
 	}
 	if len(r.Kept) > 0 {
-		ids := make([]string, 0, len(r.Kept))
-		for id := range r.Kept {
-			ids = append(ids, id)
-		}
-		sort.Strings(ids)
 		var kept []string
-		for _, id := range ids {
+		for _, id := range slices.Sorted(maps.Keys(r.Kept)) {
 			kept = append(kept, id+" ("+r.Kept[id]+")")
 		}
 		parts = append(parts, "kept "+strings.Join(kept, ", "))
@@ -246,13 +243,8 @@ func retentionText(r summaryRow, dryRun bool) string {
 }
 
 func outcomesText(m map[string]int) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	var parts []string
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		parts = append(parts, fmt.Sprintf("%d %s", m[k], k))
 	}
 	return dash(strings.Join(parts, ", "))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -13,7 +14,6 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -145,12 +145,7 @@ func compare(t *testing.T, s diffStep, simObs, motoObs map[string]any) {
 	for k := range s.deviations {
 		fields[k] = true
 	}
-	keys := make([]string, 0, len(fields))
-	for k := range fields {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(fields)) {
 		sv, mv := simObs[k], motoObs[k]
 		if d, ok := s.deviations[k]; ok {
 			if !sameJSON(sv, d.sim) {

@@ -1,6 +1,8 @@
 package ec2sim
 
 import (
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -126,7 +128,7 @@ func tagFilterValues(tags map[string]string, name string) ([]string, bool) {
 		return nil, true
 	}
 	if name == "tag-key" {
-		return sortedKeys(tags), true
+		return slices.Sorted(maps.Keys(tags)), true
 	}
 	return nil, false
 }

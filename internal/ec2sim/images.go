@@ -2,6 +2,7 @@ package ec2sim
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"sort"
@@ -991,7 +992,7 @@ func writePermissions(w *xw, name string, public bool, users map[string]bool) {
 	if public {
 		perms = append(perms, "group:all")
 	}
-	perms = append(perms, sortedKeys(users)...)
+	perms = append(perms, slices.Sorted(maps.Keys(users))...)
 	xmlList(w, name, perms, func(v string) {
 		if g, ok := strings.CutPrefix(v, "group:"); ok {
 			w.el("group", g)

@@ -3,7 +3,9 @@ package ec2sim
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -173,7 +175,7 @@ func (s *Sim) RunInstance(regionName string, spec InstanceSpec) (string, error) 
 		sizes = []int{8}
 	}
 	var tags []tag
-	for _, k := range sortedKeys(spec.Tags) {
+	for _, k := range slices.Sorted(maps.Keys(spec.Tags)) {
 		if err := checkTag(k, spec.Tags[k]); err != nil {
 			return "", err
 		}

@@ -2,7 +2,9 @@ package ec2sim
 
 import (
 	"encoding/base64"
+	"maps"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -341,7 +343,7 @@ func (w *xw) tagSet(name string, tags map[string]string) {
 		return
 	}
 	w.open(name)
-	for _, k := range sortedKeys(tags) {
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
 		w.open("item")
 		w.el("key", k)
 		w.el("value", tags[k])
@@ -405,13 +407,4 @@ func needsEscape(s string) bool {
 		}
 	}
 	return false
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -1,6 +1,8 @@
 package ec2sim
 
 import (
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -123,7 +125,7 @@ func (s *Sim) describeImageReferences(c *call) *apiError {
 		}
 	}
 	if types["ssm:Parameter"] {
-		for _, name := range sortedKeys(c.r.params) {
+		for _, name := range slices.Sorted(maps.Keys(c.r.params)) {
 			prm := c.r.params[name]
 			if wanted[prm.value] {
 				byImage[prm.value] = append(byImage[prm.value], imageRef{imageID: prm.value, rtype: "ssm:Parameter",

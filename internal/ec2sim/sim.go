@@ -30,6 +30,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -374,7 +375,7 @@ var ec2Actions = map[string]queryHandler{
 
 // Actions returns the EC2 actions the simulator implements, sorted.
 func Actions() []string {
-	return sortedKeys(ec2Actions)
+	return slices.Sorted(maps.Keys(ec2Actions))
 }
 
 func (s *Sim) serveEC2(w http.ResponseWriter, r *http.Request, regionName string, p params) {

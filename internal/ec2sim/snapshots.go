@@ -1,6 +1,7 @@
 package ec2sim
 
 import (
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -244,7 +245,7 @@ func (s *Sim) deleteSnapshot(c *call) *apiError {
 		return err
 	}
 	if len(sn.usedBy) > 0 {
-		return errorf("InvalidSnapshot.InUse", "The snapshot %s is currently in use by %s", id, sortedKeys(sn.usedBy)[0])
+		return errorf("InvalidSnapshot.InUse", "The snapshot %s is currently in use by %s", id, slices.Sorted(maps.Keys(sn.usedBy))[0])
 	}
 	c.r.removeSnapshotLocked(sn)
 	c.w.boolean("return", true)

@@ -1,6 +1,8 @@
 package ec2sim
 
 import (
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -155,7 +157,7 @@ func (s *Sim) describeTags(c *call) *apiError {
 	// Rows in a stable order: resource creation order, then key.
 	var rows []tagRow
 	add := func(id, rt string, tags map[string]string) {
-		for _, k := range sortedKeys(tags) {
+		for _, k := range slices.Sorted(maps.Keys(tags)) {
 			rows = append(rows, tagRow{key: k, resourceID: id, resourceType: rt, value: tags[k]})
 		}
 	}

@@ -15,10 +15,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"reflect"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -120,12 +121,7 @@ func (h *Host) Stats() Stats {
 
 // Functions lists the served function names, sorted.
 func (h *Host) Functions() []string {
-	names := make([]string, 0, len(h.handlers))
-	for n := range h.handlers {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(h.handlers))
 }
 
 const invokePrefix = "/2015-03-31/functions/"

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -72,12 +73,7 @@ func ParsePins(s string) (Pins, error) {
 
 // String is PinsEnv's value for pins.
 func (ps Pins) String() string {
-	var ds []string
-	for d := range ps {
-		ds = append(ds, d)
-	}
-	slices.Sort(ds)
-	return strings.Join(ds, ",")
+	return strings.Join(slices.Sorted(maps.Keys(ps)), ",")
 }
 
 // Check refuses a policy that is not pinned.

@@ -6,8 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"reflect"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -180,14 +181,12 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 
 // suggest names the known field the user probably meant, or lists them all.
 func suggest(key string, fields map[string]reflect.Type) string {
-	names := make([]string, 0, len(fields))
-	for name := range fields {
+	names := slices.Sorted(maps.Keys(fields))
+	for _, name := range names {
 		if strings.EqualFold(name, key) {
 			return fmt.Sprintf(" (field names are case-sensitive: did you mean %q?)", name)
 		}
-		names = append(names, name)
 	}
-	sort.Strings(names)
 	best, bestDist := "", 3 // only typos of up to two edits are worth suggesting
 	for _, name := range names {
 		if d := editDistance(strings.ToLower(key), strings.ToLower(name)); d < bestDist {
