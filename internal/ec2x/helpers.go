@@ -1,10 +1,8 @@
 package ec2x
 
 import (
-	"context"
 	"maps"
 	"slices"
-	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
@@ -73,44 +71,7 @@ func SnapshotIDs(img types.Image) []string {
 	return ids
 }
 
-// Chunks splits ids into slices of at most size.
-func Chunks[T any](ids []T, size int) [][]T {
-	var out [][]T
-	for len(ids) > size {
-		out = append(out, ids[:size:size])
-		ids = ids[size:]
-	}
-	if len(ids) > 0 {
-		out = append(out, ids)
-	}
-	return out
-}
-
 // Workers is how many calls a handler keeps in flight: enough to hide
 // latency, few enough not to empty EC2's mutating-call token buckets (5/s
 // refill) in one burst.
 const Workers = 8
-
-// ForEach calls fn(i) for i in [0, n) on at most workers goroutines and waits.
-// fn must be safe to run concurrently; it stops being called once ctx is done.
-func ForEach(ctx context.Context, n, workers int, fn func(i int)) {
-	if workers < 1 {
-		workers = 1
-	}
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range min(workers, n) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				fn(i)
-			}
-		}()
-	}
-	for i := 0; i < n && ctx.Err() == nil; i++ {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-}
