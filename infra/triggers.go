@@ -24,7 +24,8 @@ const (
 	eventVar         = "<aws.events.event>"
 )
 
-// EventBridge limits an input transformer's template to 8192 characters.
+// maxInputTemplate is EventBridge's limit on an input transformer's
+// template, in characters.
 const maxInputTemplate = 8192
 
 // scheduleInput is the execution input of a scheduled rotation.

@@ -23,7 +23,8 @@ import (
 	"github.com/amirotate/amirotate/internal/steps"
 )
 
-// benchRegions: the source region first, then the copy regions.
+// benchRegions are the regions a benchmark may use: the source region
+// first, then the copy regions.
 var benchRegions = []string{"us-east-1", "eu-west-1", "ap-southeast-2", "us-west-2", "eu-central-1"}
 
 type benchConfig struct {

@@ -31,7 +31,8 @@ import (
 
 const installMoto = "moto_server not found on PATH: it ships with the machine's Python (moto 5.2.1 with its server extra)"
 
-// Regions of the comparison (see simRegions).
+// diffHome and diffDest are the comparison's home and copy regions (see
+// simRegions).
 const diffHome, diffDest = "ap-southeast-2", "ap-northeast-1"
 
 // endpoint is one EC2 + SSM implementation under comparison. Ids differ

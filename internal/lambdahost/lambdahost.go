@@ -29,7 +29,8 @@ import (
 	"github.com/aws/aws-lambda-go/lambdacontext"
 )
 
-// Lambda's synchronous invocation payload limit (request and response).
+// maxPayload is Lambda's synchronous invocation payload limit, for the
+// request and the response alike.
 const maxPayload = 6 * 1024 * 1024
 
 // ExitErrorType is what Lambda reports when the runtime process dies during
