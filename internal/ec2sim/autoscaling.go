@@ -58,7 +58,11 @@ func (s *Sim) serveAutoScaling(w http.ResponseWriter, r *http.Request, regionNam
 		return
 	}
 	c := &call{p: p, w: &xw{}}
-	id, err := s.serve(r, regionName, "autoscaling:"+action, nil, func(reg *region, now time.Time) *apiError {
+	// Auto Scaling's Describe actions support no resource-level permissions.
+	az := &authzCall{build: func(*region) []AuthzRequest {
+		return []AuthzRequest{{Action: "autoscaling:" + action, Resource: "*", Context: map[string]any{}}}
+	}, denied: autoScalingDenied}
+	id, err := s.serve(r, regionName, "autoscaling:"+action, nil, az, func(reg *region, now time.Time) *apiError {
 		c.r, c.now = reg, now
 		return h(s, c)
 	})

@@ -292,7 +292,16 @@ func TestSSM_ParameterStore(t *testing.T) {
 	}
 	_, err := put("/amirotate/p/i-1/latest", img, false)
 	wantCode(t, err, "ParameterAlreadyExists", 400)
+	arm := baseImageID("us-east-1", "arm64")
+	// An image of another region passes the call and fails SSM's later
+	// validation: the parameter keeps its value.
 	if out, err := put("/amirotate/p/i-1/latest", BaseImageID("eu-west-1"), true); err != nil || out.Version != 2 {
+		t.Fatalf("overwrite with a foreign image: %+v %v", out, err)
+	}
+	if got, err := e.ssm.GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String("/amirotate/p/i-1/latest")}); err != nil || *got.Parameter.Value != img || got.Parameter.Version != 1 {
+		t.Fatalf("after a foreign image: %+v %v", got, err)
+	}
+	if out, err := put("/amirotate/p/i-1/latest", arm, true); err != nil || out.Version != 2 {
 		t.Fatalf("overwrite: %+v %v", out, err)
 	}
 	_, err = put("/amirotate/p/i-1/bad", "not-an-ami", false)
@@ -300,7 +309,7 @@ func TestSSM_ParameterStore(t *testing.T) {
 	_, err = put("/aws/reserved", img, false)
 	wantCode(t, err, "ValidationException", 400)
 	got, err := e.ssm.GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String("/amirotate/p/i-1/latest")})
-	if err != nil || *got.Parameter.Value != BaseImageID("eu-west-1") || *got.Parameter.DataType != "aws:ec2:image" || got.Parameter.Version != 2 || got.Parameter.LastModifiedDate == nil {
+	if err != nil || *got.Parameter.Value != arm || *got.Parameter.DataType != "aws:ec2:image" || got.Parameter.Version != 2 || got.Parameter.LastModifiedDate == nil {
 		t.Fatalf("get: %+v %v", got, err)
 	}
 	old, err := e.ssm.GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String("/amirotate/p/i-1/latest:1")})

@@ -85,6 +85,7 @@ type Sim struct {
 	seq         uint64
 
 	throttling bool
+	authz      Authorizer
 	faults     []*faultRule
 	calls      map[string]map[string]int
 	retried    map[string]map[string]int
@@ -391,7 +392,8 @@ func (s *Sim) serveEC2(w http.ResponseWriter, r *http.Request, regionName string
 		return
 	}
 	c := &call{p: p, w: &xw{}}
-	id, err := s.serve(r, regionName, action, func() []bucketCost { return ec2Buckets(action, p) }, func(reg *region, now time.Time) *apiError {
+	az := &authzCall{build: func(reg *region) []AuthzRequest { return s.ec2AuthzRequests(reg, action, p) }, denied: ec2Denied}
+	id, err := s.serve(r, regionName, action, func() []bucketCost { return ec2Buckets(action, p) }, az, func(reg *region, now time.Time) *apiError {
 		if dry, err := p.boolean("DryRun"); err != nil {
 			return err
 		} else if dry {
@@ -462,10 +464,14 @@ func (s *Sim) countUnknown(regionName, statsKey string) string {
 // serve runs one call of an implemented action (statsKey is the action as
 // counted and matched by faults: "ssm:PutParameter" for other services). The
 // call is admitted (counted, then a matching fault and throttling applied,
-// buckets nil for no throttling) and then handle runs under the lock with the
-// region named. It returns the request id and the error to answer, if any.
-func (s *Sim) serve(req *http.Request, regionName, statsKey string, buckets func() []bucketCost, handle func(r *region, now time.Time) *apiError) (string, *apiError) {
+// buckets nil for no throttling), authorized (az; see authz.go) and then
+// handle runs under the lock with the region named. It returns the request
+// id and the error to answer, if any.
+func (s *Sim) serve(req *http.Request, regionName, statsKey string, buckets func() []bucketCost, az *authzCall, handle func(r *region, now time.Time) *apiError) (string, *apiError) {
 	if err := s.admit(req.Context(), regionName, statsKey, isRetry(req), buckets); err != nil {
+		return s.lockedRequestID(), err
+	}
+	if err := s.authorize(req, regionName, az); err != nil {
 		return s.lockedRequestID(), err
 	}
 	s.mu.Lock()

@@ -15,8 +15,9 @@ import (
 // SSM Parameter Store over the JSON 1.1 protocol (X-Amz-Target
 // AmazonSSM.<Action>): PutParameter, GetParameter, GetParameters,
 // GetParametersByPath, DeleteParameter, DeleteParameters. Parameters live per
-// region. A value with DataType aws:ec2:image must look like an AMI id; as
-// in SSM, whether the image exists is not checked synchronously.
+// region. A value with DataType aws:ec2:image must look like an AMI id;
+// whether the image exists is checked after the call succeeded, as SSM does
+// (see ssmPutParameter).
 
 type parameter struct {
 	name        string
@@ -41,7 +42,7 @@ var (
 type ssmHandler func(s *Sim, r *region, body []byte, now time.Time) (any, *apiError)
 
 var ssmActions = map[string]ssmHandler{
-	"PutParameter":        (*Sim).ssmPutParameter,
+	"PutParameter":        nil, // served with the caller's validation rights (serveSSM)
 	"GetParameter":        (*Sim).ssmGetParameter,
 	"GetParameters":       (*Sim).ssmGetParameters,
 	"GetParametersByPath": (*Sim).ssmGetParametersByPath,
@@ -64,7 +65,16 @@ func (s *Sim) serveSSM(w http.ResponseWriter, r *http.Request, regionName string
 		return
 	}
 	var out any
-	id, aerr := s.serve(r, regionName, "ssm:"+action, nil, func(reg *region, now time.Time) (aerr *apiError) {
+	az := &authzCall{build: func(reg *region) []AuthzRequest { return ssmAuthzRequests(reg, action, body) }, denied: ssmDenied}
+	id, aerr := s.serve(r, regionName, "ssm:"+action, nil, az, func(reg *region, now time.Time) (aerr *apiError) {
+		if action == "PutParameter" {
+			// The value's validation, asynchronous in SSM, runs with the
+			// caller's permissions: without ec2:DescribeImages it fails.
+			out, aerr = s.ssmPutParameter(reg, body, now, func(image string) bool {
+				return len(az.deferred) == 0 && reg.imageAvailable(image, now)
+			})
+			return aerr
+		}
 		out, aerr = h(s, reg, body, now)
 		return aerr
 	})
@@ -161,7 +171,11 @@ func (p *parameter) out(regionName string) ssmParameterOut {
 		LastModifiedDate: epochSeconds(p.modified), ARN: paramARN(regionName, p.name), DataType: p.dataType}
 }
 
-func (s *Sim) ssmPutParameter(r *region, body []byte, now time.Time) (any, *apiError) {
+// ssmPutParameter writes a parameter. An aws:ec2:image value is validated
+// after the call answers in SSM: the call succeeds, and the value changes
+// only if valid(value) (nil: every value is); otherwise the parameter keeps
+// its old value.
+func (s *Sim) ssmPutParameter(r *region, body []byte, now time.Time, valid func(imageID string) bool) (any, *apiError) {
 	var in struct {
 		Name        string
 		Value       *string
@@ -207,6 +221,17 @@ func (s *Sim) ssmPutParameter(r *region, body []byte, now time.Time) (any, *apiE
 	if exists && !in.Overwrite {
 		return nil, errorf("ParameterAlreadyExists", "The parameter already exists. To overwrite this value, set the overwrite option in the request to true.")
 	}
+	tier := in.Tier
+	if tier == "" || tier == "Intelligent-Tiering" {
+		tier = "Standard"
+	}
+	if in.DataType == "aws:ec2:image" && valid != nil && !valid(*in.Value) {
+		next := int64(1)
+		if exists {
+			next = p.version + 1
+		}
+		return map[string]any{"Version": next, "Tier": tier}, nil
+	}
 	if !exists {
 		p = &parameter{name: in.Name, typ: "String", history: map[int64]paramVersion{}}
 		r.params[in.Name] = p
@@ -223,11 +248,13 @@ func (s *Sim) ssmPutParameter(r *region, body []byte, now time.Time) (any, *apiE
 		p.description = in.Description
 	}
 	p.history[p.version] = paramVersion{value: p.value, modified: now}
-	tier := in.Tier
-	if tier == "" || tier == "Intelligent-Tiering" {
-		tier = "Standard"
-	}
 	return map[string]any{"Version": p.version, "Tier": tier}, nil
+}
+
+// imageAvailable: the image exists in the region and is available.
+func (r *region) imageAvailable(id string, now time.Time) bool {
+	img, err := r.imageByID(id, now)
+	return err == nil && img.state == "available"
 }
 
 // lookupParam resolves "name" or "name:version".
@@ -373,7 +400,7 @@ func (s *Sim) PutParameter(regionName, name, value, dataType string) error {
 		return err
 	}
 	b, _ := json.Marshal(map[string]any{"Name": name, "Value": value, "DataType": dataType, "Type": "String", "Overwrite": true})
-	if _, err := s.ssmPutParameter(r, b, s.Now()); err != nil {
+	if _, err := s.ssmPutParameter(r, b, s.Now(), nil); err != nil {
 		return err
 	}
 	return nil

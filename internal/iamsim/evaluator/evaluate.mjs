@@ -1,0 +1,79 @@
+// The IAM evaluator of the local EC2: one long-lived process that the Go
+// side (internal/iamsim) asks over stdin/stdout, one JSON object per line.
+//
+//   {"op":"load","set":"S","roles":{"snapshot":[{"name":"P","policy":{...}}]}}
+//     → {"ok":true}
+//   {"op":"eval","set":"S","role":"snapshot","principal":"arn:…","account":"123456789012",
+//    "requests":[{"action":"ec2:CreateImage","resource":"arn:…","context":{"k":"v"|["v"]}}]}
+//     → {"decisions":["Allowed"|"ImplicitlyDenied"|"ExplicitlyDenied", …]}
+//   any failure → {"error":"…"}
+//
+// The first request of each shape (action, resource type, context keys) runs
+// through the validating runSimulation, which checks the action, the resource
+// ARN against the action's resource types and drops the context keys that do
+// not apply to them (as AWS does); the same shape then runs through
+// runUnsafeSimulation with those keys dropped, which is 40 times faster.
+import { createInterface } from 'node:readline'
+import { runSimulation, runUnsafeSimulation } from '@cloud-copilot/iam-simulate'
+
+const sets = new Map() // set → role → identity policies
+const shapes = new Map() // shape → ignored context keys
+
+function shapeOf(req) {
+  const type = req.resource === '*' ? '*' : req.resource.replace(/\/[^/]*$/, '/…')
+  return [req.action, type, ...Object.keys(req.context).sort()].join('\u0000')
+}
+
+function simulation(policies, principal, account, req, context) {
+  return {
+    request: {
+      principal,
+      action: req.action,
+      resource: { resource: req.resource, accountId: account },
+      contextVariables: context
+    },
+    identityPolicies: policies,
+    serviceControlPolicies: [],
+    resourceControlPolicies: []
+  }
+}
+
+async function evaluate(msg) {
+  const roles = sets.get(msg.set)
+  if (!roles) throw new Error(`unknown policy set ${msg.set}`)
+  const policies = roles[msg.role] ?? []
+  const decisions = []
+  for (const req of msg.requests) {
+    const shape = shapeOf(req)
+    if (!shapes.has(shape)) {
+      const checked = await runSimulation(simulation(policies, msg.principal, msg.account, req, req.context), {})
+      if (checked.resultType === 'error') {
+        throw new Error(`${req.action} on ${req.resource}: ${JSON.stringify(checked.errors)}`)
+      }
+      const ignored = checked.resultType === 'single' ? checked.result.ignoredContextKeys ?? [] : checked.results[0]?.ignoredContextKeys ?? []
+      shapes.set(shape, new Set(ignored))
+    }
+    const ignored = shapes.get(shape)
+    const context = Object.fromEntries(Object.entries(req.context).filter(([k]) => !ignored.has(k)))
+    decisions.push(runUnsafeSimulation(simulation(policies, msg.principal, msg.account, req, context), {}))
+  }
+  return { decisions }
+}
+
+const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
+for await (const line of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
+  if (!line.trim()) continue
+  try {
+    const msg = JSON.parse(line)
+    if (msg.op === 'load') {
+      sets.set(msg.set, msg.roles)
+      out({ ok: true })
+    } else if (msg.op === 'eval') {
+      out(await evaluate(msg))
+    } else {
+      out({ error: `unknown op ${msg.op}` })
+    }
+  } catch (e) {
+    out({ error: String(e?.message ?? e) })
+  }
+}
