@@ -83,6 +83,8 @@ func newFunction(r *Rotation, spec functionSpec, p *RotationProps, perms *permis
 			}),
 		},
 	})
+	// The local EC2 finds each step's role by this tag (internal/iamsim).
+	awscdk.Tags_Of(role).Add(jsii.String(ec2x.RoleStepTag), jsii.String(spec.Name), nil)
 	if statements := perms.statements(spec.Name); len(statements) > 0 {
 		awsiam.NewPolicy(r.Construct, jsii.String(id+"Api"), &awsiam.PolicyProps{
 			Roles:      &[]awsiam.IRole{role},

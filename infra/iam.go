@@ -8,6 +8,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/jsii-runtime-go"
 
+	"github.com/amirotate/amirotate/internal/ec2x"
 	"github.com/amirotate/amirotate/internal/rotation"
 )
 
@@ -83,29 +84,15 @@ func ssmPrefix(template, policy string) string {
 	return strings.TrimPrefix(s, "/")
 }
 
-// functionActions lists, per function, the API actions its handler calls.
-// It is written out (not computed from the handler code, which infra does not
-// import) so a reviewer reads the grant here; TestIAM_FunctionActionsMatchCode
-// holds it equal to internal/ec2x.Actions.
-var functionActions = map[string][]string{
-	"discover": {"ec2:DescribeImages", "ec2:DescribeInstances"},
-	"snapshot": {"ec2:CreateImage", "ec2:DescribeImages", "ec2:DescribeInstances"},
-	"poll":     {"ec2:DeleteSnapshot", "ec2:DeregisterImage", "ec2:DescribeImages", "ec2:DescribeSnapshots"},
-	"copy":     {"ec2:CopyImage", "ec2:DescribeImages"},
-	"tag": {"ec2:CreateTags", "ec2:DeleteTags", "ec2:DescribeImages", "ec2:DescribeSnapshots", "ec2:EnableImageDeprecation",
-		"ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"},
-	"publish": {"ec2:CreateLaunchTemplateVersion", "ec2:DescribeImages", "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeLaunchTemplates",
-		"ec2:ModifyLaunchTemplate", "ssm:GetParameters", "ssm:PutParameter"},
-	"retention": {"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeLaunchConfigurations",
-		"ec2:DeleteSnapshot", "ec2:DeregisterImage", "ec2:DescribeImageReferences", "ec2:DescribeImages",
-		"ec2:DescribeLaunchTemplateVersions", "ec2:DescribeSnapshots"},
-	"report": {},
-}
-
 // impliedActions are authorized by AWS as part of a call the handler makes,
-// without being a call of their own:
+// without being a call of their own (ec2sim.Extra lists them with the AWS
+// documents that say so):
 //   - CreateImage and CopyImage with TagSpecifications are also authorized
 //     as ec2:CreateTags (with ec2:CreateAction naming the call);
+//   - PutParameter of an aws:ec2:image value: Parameter Store checks the
+//     image with the caller's ec2:DescribeImages, after the call succeeded;
+//     without it the parameter silently keeps its old value (publish also
+//     reads images itself, so its Read statement grants it);
 //   - DescribeImageReferences (retention asks for every resource type, since
 //     a reference missed is an image deleted while in use) reads each type
 //     with the caller's permissions: instances, launch templates, SSM
@@ -113,6 +100,7 @@ var functionActions = map[string][]string{
 var impliedActions = map[string][]string{
 	"snapshot": {"ec2:CreateTags"},
 	"copy":     {"ec2:CreateTags"},
+	"publish":  {"ec2:DescribeImages"},
 	"retention": {"ec2:DescribeInstances", "ec2:DescribeLaunchTemplates", "imagebuilder:GetContainerRecipe",
 		"imagebuilder:ListContainerRecipes", "imagebuilder:ListImageRecipes", "ssm:DescribeParameters", "ssm:GetParameters"},
 }
@@ -180,10 +168,12 @@ func (pc *permissionContext) statements(step string) []awsiam.PolicyStatement {
 	return out
 }
 
-// readActions are the step's actions that IAM only grants on "*".
+// readActions are the step's calls that IAM only grants on "*"; the calls
+// are those of the step's client interfaces (ec2x.Actions), so a new call
+// gets its grant here or a statement below.
 func readActions(step string) []string {
 	var out []string
-	for _, a := range functionActions[step] {
+	for _, a := range ec2x.Actions(step) {
 		if isReadOnly(a) {
 			out = append(out, a)
 		}

@@ -20,19 +20,6 @@ func platformAction(a string) bool {
 	return strings.HasPrefix(a, "logs:") || strings.HasPrefix(a, "xray:") || strings.HasPrefix(a, "kms:")
 }
 
-// TestIAM_FunctionActionsMatchCode holds infra's explicit lists to the
-// actions the handlers' client interfaces can call.
-func TestIAM_FunctionActionsMatchCode(t *testing.T) {
-	for _, spec := range functionSpecs {
-		got := append([]string(nil), functionActions[spec.Name]...)
-		sort.Strings(got)
-		want := ec2x.Actions(spec.Name)
-		if !slices.Equal(got, want) {
-			t.Errorf("%s: infra lists %v, the handler's interfaces call %v", spec.Name, got, want)
-		}
-	}
-}
-
 // TestIAM_RolesGrantExactlyTheCalledActions compares the synthesized policy
 // of every function's role with ec2x.Actions(step) (plus the actions AWS
 // authorizes as part of a call, impliedActions): nothing more, nothing less.

@@ -34,6 +34,7 @@ var (
 		fullTmpl, agnoTmpl   assertions.Template
 		fullJSON, agnoJSON   map[string]any
 		fullNotes, agnoNotes assertions.Annotations
+		localJSON            map[string]any
 	}
 	assetDir string
 )
@@ -84,6 +85,11 @@ func synth(t *testing.T) {
 			return
 		}
 		app := awscdk.NewApp(&awscdk.AppProps{Outdir: jsii.String(outdir)})
+		local, err := localStack(app)
+		if err != nil {
+			synthErr = err
+			return
+		}
 		full, err := NewStack(app, "Full", &StackProps{
 			StackProps: awscdk.StackProps{Env: &awscdk.Environment{Account: jsii.String(testAccount), Region: jsii.String(testRegion)}},
 			Rotation:   *testProps(t),
@@ -110,6 +116,7 @@ func synth(t *testing.T) {
 
 		s := &synthed
 		s.full, s.agnostic = full, agnostic
+		s.localJSON = toMap(assertions.Template_FromStack(local.Stack, nil))
 		s.fullTmpl = assertions.Template_FromStack(full.Stack, nil)
 		s.agnoTmpl = assertions.Template_FromStack(agnostic.Stack, nil)
 		s.fullJSON = toMap(s.fullTmpl)

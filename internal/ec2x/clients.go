@@ -2,12 +2,14 @@ package ec2x
 
 import (
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
@@ -48,10 +50,11 @@ const (
 type Option func(*clientOptions)
 
 type clientOptions struct {
-	backoff   retry.BackoffDelayer
-	paceScale float64
-	paceClock paceClock
-	noPacing  bool
+	backoff         retry.BackoffDelayer
+	paceScale       float64
+	paceClock       paceClock
+	noPacing        bool
+	localIdentities bool
 }
 
 func newClientOptions(opts []Option) clientOptions {
@@ -66,6 +69,30 @@ func newClientOptions(opts []Option) clientOptions {
 // throttling storm runs in milliseconds; attempts and quota stay the same).
 func WithBackoff(b retry.BackoffDelayer) Option {
 	return func(o *clientOptions) { o.backoff = b }
+}
+
+// WithLocalIdentities makes As give each step its own local identity, as
+// each deployed function has its own role: its clients sign with
+// LocalAccessKey(step), which the local EC2 maps to that step's role in the
+// synthesized template. For the local world only: AWS knows no such keys.
+func WithLocalIdentities() Option {
+	return func(o *clientOptions) { o.localIdentities = true }
+}
+
+// RoleStepTag tags each function's role with the step it runs, so that the
+// local EC2 finds the role of a step in the synthesized template.
+const RoleStepTag = "amirotate:step"
+
+// localKeyPrefix starts every local access key.
+const localKeyPrefix = "amirotate-"
+
+// LocalAccessKey is the access key id step signs with in the local world.
+func LocalAccessKey(step string) string { return localKeyPrefix + step }
+
+// StepOfLocalAccessKey is the step a local access key names.
+func StepOfLocalAccessKey(key string) (string, bool) {
+	step, ok := strings.CutPrefix(key, localKeyPrefix)
+	return step, ok && step != ""
 }
 
 // NewRetryer returns the standard retryer with amirotate's attempts and quota.
@@ -88,9 +115,10 @@ func NewRetryer(opts ...Option) aws.Retryer {
 // code talks to AWS or to the simulator. EC2 calls are paced by EC2's
 // buckets unless WithoutPacing (see pace.go). Safe for concurrent use.
 type Clients struct {
-	cfg  aws.Config
-	opts []Option
-	pace *pacer // nil: not paced
+	cfg             aws.Config
+	opts            []Option
+	pace            *pacer // nil: not paced
+	localIdentities bool
 
 	mu  sync.Mutex
 	ec2 map[string]*ec2.Client
@@ -107,10 +135,27 @@ func NewClients(cfg aws.Config, opts ...Option) *Clients {
 		ssm:  map[string]*ssm.Client{},
 		asg:  map[string]*autoscaling.Client{},
 	}
-	if co := newClientOptions(opts); !co.noPacing {
+	co := newClientOptions(opts)
+	if !co.noPacing {
 		c.pace = newPacer(co.paceScale, co.paceClock)
 	}
+	c.localIdentities = co.localIdentities
 	return c
+}
+
+// As returns the clients step's handler uses: with WithLocalIdentities, a
+// factory signing as LocalAccessKey(step) that shares c's pacing (EC2
+// throttles per account, not per role); otherwise c itself.
+func (c *Clients) As(step string) *Clients {
+	if !c.localIdentities {
+		return c
+	}
+	cfg := c.cfg.Copy()
+	cfg.Credentials = credentials.NewStaticCredentialsProvider(LocalAccessKey(step), "local", "")
+	return &Clients{
+		cfg: cfg, opts: c.opts, pace: c.pace,
+		ec2: map[string]*ec2.Client{}, ssm: map[string]*ssm.Client{}, asg: map[string]*autoscaling.Client{},
+	}
 }
 
 // Home is the region the source images are made in (the configuration's).

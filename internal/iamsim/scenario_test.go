@@ -1,0 +1,207 @@
+package iamsim_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/amirotate/amirotate/internal/ec2sim"
+	"github.com/amirotate/amirotate/internal/ec2x"
+	"github.com/amirotate/amirotate/internal/iamsim"
+	"github.com/amirotate/amirotate/internal/localrun"
+	"github.com/amirotate/amirotate/internal/rotation"
+	"github.com/amirotate/amirotate/internal/steps"
+)
+
+// The scenario every statement of the local template must be proven by:
+// policy "audit" of deploy.json with everything switched on (copies into two
+// regions, deprecation, sharing, SSM and launch-template publishing,
+// retention), rotated through the real state machine three times: day 1
+// makes everything new; on day 2 an instance has left the selector (the pass
+// over other instances) and another's new image fails (poll cleans it up),
+// and retention deletes; day 3 is a dry run. Every other policy of
+// deploy.json (each has its own instance selector) rotates one instance once.
+const auditPolicy = `{"name":"audit","retention":{"keep":1},"copyInstanceTags":["Name"],"tags":{"Environment":"audit"},` +
+	`"copyTo":[{"region":"eu-west-1"},{"region":"ap-southeast-2"}],"deprecateAfterDays":7,"shareWith":["111122223333"],` +
+	`"publish":{"ssmParameter":"/amirotate/{policy}/{instanceId}/latest","launchTemplates":true},"batchSize":2,` +
+	`"pollIntervalSeconds":60,"timeoutMinutes":30}`
+
+// scenarioRegions: every region deploy.json copies to.
+var scenarioRegions = []string{iamsim.LocalRegion, "eu-west-1", "ap-southeast-2", "us-west-2", "eu-central-1"}
+
+// scenarioResult is what one run of the scenario saw.
+type scenarioResult struct {
+	requests []iamsim.Request
+	denials  []ec2sim.Denial
+	failed   []string // executions that did not succeed, but the one with the injected failure
+}
+
+// runScenario runs the scenario against a simulator enforcing roles,
+// recording every request.
+func runScenario(t *testing.T, roles iamsim.Roles) scenarioResult {
+	t.Helper()
+	ev, err := iamsim.SharedEvaluator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	enf, err := iamsim.NewEnforcer(ev, roles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enf.Record = true
+	sim := ec2sim.New(ec2sim.Options{Regions: scenarioRegions, ImageDelay: 100 * time.Millisecond, CopyDelay: 100 * time.Millisecond, Seed: 7})
+	sim.SetAuthorizer(enf)
+	srv := httptest.NewServer(sim)
+	defer srv.Close()
+	cfg := aws.Config{
+		Region:       iamsim.LocalRegion,
+		Credentials:  credentials.NewStaticCredentialsProvider("AKIDSEED", "local", ""),
+		BaseEndpoint: aws.String(srv.URL),
+	}
+	fast := retry.BackoffDelayerFunc(func(int, error) (time.Duration, error) { return time.Millisecond, nil })
+	clients := ec2x.NewClients(cfg, ec2x.WithBackoff(fast), ec2x.WithoutPacing(), ec2x.WithLocalIdentities())
+	ctx := context.Background()
+
+	home := iamsim.LocalRegion
+	var ids []string
+	for range 4 {
+		id, err := sim.RunInstance(home, ec2sim.InstanceSpec{Tags: map[string]string{rotation.TagPolicy: "audit", "Name": "web"}, Volumes: []int{8, 20}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	seed := clients.EC2(home) // the seeding identity has no role: allowed
+	if _, err := seed.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{
+		LaunchTemplateName: aws.String("audit-web"),
+		LaunchTemplateData: &types.RequestLaunchTemplateData{ImageId: aws.String(ec2sim.BaseImageID(home)), InstanceType: types.InstanceTypeT3Micro},
+		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeLaunchTemplate,
+			Tags: []types.Tag{{Key: aws.String(rotation.TagTrack), Value: aws.String(ids[0])}}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	others := deployPolicies(t)
+	for _, name := range sortedKeys(others) {
+		if _, err := sim.RunInstance(home, ec2sim.InstanceSpec{Tags: map[string]string{rotation.TagPolicy: name}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitMs, retryMs := 150, 20
+	runner, err := localrun.New(localrun.Options{Handlers: localrun.StepHandlers(clients, steps.Env{}), WaitMs: &waitMs, RetryMs: &retryMs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res scenarioResult
+	rotate := func(p string, day time.Time, dryRun, injectedFailure bool) {
+		if dryRun {
+			p = strings.Replace(p, `"batchSize"`, `"dryRun":true,"batchSize"`, 1)
+		}
+		raw, _ := json.Marshal(map[string]any{"policy": json.RawMessage(p), "trigger": "schedule", "scheduledTime": day.Format(time.RFC3339)})
+		ctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		out, err := runner.Run(ctx, raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The injected failure fails that instance's rotation, and so the
+		// execution, truthfully.
+		if injectedFailure && out.Status == localrun.StatusFailed && strings.Contains(out.Cause, "(1 failed)") {
+			return
+		}
+		if !out.Succeeded() || injectedFailure {
+			res.failed = append(res.failed, day.Format(time.RFC3339)+": "+out.Error+": "+out.Cause)
+		}
+	}
+	start := time.Now().UTC().Truncate(24 * time.Hour).Add(-72*time.Hour + 3*time.Hour)
+	for _, name := range sortedKeys(others) {
+		rotate(string(others[name].(json.RawMessage)), start, false, false)
+	}
+	rotate(auditPolicy, start, false, false)
+	if _, err := seed.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: []string{ids[3]}, Tags: []types.Tag{{Key: aws.String(rotation.TagPolicy)}}}); err != nil {
+		t.Fatal(err)
+	}
+	sim.FailNextImage(home, ids[1], "scenario: injected failure")
+	rotate(auditPolicy, start.Add(24*time.Hour), false, true)
+	rotate(auditPolicy, start.Add(48*time.Hour), true, false)
+	res.requests, res.denials = enf.Requests(), enf.Denials()
+	return res
+}
+
+// deployPolicies are the policies of deploy.json but audit, by name.
+func deployPolicies(t *testing.T) map[string]any {
+	t.Helper()
+	data, err := os.ReadFile("deploy.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dep struct {
+		Policies []struct {
+			Policy json.RawMessage `json:"policy"`
+		} `json:"policies"`
+	}
+	if err := json.Unmarshal(data, &dep); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]any{}
+	for _, p := range dep.Policies {
+		var named struct{ Name string }
+		if err := json.Unmarshal(p.Policy, &named); err != nil {
+			t.Fatal(err)
+		}
+		if named.Name != "audit" {
+			out[named.Name] = p.Policy
+		}
+	}
+	return out
+}
+
+var base struct {
+	once  sync.Once
+	roles iamsim.Roles
+	res   scenarioResult
+}
+
+// baseline runs the scenario once per test binary with the untouched
+// template.
+func baseline(t *testing.T) (iamsim.Roles, scenarioResult) {
+	t.Helper()
+	base.once.Do(func() {
+		roles, err := iamsim.ParseTemplate(iamsim.LocalTemplate, ec2sim.AccountID, iamsim.LocalRegion)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base.roles, base.res = roles, runScenario(t, roles)
+	})
+	if base.roles == nil {
+		t.Fatal("the baseline scenario did not run")
+	}
+	return base.roles, base.res
+}
+
+// TestEnforcement_UntouchedTemplatePasses: the scenario succeeds with every
+// call authorized.
+func TestEnforcement_UntouchedTemplatePasses(t *testing.T) {
+	_, res := baseline(t)
+	for _, d := range res.denials {
+		t.Errorf("denied: %s %s on %s (%s) %v", d.Session, d.Request.Action, d.Request.Resource, d.Request.Because, d.Request.Context)
+	}
+	for _, f := range res.failed {
+		t.Errorf("execution failed: %s", f)
+	}
+	steps := map[string]int{}
+	for _, r := range res.requests {
+		steps[r.Step]++
+	}
+	t.Logf("%d requests authorized: %v", len(res.requests), steps)
+}
