@@ -19,6 +19,7 @@ import (
 
 	"github.com/amirotate/amirotate/internal/ec2sim"
 	"github.com/amirotate/amirotate/internal/ec2x"
+	"github.com/amirotate/amirotate/internal/iamsim"
 	"github.com/amirotate/amirotate/internal/rotation"
 	"github.com/amirotate/amirotate/internal/steps"
 )
@@ -162,8 +163,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	// The simulator enforces the synthesized roles; the steps call as them.
+	iam, err := iamsim.Enforce(sim, nil)
+	if err != nil {
+		return err
+	}
 	cfg := ec2sim.AWSConfig(url, regions[0])
-	clients := ec2x.NewClients(cfg, ec2x.WithBackoff(scaledBackoff{inner: retry.NewExponentialJitterBackoff(ec2x.MaxBackoff), scale: c.timeScale}), ec2x.WithPaceScale(c.timeScale))
+	clients := ec2x.NewClients(cfg, ec2x.WithBackoff(scaledBackoff{inner: retry.NewExponentialJitterBackoff(ec2x.MaxBackoff), scale: c.timeScale}),
+		ec2x.WithPaceScale(c.timeScale), ec2x.WithLocalIdentities())
 	for i := 0; i < c.instances; i++ {
 		if _, err := sim.RunInstance(regions[0], ec2sim.InstanceSpec{Tags: map[string]string{
 			"amirotate:policy": "bench", "Name": fmt.Sprintf("bench-%04d", i),
@@ -211,7 +218,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if !rep.Execution.Succeeded() {
 		return fmt.Errorf("the measured rotation failed: %s", rep.Execution.Cause)
 	}
-	return nil
+	return iam.DenialsError()
 }
 
 // lowerBound is the floor of mutating EC2 calls the rotation needs: one

@@ -13,6 +13,7 @@ import (
 	"github.com/amirotate/amirotate/internal/demofleet"
 	"github.com/amirotate/amirotate/internal/ec2sim"
 	"github.com/amirotate/amirotate/internal/ec2x"
+	"github.com/amirotate/amirotate/internal/iamsim"
 )
 
 // demoRegions: the fleet's home and the two regions the policies copy to.
@@ -51,6 +52,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	// The simulator enforces the synthesized roles; the steps call as them.
+	iam, err := iamsim.Enforce(sim, nil)
+	if err != nil {
+		return err
+	}
 	cfg := ec2sim.AWSConfig(url, demoRegions[0])
 	fleet, err := demofleet.Seed(ctx, cfg)
 	if err != nil {
@@ -66,7 +72,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *quiet {
 		progress = nil
 	}
-	clients := ec2x.NewClients(cfg)
+	clients := ec2x.NewClients(cfg, ec2x.WithLocalIdentities())
 	waitMs := 1000 // the simulator's images take about a second, not minutes
 	// Two nightly rotations at 03:00 UTC, the day before yesterday and
 	// yesterday: a rotation's time may not lie in the future.
@@ -86,8 +92,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 	st := sim.Stats()
-	fmt.Fprintf(stdout, "\nDemo done in %s: %d EC2/SSM calls to the local endpoint, %d throttled.\n",
+	fmt.Fprintf(stdout, "\nDemo done in %s: %d EC2/SSM calls to the local endpoint, %d throttled, each authorized as its function's IAM role.\n",
 		time.Since(start).Round(time.Second), st.Total(""), st.Throttled)
+	if err := iam.DenialsError(); err != nil {
+		return err
+	}
 	if failed > 0 {
 		return fmt.Errorf("%d rotations failed", failed)
 	}

@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"time"
 
@@ -99,7 +101,11 @@ func runRotation(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if cfg.Region == "" {
 		return errors.New("no AWS region: set AWS_REGION (the region whose instances the policy rotates)")
 	}
-	rep, err := rotate(ctx, ec2x.NewClients(cfg), rotateOptions{
+	var opts []ec2x.Option
+	if localEndpoint(os.Getenv) {
+		opts = append(opts, ec2x.WithLocalIdentities())
+	}
+	rep, err := rotate(ctx, ec2x.NewClients(cfg, opts...), rotateOptions{
 		Policy: policy, RotationTime: c.rotationTime, InstanceIDs: c.instances, Progress: stdout,
 	})
 	if err != nil {
@@ -123,4 +129,26 @@ func writeJSON(path string, v any) error {
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// localEndpoint tells whether EC2 calls go to this machine (a loopback
+// AWS_ENDPOINT_URL_EC2, or AWS_ENDPOINT_URL): the local EC2, where each step
+// then calls with its own identity, so that `amirotate sim --template`
+// authorizes it as its function's role. Against AWS the configured
+// credentials are used unchanged.
+func localEndpoint(getenv func(string) string) bool {
+	endpoint := getenv("AWS_ENDPOINT_URL_EC2")
+	if endpoint == "" {
+		endpoint = getenv("AWS_ENDPOINT_URL")
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/amirotate/amirotate/internal/demofleet"
 	"github.com/amirotate/amirotate/internal/ec2sim"
+	"github.com/amirotate/amirotate/internal/iamsim"
 )
 
 // These tests drive `amirotate run` (runRotation, the command's entry point)
@@ -54,6 +55,17 @@ func newRunWorld(t *testing.T) *runWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The endpoint is local, so the command's steps sign as their roles,
+	// which the simulator enforces: any denial fails the test.
+	iam, err := iamsim.Enforce(sim, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := iam.DenialsError(); err != nil {
+			t.Error(err)
+		}
+	})
 	home := demoRegions[0]
 	// The command reads the standard configuration, as against a real account.
 	t.Setenv("AWS_ENDPOINT_URL_EC2", url)

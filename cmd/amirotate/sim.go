@@ -8,12 +8,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"time"
 
 	"github.com/amirotate/amirotate/internal/demofleet"
 	"github.com/amirotate/amirotate/internal/ec2sim"
+	"github.com/amirotate/amirotate/internal/ec2x"
+	"github.com/amirotate/amirotate/internal/iamsim"
 )
 
 // regionName accepts names shaped like AWS regions (us-east-1, us-gov-west-1).
@@ -25,10 +28,14 @@ type simConfig struct {
 	regions    []string
 	imageDelay time.Duration
 	seedDemo   bool
+	// template, when set, is the synthesized CloudFormation template whose
+	// function roles the simulator enforces ("local": the embedded one).
+	template string
+	strict   bool
 }
 
 func parseSimFlags(args []string, stderr io.Writer) (simConfig, error) {
-	fs := newFlagSet("sim", stderr, "Usage: amirotate sim [--addr 127.0.0.1:4566] [--regions r1,r2,...] [--image-delay 3s] [--seed-demo]\n\n"+
+	fs := newFlagSet("sim", stderr, "Usage: amirotate sim [--addr 127.0.0.1:4566] [--regions r1,r2,...] [--image-delay 3s] [--seed-demo] [--template FILE|local [--strict]]\n\n"+
 		"Serves a local EC2 + SSM Parameter Store endpoint for every region at one address\n"+
 		"until interrupted. Admin endpoints: GET /_sim/stats, POST /_sim/reset,\n"+
 		"POST /_sim/faults, POST /_sim/throttling.\n\n")
@@ -38,11 +45,16 @@ func parseSimFlags(args []string, stderr io.Writer) (simConfig, error) {
 	fs.StringVar(&regions, "regions", strings.Join(ec2sim.DefaultRegions, ","), "comma-separated `regions` to serve; the first answers unsigned requests")
 	fs.DurationVar(&c.imageDelay, "image-delay", 3*time.Second, "how long a new 8 GiB image stays pending (bigger volumes and copies take longer; 0 = available at once)")
 	fs.BoolVar(&c.seedDemo, "seed-demo", false, "launch the demo fleet (5 tagged instances in policies web and db, a tracked launch template) in the first region")
+	fs.StringVar(&c.template, "template", "", "authorize the calls of each step (`amirotate run` signs as them) against its role in this synthesized CloudFormation `template` (cdk.out/Amirotate.template.json; \"local\" = the one the tests enforce)")
+	fs.BoolVar(&c.strict, "strict", false, "with --template: deny callers that are no step's role too (default: they may do anything)")
 	if err := fs.Parse(args); err != nil {
 		return simConfig{}, err
 	}
 	if fs.NArg() > 0 {
 		return simConfig{}, fmt.Errorf("unexpected argument %q (see amirotate sim -h)", fs.Arg(0))
+	}
+	if c.strict && c.template == "" {
+		return simConfig{}, errors.New("--strict needs --template")
 	}
 	if c.imageDelay < 0 {
 		return simConfig{}, fmt.Errorf("--image-delay %s: must not be negative", c.imageDelay)
@@ -80,6 +92,20 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		delay = -1 // the simulator reads a negative delay as "at once" and zero as "default"
 	}
 	sim := ec2sim.New(ec2sim.Options{Regions: c.regions, ImageDelay: delay})
+	if c.template != "" {
+		var tmpl []byte // nil: the embedded local template
+		if c.template != "local" {
+			if tmpl, err = os.ReadFile(c.template); err != nil {
+				return err
+			}
+		}
+		enf, err := iamsim.Enforce(sim, tmpl)
+		if err != nil {
+			return fmt.Errorf("--template %s: %w", c.template, err)
+		}
+		enf.Strict = c.strict
+		fmt.Fprintf(stdout, "Enforcing the roles of %s: %s (access keys %s)\n", c.template, strings.Join(enf.Roles().Steps(), ", "), ec2x.LocalAccessKey("<step>"))
+	}
 
 	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/amirotate/amirotate/internal/ec2sim"
 	"github.com/amirotate/amirotate/internal/ec2x"
+	"github.com/amirotate/amirotate/internal/iamsim"
 	"github.com/amirotate/amirotate/internal/lambdahost"
 	"github.com/amirotate/amirotate/internal/localrun"
 	"github.com/amirotate/amirotate/internal/rotation"
@@ -55,6 +56,17 @@ func newWorld(t *testing.T, opts ec2sim.Options) *world {
 		opts.CopyDelay = 100 * time.Millisecond
 	}
 	sim := ec2sim.New(opts)
+	// The simulator enforces the synthesized roles and each step calls as
+	// its own: any denial fails the test.
+	iam, err := iamsim.Enforce(sim, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := iam.DenialsError(); err != nil {
+			t.Error(err)
+		}
+	})
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
 	cfg := aws.Config{
@@ -67,7 +79,7 @@ func newWorld(t *testing.T, opts ec2sim.Options) *world {
 	fast := retry.BackoffDelayerFunc(func(int, error) (time.Duration, error) { return time.Millisecond, nil })
 	// Unpaced: images take milliseconds here, and pacing by EC2's real-time
 	// refill rates would stretch a 1,000-instance rotation to many minutes.
-	return &world{t: t, sim: sim, clients: ec2x.NewClients(cfg, ec2x.WithBackoff(fast), ec2x.WithoutPacing())}
+	return &world{t: t, sim: sim, clients: ec2x.NewClients(cfg, ec2x.WithBackoff(fast), ec2x.WithoutPacing(), ec2x.WithLocalIdentities())}
 }
 
 func (w *world) instances(n int, policy string) []string {

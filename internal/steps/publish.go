@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -205,6 +206,7 @@ func (p *Publish) publishSSM(ctx context.Context, region string, b Batch, pubs [
 		currentIDs = append(currentIDs, cur.value)
 	}
 	currentImages, err := describeImagesByID(ctx, p.EC2.In(region), currentIDs)
+	var written []*Publication
 	for _, name := range names {
 		pub := byName[name][0]
 		if pub.Error != "" {
@@ -246,6 +248,60 @@ func (p *Publish) publishSSM(ctx context.Context, region string, b Batch, pubs [
 			continue
 		}
 		pub.SSMVersion = out.Version
+		written = append(written, pub)
+	}
+	confirmSSM(ctx, cl, written)
+}
+
+// ssmSettle is how long publish waits for Parameter Store to accept
+// aws:ec2:image values it checks after PutParameter answered.
+var ssmSettle = []time.Duration{0, time.Second, 2 * time.Second, 4 * time.Second}
+
+// confirmSSM reads the written parameters back until each holds its image.
+// Parameter Store validates an aws:ec2:image value after PutParameter
+// succeeded, with the caller's ec2:DescribeImages, and on failure keeps the
+// old value without an error; a parameter that never takes its image is
+// reported here.
+func confirmSSM(ctx context.Context, cl ec2x.PublishSSM, pubs []*Publication) {
+	for _, wait := range ssmSettle {
+		if len(pubs) == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		var pending []*Publication
+		for c := range slices.Chunk(pubs, ssmChunk) {
+			names := make([]string, len(c))
+			for i, pub := range c {
+				names[i] = pub.SSMParameter
+			}
+			out, err := cl.GetParameters(ctx, &ssm.GetParametersInput{Names: names})
+			if err != nil {
+				for _, pub := range c {
+					addError(pub, fmt.Errorf("reading SSM parameter %s back: %w", pub.SSMParameter, err))
+				}
+				continue
+			}
+			got := map[string]string{}
+			for _, prm := range out.Parameters {
+				got[aws.ToString(prm.Name)] = aws.ToString(prm.Value)
+			}
+			for _, pub := range c {
+				if got[pub.SSMParameter] != pub.ImageID {
+					pending = append(pending, pub)
+				}
+			}
+		}
+		pubs = pending
+	}
+	for _, pub := range pubs {
+		pub.Changed = false
+		addError(pub, fmt.Errorf("SSM parameter %s did not take %s: Parameter Store checks aws:ec2:image values after the write, "+
+			"and keeps the old value when the image is not available in the region or the function's role lacks ec2:DescribeImages",
+			pub.SSMParameter, pub.ImageID))
 	}
 }
 

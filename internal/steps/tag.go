@@ -18,8 +18,7 @@ import (
 )
 
 // Tag finishes the batch's new images once they and their copies are
-// available: it tags the copies' snapshots CopyImage left untagged, moves
-// amirotate:latest to the new image of each instance in each region (batched
+// available: it moves amirotate:latest to the new image of each instance in each region (batched
 // CreateTags/DeleteTags per region), sets the deprecation time and shares the
 // images (launch permission) and their snapshots (create-volume permission)
 // with the policy's accounts; public ("all") only with allowPublic.
@@ -115,9 +114,6 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 		mu.Lock()
 		r.Error = fmt.Sprintf("image %s is not provably this rotation's image of %s; not marked latest, shared or deprecated", r.ImageID, r.InstanceID)
 		mu.Unlock()
-	}
-	if err := tagCopySnapshots(ctx, client, p, b.Rotation, b.Images, idx, own); err != nil {
-		return err
 	}
 
 	// The previous latest images of these instances in this region. Only
@@ -284,59 +280,4 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 	}
 	g.Wait()
 	return retry
-}
-
-// tagCopySnapshots tags the copies' snapshots that lack amirotate's tags.
-// CopyImage's snapshot TagSpecification normally did it; this covers copies
-// made without it, with one DescribeSnapshots per region and a CreateTags
-// per untagged copy. own holds each image's snapshots as read from the
-// image itself.
-func tagCopySnapshots(ctx context.Context, client ec2x.TagEC2, p rotation.Policy, rot rotation.Rotation, images []rotation.Record, idx []int, own map[string][]string) error {
-	var snaps []string
-	for _, i := range idx {
-		if images[i].SourceImageID != "" {
-			snaps = append(snaps, own[images[i].ImageID]...)
-		}
-	}
-	if len(snaps) == 0 {
-		return nil
-	}
-	tagged := map[string]bool{}
-	for chunk := range slices.Chunk(snaps, ec2x.MaxFilterValues) {
-		pages := ec2.NewDescribeSnapshotsPaginator(client, &ec2.DescribeSnapshotsInput{
-			OwnerIds: []string{"self"},
-			Filters:  []types.Filter{ec2x.Filter("snapshot-id", chunk...)},
-		})
-		for pages.HasMorePages() {
-			page, err := pages.NextPage(ctx)
-			if err != nil {
-				return fmt.Errorf("reading copy snapshots: %w", err)
-			}
-			for _, sn := range page.Snapshots {
-				if ec2x.TagMap(sn.Tags)[rotation.TagInstanceID] != "" {
-					tagged[aws.ToString(sn.SnapshotId)] = true
-				}
-			}
-		}
-	}
-	for _, i := range idx {
-		r := images[i]
-		if r.SourceImageID == "" {
-			continue
-		}
-		var missing []string
-		for _, sn := range own[r.ImageID] {
-			if !tagged[sn] {
-				missing = append(missing, sn)
-			}
-		}
-		if len(missing) == 0 {
-			continue
-		}
-		tags := rotation.CopyTags(p, rot, r.InstanceID, nil, r.SourceImageID, rot.Home)
-		if _, err := client.CreateTags(ctx, &ec2.CreateTagsInput{Resources: missing, Tags: ec2x.Tags(tags)}); err != nil {
-			return fmt.Errorf("tagging the snapshots of copy %s: %w", r.ImageID, err)
-		}
-	}
-	return nil
 }

@@ -170,51 +170,6 @@ func TestTag_ErrorNamesReachTheLambdaResponse(t *testing.T) {
 	}
 }
 
-func TestTag_TagsCopySnapshotsLeftUntagged(t *testing.T) {
-	e := newSimEnv(t)
-	ctx := context.Background()
-	ids := e.run(testHome, 2, nil)
-	p := testPolicy(t, `,"copyTo":[{"region":"eu-west-1"}]`)
-	b := e.availableSources(ctx, p, ids)
-	b, err := e.copier().Handle(ctx, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.clock.Advance(10 * time.Minute)
-	if b, err = e.poll().Handle(ctx, b); err != nil || b.Pending != 0 {
-		t.Fatalf("poll: %v pending %d", err, b.Pending)
-	}
-	// Strip the tags CopyImage put on the copies' snapshots.
-	var snaps []string
-	for _, r := range b.Images {
-		if r.Region == "eu-west-1" {
-			snaps = append(snaps, r.SnapshotIDs...)
-		}
-	}
-	if len(snaps) != 4 {
-		t.Fatalf("copy snapshots = %v, want 4", snaps)
-	}
-	if _, err := e.clients.EC2("eu-west-1").DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: snaps}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err = e.tagger().Handle(ctx, b); err != nil {
-		t.Fatal(err)
-	}
-	bySnap := map[string]string{}
-	for _, r := range b.Images {
-		for _, s := range r.SnapshotIDs {
-			bySnap[s] = r.InstanceID + " " + r.SourceImageID
-		}
-	}
-	for _, sn := range e.snapshots("eu-west-1") {
-		tags := ec2x.TagMap(sn.Tags)
-		if got := tags[rotation.TagInstanceID] + " " + tags[rotation.TagSourceImage]; got != bySnap[aws.ToString(sn.SnapshotId)] ||
-			tags[rotation.TagPolicy] != "nightly" || tags[rotation.TagSourceRegion] != testHome {
-			t.Errorf("snapshot %s tags %v", aws.ToString(sn.SnapshotId), tags)
-		}
-	}
-}
-
 func TestTag_TakesLatestFromADisabledPreviousImage(t *testing.T) {
 	e := newSimEnv(t)
 	ctx := context.Background()
