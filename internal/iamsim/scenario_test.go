@@ -47,9 +47,16 @@ type scenarioResult struct {
 	failed   []string // executions that did not succeed, but the one with the injected failure
 }
 
-// runScenario runs the scenario against a simulator enforcing roles,
-// recording every request.
-func runScenario(t *testing.T, roles iamsim.Roles) scenarioResult {
+// scenarioWorld is a simulator enforcing roles, recording every request,
+// and a runner of the real state machine whose steps call as their roles.
+type scenarioWorld struct {
+	sim     *ec2sim.Sim
+	enf     *iamsim.Enforcer
+	clients *ec2x.Clients
+	runner  *localrun.Runner
+}
+
+func newScenarioWorld(t *testing.T, roles iamsim.Roles) *scenarioWorld {
 	t.Helper()
 	ev, err := iamsim.SharedEvaluator()
 	if err != nil {
@@ -63,7 +70,7 @@ func runScenario(t *testing.T, roles iamsim.Roles) scenarioResult {
 	sim := ec2sim.New(ec2sim.Options{Regions: scenarioRegions, ImageDelay: 100 * time.Millisecond, CopyDelay: 100 * time.Millisecond, Seed: 7})
 	sim.SetAuthorizer(enf)
 	srv := httptest.NewServer(sim)
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	cfg := aws.Config{
 		Region:       iamsim.LocalRegion,
 		Credentials:  credentials.NewStaticCredentialsProvider("AKIDSEED", "local", ""),
@@ -71,18 +78,47 @@ func runScenario(t *testing.T, roles iamsim.Roles) scenarioResult {
 	}
 	fast := retry.BackoffDelayerFunc(func(int, error) (time.Duration, error) { return time.Millisecond, nil })
 	clients := ec2x.NewClients(cfg, ec2x.WithBackoff(fast), ec2x.WithoutPacing(), ec2x.WithLocalIdentities())
-	ctx := context.Background()
+	waitMs, retryMs := 150, 20
+	runner, err := localrun.New(localrun.Options{Handlers: localrun.StepHandlers(clients, steps.Env{}), WaitMs: &waitMs, RetryMs: &retryMs,
+		DetailStates: []string{"BatchReport", "Report", "Publish"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &scenarioWorld{sim: sim, enf: enf, clients: clients, runner: runner}
+}
 
+// rotate runs one rotation of policy (JSON) scheduled at day.
+func (w *scenarioWorld) rotate(t *testing.T, policy string, day time.Time) *localrun.Result {
+	t.Helper()
+	raw, _ := json.Marshal(map[string]any{"policy": json.RawMessage(policy), "trigger": "schedule", "scheduledTime": day.Format(time.RFC3339)})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := w.runner.Run(ctx, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// day1 is the scenario's first rotation time: a rotation may not lie in
+// the future.
+func day1() time.Time { return time.Now().UTC().Truncate(24 * time.Hour).Add(-72*time.Hour + 3*time.Hour) }
+
+// runScenario runs the scenario against a simulator enforcing roles.
+func runScenario(t *testing.T, roles iamsim.Roles) scenarioResult {
+	t.Helper()
+	w := newScenarioWorld(t, roles)
+	ctx := context.Background()
 	home := iamsim.LocalRegion
 	var ids []string
 	for range 4 {
-		id, err := sim.RunInstance(home, ec2sim.InstanceSpec{Tags: map[string]string{rotation.TagPolicy: "audit", "Name": "web"}, Volumes: []int{8, 20}})
+		id, err := w.sim.RunInstance(home, ec2sim.InstanceSpec{Tags: map[string]string{rotation.TagPolicy: "audit", "Name": "web"}, Volumes: []int{8, 20}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, id)
 	}
-	seed := clients.EC2(home) // the seeding identity has no role: allowed
+	seed := w.clients.EC2(home) // the seeding identity has no role: allowed
 	if _, err := seed.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{
 		LaunchTemplateName: aws.String("audit-web"),
 		LaunchTemplateData: &types.RequestLaunchTemplateData{ImageId: aws.String(ec2sim.BaseImageID(home)), InstanceType: types.InstanceTypeT3Micro},
@@ -93,27 +129,16 @@ func runScenario(t *testing.T, roles iamsim.Roles) scenarioResult {
 	}
 	others := deployPolicies(t)
 	for _, name := range sortedKeys(others) {
-		if _, err := sim.RunInstance(home, ec2sim.InstanceSpec{Tags: map[string]string{rotation.TagPolicy: name}}); err != nil {
+		if _, err := w.sim.RunInstance(home, ec2sim.InstanceSpec{Tags: map[string]string{rotation.TagPolicy: name}}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	waitMs, retryMs := 150, 20
-	runner, err := localrun.New(localrun.Options{Handlers: localrun.StepHandlers(clients, steps.Env{}), WaitMs: &waitMs, RetryMs: &retryMs})
-	if err != nil {
-		t.Fatal(err)
 	}
 	var res scenarioResult
 	rotate := func(p string, day time.Time, dryRun, injectedFailure bool) {
 		if dryRun {
 			p = strings.Replace(p, `"batchSize"`, `"dryRun":true,"batchSize"`, 1)
 		}
-		raw, _ := json.Marshal(map[string]any{"policy": json.RawMessage(p), "trigger": "schedule", "scheduledTime": day.Format(time.RFC3339)})
-		ctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		out, err := runner.Run(ctx, raw)
-		if err != nil {
-			t.Fatal(err)
-		}
+		out := w.rotate(t, p, day)
 		// The injected failure fails that instance's rotation, and so the
 		// execution, truthfully.
 		if injectedFailure && out.Status == localrun.StatusFailed && strings.Contains(out.Cause, "(1 failed)") {
@@ -123,7 +148,7 @@ func runScenario(t *testing.T, roles iamsim.Roles) scenarioResult {
 			res.failed = append(res.failed, day.Format(time.RFC3339)+": "+out.Error+": "+out.Cause)
 		}
 	}
-	start := time.Now().UTC().Truncate(24 * time.Hour).Add(-72*time.Hour + 3*time.Hour)
+	start := day1()
 	for _, name := range sortedKeys(others) {
 		rotate(string(others[name].(json.RawMessage)), start, false, false)
 	}
@@ -131,10 +156,10 @@ func runScenario(t *testing.T, roles iamsim.Roles) scenarioResult {
 	if _, err := seed.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: []string{ids[3]}, Tags: []types.Tag{{Key: aws.String(rotation.TagPolicy)}}}); err != nil {
 		t.Fatal(err)
 	}
-	sim.FailNextImage(home, ids[1], "scenario: injected failure")
+	w.sim.FailNextImage(home, ids[1], "scenario: injected failure")
 	rotate(auditPolicy, start.Add(24*time.Hour), false, true)
 	rotate(auditPolicy, start.Add(48*time.Hour), true, false)
-	res.requests, res.denials = enf.Requests(), enf.Denials()
+	res.requests, res.denials = w.enf.Requests(), w.enf.Denials()
 	return res
 }
 
@@ -204,4 +229,42 @@ func TestEnforcement_UntouchedTemplatePasses(t *testing.T) {
 		steps[r.Step]++
 	}
 	t.Logf("%d requests authorized: %v", len(res.requests), steps)
+}
+
+// TestPublish_ReportsAParameterItsRoleCouldNotValidate: without
+// ec2:DescribeImages, Parameter Store accepts the write and keeps the old
+// value; publish reads the parameter back and reports it in the
+// publication, instead of leaving consumers on the old image unnoticed.
+func TestPublish_ReportsAParameterItsRoleCouldNotValidate(t *testing.T) {
+	roles, err := iamsim.ParseTemplate(iamsim.LocalTemplate, ec2sim.AccountID, iamsim.LocalRegion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := roles["publish"].Policies
+	for i := range pol {
+		sts := statements(pol[i].Document)
+		var kept []any
+		for _, st := range sts {
+			if st.(map[string]any)["Sid"] != "ValidateImageParameters" {
+				kept = append(kept, st)
+			}
+		}
+		pol[i].Document["Statement"] = kept
+	}
+	w := newScenarioWorld(t, roles)
+	if _, err := w.sim.RunInstance(iamsim.LocalRegion, ec2sim.InstanceSpec{Tags: map[string]string{rotation.TagPolicy: "db"}}); err != nil {
+		t.Fatal(err)
+	}
+	out := w.rotate(t, string(deployPolicies(t)["db"].(json.RawMessage)), day1())
+	var said bool
+	for _, o := range out.DetailOutputs["Publish"] {
+		said = said || strings.Contains(string(o), "did not take")
+	}
+	if !said {
+		t.Errorf("no publication reports the parameter: %s %s", out.Error, out.Cause)
+	}
+	ds := w.enf.Denials()
+	if len(ds) == 0 || ds[0].Request.Action != "ec2:DescribeImages" || !ds[0].Request.Deferred {
+		t.Errorf("denials %+v", ds)
+	}
 }
