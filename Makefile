@@ -8,6 +8,7 @@ FUNCTIONS := $(filter-out internal,$(patsubst functions/%/,%,$(sort $(wildcard f
 DIST := dist
 BIN := bin/amirotate
 NODE_LOCAL := statemachine/local
+IAM_EVALUATOR := internal/iamsim/evaluator
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export AWS_EC2_METADATA_DISABLED := true
@@ -17,7 +18,7 @@ export AWS_EC2_METADATA_DISABLED := true
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-setup: $(NODE_LOCAL)/node_modules/.installed node_modules/.installed /usr/bin/aws ## Install what runs and tests need: npm packages, the AWS CLI v2
+setup: $(NODE_LOCAL)/node_modules/.installed $(IAM_EVALUATOR)/node_modules/.installed node_modules/.installed /usr/bin/aws ## Install what runs and tests need: npm packages, the AWS CLI v2
 
 # The conformance tests drive the simulator with Debian's AWS CLI v2 as well
 # as the v1 that comes with the machine's Python.
@@ -30,13 +31,18 @@ $(NODE_LOCAL)/node_modules/.installed: $(NODE_LOCAL)/package-lock.json
 	npm ci --prefix $(NODE_LOCAL) --no-audit --no-fund
 	@touch $@
 
+# The IAM evaluator the local EC2 enforces the synthesized roles with.
+$(IAM_EVALUATOR)/node_modules/.installed: $(IAM_EVALUATOR)/package-lock.json
+	npm ci --prefix $(IAM_EVALUATOR) --no-audit --no-fund
+	@touch $@
+
 # The CDK CLI ships Go templates; a go.mod in node_modules keeps them out of ./...
 node_modules/.installed: package-lock.json
 	npm ci --no-audit --no-fund
 	@echo 'module ignore/node_modules' > node_modules/go.mod
 	@touch $@
 
-$(BIN): $(shell find cmd internal statemachine -name '*.go' -o -name '*.json' -not -path '*/node_modules/*' 2>/dev/null) go.mod
+$(BIN): $(shell find cmd internal statemachine \( -name '*.go' -o -name '*.json' \) -not -path '*/node_modules/*' 2>/dev/null) go.mod
 	$(GO) build -trimpath -o $(BIN) ./cmd/amirotate
 
 build: $(BIN) ## Build the CLI and the Lambda bootstraps (linux/arm64), printing each size

@@ -32,12 +32,40 @@ func TestIAM_DocumentedTable(t *testing.T) {
 	}
 }
 
+// proofsFile: for each statement of the local template, the request of the
+// local world's scenario that is denied without it (internal/iamsim's
+// TestEnforcement_EveryStatementAndConditionIsNeeded writes it).
+const proofsFile = "../internal/iamsim/testdata/proofs.md"
+
+// kmsProof: the local world makes no encrypted copies; the KMS statements
+// are proven by the extra-authorization test instead.
+const kmsProof = "`TestExtraAuthorizations_GrantedAllowsRemovedDenies` (encrypted CopyImage)"
+
+// proofs reads proofsFile: function and statement id → the denied request.
+func proofs(t *testing.T) map[string]string {
+	data, err := os.ReadFile(proofsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		cells := strings.Split(line, " | ")
+		if len(cells) == 4 && cells[2] == "removed" {
+			out[strings.TrimPrefix(cells[0], "| ")+"/"+cells[1]] = strings.TrimSuffix(cells[3], " |")
+		}
+	}
+	return out
+}
+
 // iamTable renders the API statements of every function's role in the Full
-// stack (the testdata deployment: two policies, copies with KMS keys).
+// stack (the testdata deployment: two policies, copies with KMS keys), each
+// with the request that proves it needed: the local world's scenario is
+// denied it once the statement is removed.
 func iamTable(t *testing.T) string {
 	byStep := functionsByStep(t, synthed.fullJSON)
+	proved := proofs(t)
 	var b strings.Builder
-	b.WriteString("| function | actions | resources | conditions |\n|---|---|---|---|\n")
+	b.WriteString("| function | actions | resources | conditions | without it, the scenario is denied |\n|---|---|---|---|---|\n")
 	for _, spec := range functionSpecs {
 		var rows []string
 		for _, st := range roleStatements(synthed.fullJSON, functionRole(synthed.fullJSON, byStep[spec.Name])) {
@@ -48,11 +76,18 @@ func iamTable(t *testing.T) string {
 			for _, r := range st.Resources {
 				res = append(res, "`"+shortARN(resourceString(r))+"`")
 			}
-			rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s |", spec.Name,
-				"`"+strings.Join(st.Actions, "`, `")+"`", strings.Join(res, ", "), conditionText(st.Condition)))
+			proof := proved[spec.Name+"/"+st.Sid]
+			if strings.HasPrefix(st.Actions[0], "kms:") {
+				proof = kmsProof
+			}
+			if proof == "" {
+				t.Errorf("%s: statement %s is proven by no scenario (%s)", spec.Name, st.Sid, proofsFile)
+			}
+			rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %s |", spec.Name,
+				"`"+strings.Join(st.Actions, "`, `")+"`", strings.Join(res, ", "), conditionText(st.Condition), proof))
 		}
 		if len(rows) == 0 {
-			rows = append(rows, fmt.Sprintf("| %s | none (no AWS calls) | | |", spec.Name))
+			rows = append(rows, fmt.Sprintf("| %s | none (no AWS calls) | | | |", spec.Name))
 		}
 		b.WriteString(strings.Join(rows, "\n") + "\n")
 	}

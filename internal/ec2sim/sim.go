@@ -6,7 +6,8 @@
 // JSON 1.1 protocol and the Auto Scaling query protocol, all at one address,
 // and serves every configured region: the region is read from the SigV4
 // credential scope of the Authorization header; any credentials are
-// accepted. Admin endpoints live under /_sim/ (see admin.go).
+// accepted, and with an Authorizer (authz.go) the calls of known identities
+// are authorized as AWS authorizes them. Admin endpoints live under /_sim/ (see admin.go).
 //
 //	sim := ec2sim.New(ec2sim.Options{Regions: []string{"us-east-1", "eu-west-1"}})
 //	srv := httptest.NewServer(sim)

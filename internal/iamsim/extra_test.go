@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 
@@ -309,5 +310,26 @@ func TestTemplate_ResolvesIntrinsicFunctions(t *testing.T) {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("%s lacks %s", b, want)
 		}
+	}
+}
+
+// extraTable renders ec2sim.Extra as the README shows it.
+func extraTable() string {
+	var b strings.Builder
+	for _, e := range ec2sim.Extra {
+		b.WriteString("| `" + e.Call + "` | " + e.When + " | " + e.Requires + " | " + e.Source + " |\n")
+	}
+	return b.String()
+}
+
+// TestREADME_ShowsTheExtraAuthorizations keeps the README's table equal to
+// ec2sim.Extra.
+func TestREADME_ShowsTheExtraAuthorizations(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), extraTable()) {
+		t.Errorf("README.md lacks the current table of extra authorizations:\n%s", extraTable())
 	}
 }
