@@ -86,7 +86,7 @@ func (e *Enforcer) Authorize(_ context.Context, accessKey string, reqs []ec2sim.
 		}
 		e.mu.Unlock()
 	}
-	principal := "arn:aws:iam::" + ec2sim.AccountID + ":role/" + role.LogicalID
+	principal := role.ARN(ec2sim.AccountID)
 	decisions, err := e.ev.Evaluate(e.set, step, principal, reqs)
 	if err != nil {
 		return nil, err

@@ -139,7 +139,7 @@ func firstDenied(t *testing.T, ev *iamsim.Evaluator, set string, roles iamsim.Ro
 	if err := ev.Load(set, roles); err != nil {
 		t.Fatal(err)
 	}
-	principal := "arn:aws:iam::" + ec2sim.AccountID + ":role/" + roles[step].LogicalID
+	principal := roles[step].ARN(ec2sim.AccountID)
 	for len(mine) > 0 {
 		n := min(len(mine), 100)
 		ds, err := ev.Evaluate(set, step, principal, mine[:n])

@@ -102,7 +102,9 @@ func (w *scenarioWorld) rotate(t *testing.T, policy string, day time.Time) *loca
 
 // day1 is the scenario's first rotation time: a rotation may not lie in
 // the future.
-func day1() time.Time { return time.Now().UTC().Truncate(24 * time.Hour).Add(-72*time.Hour + 3*time.Hour) }
+func day1() time.Time {
+	return time.Now().UTC().Truncate(24 * time.Hour).Add(-72*time.Hour + 3*time.Hour)
+}
 
 // runScenario runs the scenario against a simulator enforcing roles.
 func runScenario(t *testing.T, roles iamsim.Roles) scenarioResult {

@@ -26,8 +26,16 @@ type Policy struct {
 // Role is a function's role as the template defines it.
 type Role struct {
 	LogicalID string
-	Step      string
-	Policies  []Policy
+	// Path is the role's IAM path ("/" by default).
+	Path     string
+	Step     string
+	Policies []Policy
+}
+
+// ARN is the role's ARN in account (its logical id standing for the name
+// CloudFormation would give it).
+func (r *Role) ARN(account string) string {
+	return "arn:aws:iam::" + account + ":role" + r.Path + r.LogicalID
 }
 
 // Roles are the function roles of a template, by step.
@@ -81,7 +89,11 @@ func ParseTemplate(data []byte, account, region string) (Roles, error) {
 		if step == "" {
 			continue
 		}
-		role := &Role{LogicalID: id, Step: step}
+		path, _ := res.Properties["Path"].(string)
+		if path == "" {
+			path = "/"
+		}
+		role := &Role{LogicalID: id, Path: path, Step: step}
 		for _, p := range asList(res.Properties["Policies"]) {
 			m, _ := p.(map[string]any)
 			doc, err := rv.document(m["PolicyDocument"])
