@@ -328,6 +328,9 @@ func (s *Sim) ec2AuthzRequests(r *region, action string, p params) []AuthzReques
 		var reqs []AuthzRequest
 		for _, id := range p.list("ResourceId") {
 			arn, current := r.resourceOf(id)
+			if arn == "" {
+				continue
+			}
 			ctx := resourceTags(map[string]any{}, current)
 			if action == "CreateTags" {
 				requestTags(ctx, tags)
@@ -453,7 +456,8 @@ func referenceReads(r *region, p params) []AuthzRequest {
 	return reqs
 }
 
-// resourceOf maps a resource id to its ARN and current tags.
+// resourceOf maps a resource id to its ARN and current tags ("" for an id
+// of no resource type the simulator has).
 func (r *region) resourceOf(id string) (string, map[string]string) {
 	switch {
 	case strings.HasPrefix(id, "ami-"):
@@ -467,21 +471,26 @@ func (r *region) resourceOf(id string) (string, map[string]string) {
 		}
 		return snapshotARN(r.name, id), nil
 	case strings.HasPrefix(id, "i-"):
+		arn := ownedARN("ec2", r.name, "instance/"+id)
 		if in, ok := r.instances[id]; ok {
-			return ownedARN("ec2", r.name, "instance/"+id), in.tags
+			return arn, in.tags
 		}
-		return ownedARN("ec2", r.name, "instance/"+id), nil
+		return arn, nil
 	case strings.HasPrefix(id, "vol-"):
+		arn := ownedARN("ec2", r.name, "volume/"+id)
 		if v, ok := r.volumes[id]; ok {
-			return ownedARN("ec2", r.name, "volume/"+id), v.tags
+			return arn, v.tags
 		}
-		return ownedARN("ec2", r.name, "volume/"+id), nil
+		return arn, nil
 	case strings.HasPrefix(id, "lt-"):
+		arn := ownedARN("ec2", r.name, "launch-template/"+id)
 		if lt, ok := r.templates[id]; ok {
-			return ownedARN("ec2", r.name, "launch-template/"+id), lt.tags
+			return arn, lt.tags
 		}
+		return arn, nil
 	}
-	return ownedARN("ec2", r.name, "launch-template/"+id), nil
+	// Not a taggable resource of the simulator: the call answers InvalidID.
+	return "", nil
 }
 
 // snapshotsOnlyOf: the image's snapshots no other image uses (those
