@@ -208,3 +208,59 @@ func TestEnforcement_EveryStatementAndConditionIsNeeded(t *testing.T) {
 		t.Errorf("%s is stale; run go test ./internal/iamsim -run TestEnforcement_EveryStatement -update\n--- got:\n%s", path, got)
 	}
 }
+
+// TestEnforcement_RerunMeetsADeniedRequestTheReplayPredicts checks the
+// replay's premise on one change: rerunning the scenario with the tag
+// role's MarkLatestImages statement removed is denied, and its first denial
+// is a request of a kind the untouched run made (ids differ between runs:
+// same step, action, resource type and context keys) and the changed role
+// denies.
+func TestEnforcement_RerunMeetsADeniedRequestTheReplayPredicts(t *testing.T) {
+	roles, res := baseline(t)
+	var m *mutation
+	for _, c := range mutations(roles) {
+		if c.step == "tag" && c.sid == "MarkLatestImages" && c.what == "removed" {
+			m = &c
+		}
+	}
+	if m == nil {
+		t.Fatal("the tag role has no MarkLatestImages statement")
+	}
+	changed := roles.Clone()
+	for pi := range changed[m.step].Policies {
+		if changed[m.step].Policies[pi].Name == m.policy {
+			m.apply(changed[m.step].Policies[pi].Document)
+		}
+	}
+	rerun := runScenario(t, changed)
+	if len(rerun.denials) == 0 {
+		t.Fatal("the rerun was allowed everything")
+	}
+	ev, err := iamsim.SharedEvaluator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := rerun.denials[0].Request
+	if err := ev.Load("rerun-check", changed); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := ev.Evaluate("rerun-check", m.step, changed[m.step].ARN(ec2sim.AccountID), []ec2sim.AuthzRequest{first})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kind := func(r ec2sim.AuthzRequest) string {
+		keys := make([]string, 0, len(r.Context))
+		for k := range r.Context {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		return r.Action + " " + elideIDs(r.Resource) + " " + strings.Join(keys, ",")
+	}
+	found := false
+	for _, r := range res.requests {
+		found = found || (r.Step == m.step && kind(r.AuthzRequest) == kind(first))
+	}
+	if ds[0] == iamsim.Allowed || !found {
+		t.Errorf("the rerun's first denial %s on %s (recorded in the untouched run: %v) is not one the replay denies", first.Action, first.Resource, found)
+	}
+}
