@@ -115,13 +115,20 @@ func TestThrottling_BucketsEmptyAndRefillFromSimClock(t *testing.T) {
 }
 
 func TestThrottling_StandardRetryerRidesOutBursts(t *testing.T) {
-	e := newEnv(t, Options{Clock: RealClock(), ImageDelay: -1})
+	// The simulator's clock moves only when a retry backs off, so the burst
+	// outruns the bucket however slow the machine is.
+	clock := NewManualClock(time.Date(2026, 11, 25, 3, 0, 0, 0, time.UTC))
+	e := newEnv(t, Options{Clock: clock, ImageDelay: -1})
 	e.sim.SetThrottling(true)
 	ctx := context.Background()
 	inst := e.runInstance(t, "us-east-1", nil)
 	img := e.createImage(t, "us-east-1", inst, "burst-image")
 	// 106 CreateTags against a 100-token bucket refilling 10/s: a retryer
 	// with enough attempts gets every call through.
+	backoff := retry.BackoffDelayerFunc(func(int, error) (time.Duration, error) {
+		clock.Advance(100 * time.Millisecond)
+		return 0, nil
+	})
 	var wg sync.WaitGroup
 	errs := make(chan error, 106)
 	for i := 0; i < 106; i++ {
@@ -132,7 +139,7 @@ func TestThrottling_StandardRetryerRidesOutBursts(t *testing.T) {
 				func(o *ec2.Options) {
 					o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
 						so.MaxAttempts = 100
-						so.MaxBackoff = 50 * time.Millisecond
+						so.Backoff = backoff
 						so.RateLimiter = noRateLimit{}
 					})
 				})
