@@ -12,13 +12,9 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/amirotate/amirotate/internal/checkout"
 	"github.com/amirotate/amirotate/internal/ec2sim"
 )
-
-// HomeEnv names the directory holding internal/iamsim/evaluator when it
-// cannot be found above the working directory or the executable (an
-// installed binary); the same variable localrun reads.
-const HomeEnv = "AMIROTATE_HOME"
 
 // evaluatorRel is the evaluator's folder, relative to the checkout.
 var evaluatorRel = filepath.Join("internal", "iamsim", "evaluator")
@@ -69,29 +65,7 @@ func StartEvaluator(dir string) (*Evaluator, error) {
 	return &Evaluator{cmd: cmd, in: in, out: sc, cache: map[string]string{}}, nil
 }
 
-func locate() (string, error) {
-	if home := os.Getenv(HomeEnv); home != "" {
-		return filepath.Join(home, evaluatorRel), nil
-	}
-	var starts []string
-	if wd, err := os.Getwd(); err == nil {
-		starts = append(starts, wd)
-	}
-	if exe, err := os.Executable(); err == nil {
-		starts = append(starts, filepath.Dir(exe))
-	}
-	for _, start := range starts {
-		for d := start; ; d = filepath.Dir(d) {
-			if _, err := os.Stat(filepath.Join(d, evaluatorRel, "evaluate.mjs")); err == nil {
-				return filepath.Join(d, evaluatorRel), nil
-			}
-			if filepath.Dir(d) == d {
-				break
-			}
-		}
-	}
-	return "", fmt.Errorf("cannot find %s/evaluate.mjs above the working directory or the executable; run from the amirotate checkout or set %s to it", evaluatorRel, HomeEnv)
-}
+func locate() (string, error) { return checkout.Find(evaluatorRel, "evaluate.mjs") }
 
 // Close ends the process.
 func (e *Evaluator) Close() error {

@@ -23,15 +23,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/amirotate/amirotate/internal/checkout"
 	"github.com/amirotate/amirotate/internal/ec2x"
 	"github.com/amirotate/amirotate/internal/lambdahost"
 	"github.com/amirotate/amirotate/statemachine"
 )
-
-// HomeEnv names the directory that holds statemachine/local when the
-// runner cannot be found by walking up from the working directory or the
-// executable (an installed binary).
-const HomeEnv = "AMIROTATE_HOME"
 
 // Statuses of an execution, as Step Functions names them.
 const (
@@ -209,35 +205,9 @@ func New(opts Options) (*Runner, error) {
 	return &Runner{opts: opts, Host: lambdahost.New(handlers), def: def, dir: dir}, nil
 }
 
-// Locate finds statemachine/local: under $AMIROTATE_HOME, else walking up
-// from the working directory, else from the executable's directory.
+// Locate finds statemachine/local in the checkout (see checkout.Find).
 func Locate() (string, error) {
-	rel := filepath.Join("statemachine", "local")
-	if home := os.Getenv(HomeEnv); home != "" {
-		dir := filepath.Join(home, rel)
-		if _, err := os.Stat(filepath.Join(dir, "run.mjs")); err != nil {
-			return "", fmt.Errorf("%s=%s has no %s/run.mjs", HomeEnv, home, rel)
-		}
-		return dir, nil
-	}
-	var starts []string
-	if wd, err := os.Getwd(); err == nil {
-		starts = append(starts, wd)
-	}
-	if exe, err := os.Executable(); err == nil {
-		starts = append(starts, filepath.Dir(exe))
-	}
-	for _, start := range starts {
-		for d := start; ; d = filepath.Dir(d) {
-			if _, err := os.Stat(filepath.Join(d, rel, "run.mjs")); err == nil {
-				return filepath.Join(d, rel), nil
-			}
-			if filepath.Dir(d) == d {
-				break
-			}
-		}
-	}
-	return "", fmt.Errorf("cannot find %s/run.mjs above the working directory or the executable; run from the amirotate checkout or set %s to it", rel, HomeEnv)
+	return checkout.Find(filepath.Join("statemachine", "local"), "run.mjs")
 }
 
 func checkInstalled(dir string) error {

@@ -126,34 +126,45 @@ func rotationImage(img types.Image, p rotation.Policy, rot rotation.Rotation, in
 // it in the client's region that is provably amirotate's (forged tags on
 // another image cannot make an instance look newer or rotated already).
 func newestImages(ctx context.Context, client ec2.DescribeImagesAPIClient, region, policy string, instanceIDs []string) (map[string]rotation.Image, error) {
+	images, err := imagesOfInstances(ctx, client, instanceIDs,
+		ec2x.Filter("tag:"+rotation.TagPolicy, policy), ec2x.Filter("tag:"+rotation.TagCreatedBy, rotation.CreatedBy))
+	if err != nil {
+		return nil, fmt.Errorf("listing the images of policy %s in %s: %w", policy, region, err)
+	}
 	newest := map[string]rotation.Image{}
+	for _, im := range images {
+		img := toImage(im, region)
+		if rotation.Unproven(img, policy) != "" {
+			continue
+		}
+		inst := img.Tags[rotation.TagInstanceID]
+		if prev, ok := newest[inst]; !ok || img.Tags[rotation.TagRotation] > prev.Tags[rotation.TagRotation] {
+			newest[inst] = img
+		}
+	}
+	return newest, nil
+}
+
+// imagesOfInstances lists the account's images that match filters and are
+// tagged for one of instanceIDs, in chunks of MaxFilterValues ids.
+// Deprecated and disabled images are included: a disabled image keeps its
+// tags, and enabled again it is still there.
+func imagesOfInstances(ctx context.Context, client ec2.DescribeImagesAPIClient, instanceIDs []string, filters ...types.Filter) ([]types.Image, error) {
+	var out []types.Image
 	for chunk := range slices.Chunk(instanceIDs, ec2x.MaxFilterValues) {
 		pages := ec2.NewDescribeImagesPaginator(client, &ec2.DescribeImagesInput{
-			Owners: []string{"self"},
-			Filters: []types.Filter{
-				ec2x.Filter("tag:"+rotation.TagPolicy, policy),
-				ec2x.Filter("tag:"+rotation.TagCreatedBy, rotation.CreatedBy),
-				ec2x.Filter("tag:"+rotation.TagInstanceID, chunk...),
-			},
+			Owners:            []string{"self"},
+			Filters:           append(slices.Clone(filters), ec2x.Filter("tag:"+rotation.TagInstanceID, chunk...)),
 			IncludeDeprecated: aws.Bool(true),
 			IncludeDisabled:   aws.Bool(true),
 		})
 		for pages.HasMorePages() {
 			page, err := pages.NextPage(ctx)
 			if err != nil {
-				return nil, fmt.Errorf("listing the images of policy %s in %s: %w", policy, region, err)
+				return nil, err
 			}
-			for _, im := range page.Images {
-				img := toImage(im, region)
-				if rotation.Unproven(img, policy) != "" {
-					continue
-				}
-				inst := img.Tags[rotation.TagInstanceID]
-				if prev, ok := newest[inst]; !ok || img.Tags[rotation.TagRotation] > prev.Tags[rotation.TagRotation] {
-					newest[inst] = img
-				}
-			}
+			out = append(out, page.Images...)
 		}
 	}
-	return newest, nil
+	return out, nil
 }

@@ -122,36 +122,21 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 	// latest never moves backwards.
 	previous := map[string][]string{} // instance → its previous latest images
 	newer := map[string]string{}      // instance → the later rotation of its latest
-	for chunk := range slices.Chunk(instances, ec2x.MaxFilterValues) {
-		pages := ec2.NewDescribeImagesPaginator(client, &ec2.DescribeImagesInput{
-			Owners: []string{"self"},
-			Filters: []types.Filter{
-				ec2x.Filter("tag:"+rotation.TagLatest, rotation.LatestValue),
-				ec2x.Filter("tag:"+rotation.TagPolicy, p.Name),
-				ec2x.Filter("tag:"+rotation.TagInstanceID, chunk...),
-			},
-			IncludeDeprecated: aws.Bool(true),
-			// A disabled image keeps its tags; enabled again, it must not
-			// be a second latest.
-			IncludeDisabled: aws.Bool(true),
-		})
-		for pages.HasMorePages() {
-			page, err := pages.NextPage(ctx)
-			if err != nil {
-				return fmt.Errorf("listing the previous latest images: %w", err)
-			}
-			for _, img := range page.Images {
-				im := toImage(img, region)
-				if isNew[im.ID] || rotation.Unproven(im, p.Name) != "" {
-					continue
-				}
-				inst, rot := im.Tags[rotation.TagInstanceID], im.Tags[rotation.TagRotation]
-				if rot > b.Rotation.ID {
-					newer[inst] = rot
-				} else {
-					previous[inst] = append(previous[inst], im.ID)
-				}
-			}
+	latest, err := imagesOfInstances(ctx, client, instances,
+		ec2x.Filter("tag:"+rotation.TagLatest, rotation.LatestValue), ec2x.Filter("tag:"+rotation.TagPolicy, p.Name))
+	if err != nil {
+		return fmt.Errorf("listing the previous latest images: %w", err)
+	}
+	for _, img := range latest {
+		im := toImage(img, region)
+		if isNew[im.ID] || rotation.Unproven(im, p.Name) != "" {
+			continue
+		}
+		inst, rot := im.Tags[rotation.TagInstanceID], im.Tags[rotation.TagRotation]
+		if rot > b.Rotation.ID {
+			newer[inst] = rot
+		} else {
+			previous[inst] = append(previous[inst], im.ID)
 		}
 	}
 	var newIDs, previousIDs []string
