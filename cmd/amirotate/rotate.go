@@ -24,6 +24,7 @@ type rotateOptions struct {
 	Policy       rotation.Policy
 	RotationTime time.Time
 	InstanceIDs  []string
+	Backfill     bool // a manual backfill (see rotation.Rotation.Backfill)
 	// WaitMs replaces every Wait's duration (the demo and bench, where the
 	// simulator's images take seconds, not minutes); nil keeps the real waits.
 	WaitMs   *int
@@ -64,6 +65,9 @@ func executionInput(o rotateOptions) ([]byte, error) {
 	}
 	if len(o.InstanceIDs) > 0 {
 		in["instanceIds"] = o.InstanceIDs
+	}
+	if o.Backfill {
+		in["backfill"] = true
 	}
 	return json.Marshal(in)
 }

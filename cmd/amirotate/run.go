@@ -29,11 +29,12 @@ type runConfig struct {
 	rotationTime time.Time
 	instances    []string
 	dryRun       bool
+	backfill     bool
 	jsonFile     string
 }
 
 func parseRunFlags(args []string, stderr io.Writer, now time.Time) (runConfig, error) {
-	fs := newFlagSet("run", stderr, "Usage: amirotate run --policy FILE [--rotation-time RFC3339] [--instance ID]... [--dry-run] [--json FILE]\n\n"+
+	fs := newFlagSet("run", stderr, "Usage: amirotate run --policy FILE [--rotation-time RFC3339] [--instance ID]... [--dry-run] [--backfill] [--json FILE]\n\n"+
 		"Runs one rotation through the real state machine, executed on this machine, against\n"+
 		"the EC2 and SSM endpoints of the standard AWS configuration (your account, or\n"+
 		"`amirotate sim` through AWS_ENDPOINT_URL_EC2 / AWS_ENDPOINT_URL_SSM).\n"+
@@ -45,6 +46,7 @@ func parseRunFlags(args []string, stderr io.Writer, now time.Time) (runConfig, e
 	fs.StringVar(&when, "rotation-time", "", "the rotation's `time` (RFC3339; default now, to the minute): a rerun with the same time finds what the first run made")
 	fs.Var(&ids, "instance", "rotate only this instance `id` (repeatable; it must still match the policy)")
 	fs.BoolVar(&c.dryRun, "dry-run", false, "report what would happen, change nothing")
+	fs.BoolVar(&c.backfill, "backfill", false, "also image instances whose newest image is of a later rotation (never made latest)")
 	fs.StringVar(&c.jsonFile, "json", "", "also write the summary as JSON to `file`")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -106,7 +108,7 @@ func runRotation(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		opts = append(opts, ec2x.WithLocalIdentities())
 	}
 	rep, err := rotate(ctx, ec2x.NewClients(cfg, opts...), rotateOptions{
-		Policy: policy, RotationTime: c.rotationTime, InstanceIDs: c.instances, Progress: stdout,
+		Policy: policy, RotationTime: c.rotationTime, InstanceIDs: c.instances, Backfill: c.backfill, Progress: stdout,
 	})
 	if err != nil {
 		return err

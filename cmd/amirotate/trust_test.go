@@ -165,15 +165,35 @@ func TestTrust_AnOlderRotationNeverUndoesANewerOne(t *testing.T) {
 			t.Errorf("%s: %d images before, %d after", inst, len(imgs), len(after[inst]))
 		}
 		for _, img := range after[inst] {
-			latest := false
-			for _, tg := range img.Tags {
-				latest = latest || aws.ToString(tg.Key) == rotation.TagLatest
-			}
-			if !latest {
+			if !isLatest(img) {
 				t.Errorf("%s: image %s lost amirotate:latest", inst, aws.ToString(img.ImageId))
 			}
 		}
 	}
+
+	// Asked for (a manual backfill), the older images are made, but latest
+	// stays on the newer rotation.
+	rep, out, err = w.rotateJSON(day(3), "--backfill")
+	if err != nil || rep.Summary.ImagesCreated != len(before) {
+		t.Fatalf("backfill made %d images (err %v); want %d\n%s", rep.Summary.ImagesCreated, err, len(before), out)
+	}
+	for inst, imgs := range w.ownImages(home) {
+		for _, img := range imgs {
+			older := strings.HasSuffix(aws.ToString(img.Name), rotation.RotationID(day(3)))
+			if isLatest(img) == older {
+				t.Errorf("%s: image %s (%s) latest=%v; latest stays on the newer rotation", inst, aws.ToString(img.ImageId), aws.ToString(img.Name), isLatest(img))
+			}
+		}
+	}
+}
+
+func isLatest(img types.Image) bool {
+	for _, tg := range img.Tags {
+		if aws.ToString(tg.Key) == rotation.TagLatest {
+			return true
+		}
+	}
+	return false
 }
 
 // A policy of the same name whose selector matches nothing (a typo) prunes

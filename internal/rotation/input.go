@@ -32,6 +32,7 @@ type rawInput struct {
 	Event         json.RawMessage `json:"event,omitempty"`
 	InstanceIDs   []string        `json:"instanceIds,omitempty"`
 	RotationTime  string          `json:"rotationTime,omitempty"`
+	Backfill      bool            `json:"backfill,omitempty"`
 }
 
 // maxClockSkew is how far a rotation time may lie after the execution's
@@ -89,6 +90,9 @@ func ParseInput(raw []byte, startTime time.Time) (Input, error) {
 		if in.Event != nil {
 			notFor("event", in.Trigger)
 		}
+		if in.Backfill {
+			notFor("backfill", in.Trigger)
+		}
 		if in.InstanceIDs != nil {
 			notFor("instanceIds", in.Trigger)
 		}
@@ -103,6 +107,9 @@ func ParseInput(raw []byte, startTime time.Time) (Input, error) {
 	case TriggerTagChange:
 		if in.ScheduledTime != "" {
 			notFor("scheduledTime", in.Trigger)
+		}
+		if in.Backfill {
+			notFor("backfill", in.Trigger)
 		}
 		if in.InstanceIDs != nil {
 			notFor("instanceIds", in.Trigger)
@@ -160,6 +167,7 @@ func ParseInput(raw []byte, startTime time.Time) (Input, error) {
 	}
 	out.Policy = policy
 	out.Rotation = NewRotation(rotTime, in.Trigger, started)
+	out.Rotation.Backfill = in.Backfill
 	return out, nil
 }
 

@@ -86,6 +86,10 @@ type Rotation struct {
 	Trigger   string    `json:"trigger"`
 	StartedAt time.Time `json:"startedAt"` // execution start: poll's timeout counts from here
 	Home      string    `json:"home"`      // region the source images are made in
+	// Backfill (manual runs only) makes images for instances whose newest
+	// image is of a later rotation, on purpose: a lost image re-made. They
+	// never become latest, and retention ranks them by their time.
+	Backfill bool `json:"backfill,omitempty"`
 }
 
 // Image states as records carry them. pending/available/failed are EC2's;

@@ -55,7 +55,9 @@ func (p *Publish) handle(ctx context.Context, b Batch) (Batch, error) {
 	pol := bc.policy
 	b.Policy = pol
 	b.Rotation.Home = bc.home
-	if pol.Publish.SSMParameter == "" && !pol.Publish.LaunchTemplates {
+	if (pol.Publish.SSMParameter == "" && !pol.Publish.LaunchTemplates) || b.Rotation.Backfill {
+		// A backfill's images are older than what consumers run: never
+		// published.
 		return b, nil
 	}
 	byRegion := map[string][]*Publication{}

@@ -68,9 +68,9 @@ func (s *Snapshot) handle(ctx context.Context, b Batch) (Batch, error) {
 			switch why := refusal(inst, ok, p); {
 			case why != "":
 				r.State, r.Error = rotation.StateRefused, why
-			case newest[id].Tags[rotation.TagRotation] > b.Rotation.ID:
+			case newest[id].Tags[rotation.TagRotation] > b.Rotation.ID && !b.Rotation.Backfill:
 				r.State, r.Error = rotation.StateRefused, fmt.Sprintf("instance already has an image of a later rotation (%s, %s); "+
-					"a rotation never goes back in time: start it with a later time", newest[id].Tags[rotation.TagRotation], newest[id].ID)
+					"a rotation never goes back in time: start it with a later time, or as a manual backfill", newest[id].Tags[rotation.TagRotation], newest[id].ID)
 			case p.DryRun:
 				r.State = rotation.StatePlanned
 			default:

@@ -146,9 +146,11 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 			continue
 		}
 		if rot, ok := newer[r.InstanceID]; ok {
-			mu.Lock()
-			r.Error = fmt.Sprintf("the latest image of %s is of a later rotation (%s); latest stays there", r.InstanceID, rot)
-			mu.Unlock()
+			if !b.Rotation.Backfill { // a backfill asked for exactly this
+				mu.Lock()
+				r.Error = fmt.Sprintf("the latest image of %s is of a later rotation (%s); latest stays there", r.InstanceID, rot)
+				mu.Unlock()
+			}
 			continue
 		}
 		newIDs = append(newIDs, r.ImageID)
