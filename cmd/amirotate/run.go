@@ -98,14 +98,15 @@ func runRotation(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return fmt.Errorf("loading the AWS configuration: %w", err)
 	}
-	if cfg.Region == "" {
-		return errors.New("no AWS region: set AWS_REGION (the region whose instances the policy rotates)")
-	}
 	var opts []ec2x.Option
 	if localEndpoint(os.Getenv) {
 		opts = append(opts, ec2x.WithLocalIdentities())
 	}
-	rep, err := rotate(ctx, ec2x.NewClients(cfg, opts...), rotateOptions{
+	clients := ec2x.NewClients(cfg, opts...)
+	if err := ec2x.CheckAccess(ctx, clients); err != nil {
+		return err
+	}
+	rep, err := rotate(ctx, clients, rotateOptions{
 		Policy: policy, RotationTime: c.rotationTime, InstanceIDs: c.instances, Progress: stdout,
 	})
 	if err != nil {
