@@ -270,6 +270,8 @@ type regionPlan struct {
 	decisions []rotation.Decision
 	// synthetic are a dry run's stand-ins for the images it did not make.
 	synthetic map[string]bool
+	// images are the images listed (stand-ins excluded), for the inventory.
+	images []rotation.Image
 }
 
 // planRegion lists and plans one region.
@@ -294,9 +296,13 @@ func (r *Retention) planRegion(ctx context.Context, region string, job retention
 			}
 		}
 	}
-	rp := regionPlan{region: region}
+	rp := regionPlan{region: region, images: images}
 	in.Images, rp.synthetic = withPlanned(in.Images, region, job)
-	rp.decisions, err = r.plan(ctx, region, in)
+	var moved func(instanceID string) []string
+	if job.moved != nil {
+		moved = func(instanceID string) []string { return job.moved(region, instanceID) }
+	}
+	rp.decisions, err = r.plan(ctx, region, in, moved)
 	return rp, err
 }
 
