@@ -17,7 +17,7 @@ const usage = `amirotate: scheduled, safe AMI rotation
 
 Usage:
   amirotate sim   [--addr 127.0.0.1:4566] [--regions r1,r2] [--image-delay 3s] [--seed-demo]
-  amirotate run   --policy FILE [--rotation-time RFC3339] [--instance ID]... [--dry-run] [--json FILE]
+  amirotate run   --policy FILE [--rotation-time RFC3339] [--instance ID]... [--dry-run] [--json FILE] [--audit FILE]
   amirotate plan  --policy FILE [--json FILE]
   amirotate demo
   amirotate bench [--instances 1000] [--regions 3] [--json FILE]

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"slices"
 	"sort"
@@ -28,6 +29,9 @@ type rotateOptions struct {
 	// simulator's images take seconds, not minutes); nil keeps the real waits.
 	WaitMs   *int
 	Progress io.Writer // nil: no live progress
+	// Audit receives the handlers' audit log, one JSON line per mutating
+	// call; nil: dropped.
+	Audit io.Writer
 }
 
 // rotationReport is what one local execution produced, for the summary
@@ -79,7 +83,7 @@ func rotate(ctx context.Context, clients *ec2x.Clients, o rotateOptions) (*rotat
 	p := newProgress(o.Progress)
 	defer p.stop()
 	runner, err := localrun.New(localrun.Options{
-		Handlers:     localrun.StepHandlers(clients, steps.Env{Policies: rotation.PinPolicies(o.Policy)}),
+		Handlers:     localrun.StepHandlers(clients, steps.Env{Policies: rotation.PinPolicies(o.Policy), Audit: auditLogger(o.Audit)}),
 		Region:       clients.Home(),
 		WaitMs:       o.WaitMs,
 		DetailStates: []string{"BatchReport", "Report", "RetentionOthers"},
@@ -358,4 +362,12 @@ func causeText(name, cause string) string {
 		return cause
 	}
 	return name + ": " + cause
+}
+
+// auditLogger writes the audit log as JSON lines to w (nil: nowhere).
+func auditLogger(w io.Writer) *slog.Logger {
+	if w == nil {
+		w = io.Discard
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
 }

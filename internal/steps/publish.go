@@ -52,6 +52,7 @@ func (p *Publish) handle(ctx context.Context, b Batch) (Batch, error) {
 	if err != nil {
 		return Batch{}, err
 	}
+	ctx = p.auditing(ctx, bc.policy.Name, b.Rotation.ID)
 	pol := bc.policy
 	b.Policy = pol
 	b.Rotation.Home = bc.home
@@ -242,6 +243,7 @@ func (p *Publish) publishSSM(ctx context.Context, region string, b Batch, pubs [
 			Overwrite:   aws.Bool(true),
 			Description: aws.String("Newest image of " + pub.InstanceID + ", published by amirotate"),
 		})
+		audit(ctx, "ssm:PutParameter", region, []string{name, pub.ImageID}, "publish the newest image of "+pub.InstanceID, err)
 		if err != nil {
 			pub.Changed = false
 			addError(pub, fmt.Errorf("writing SSM parameter %s: %w", name, err))
@@ -398,6 +400,7 @@ func (p *Publish) updateTemplate(ctx context.Context, cl ec2x.PublishEC2, b Batc
 		// instead of another one.
 		ClientToken: aws.String(publishToken(b.Rotation.ID, id, image)),
 	})
+	audit(ctx, "CreateLaunchTemplateVersion", pub.Region, []string{id, image}, "publish the newest image of "+pub.InstanceID, err)
 	if err != nil {
 		return LaunchTemplateUsed{}, false, fmt.Errorf("creating a version with %s: %w", image, err)
 	}
@@ -405,10 +408,12 @@ func (p *Publish) updateTemplate(ctx context.Context, cl ec2x.PublishEC2, b Batc
 		return LaunchTemplateUsed{}, false, fmt.Errorf("creating a version with %s: no version returned", image)
 	}
 	newNumber := aws.ToInt64(created.LaunchTemplateVersion.VersionNumber)
-	if _, err := cl.ModifyLaunchTemplate(ctx, &ec2.ModifyLaunchTemplateInput{
+	_, err = cl.ModifyLaunchTemplate(ctx, &ec2.ModifyLaunchTemplateInput{
 		LaunchTemplateId: aws.String(id),
 		DefaultVersion:   aws.String(strconv.FormatInt(newNumber, 10)),
-	}); err != nil {
+	})
+	audit(ctx, "ModifyLaunchTemplate", pub.Region, []string{id, strconv.FormatInt(newNumber, 10)}, "make the version with "+image+" the default", err)
+	if err != nil {
 		return LaunchTemplateUsed{}, false, fmt.Errorf("making version %d the default: %w", newNumber, err)
 	}
 	return LaunchTemplateUsed{ID: id, Version: newNumber}, true, nil

@@ -70,6 +70,7 @@ func (r *Retention) Handle(ctx context.Context, b Batch) (Batch, error) {
 	if err != nil {
 		return b, ec2x.Classify(err)
 	}
+	ctx = r.auditing(ctx, bc.policy.Name, b.Rotation.ID)
 	home := bc.home
 	b.Policy = bc.policy
 	if b.Error != nil {
@@ -115,6 +116,7 @@ func (r *Retention) HandleOthers(ctx context.Context, in RetentionOthersIn) (Ret
 	if err != nil {
 		return out, ec2x.Classify(err)
 	}
+	ctx = r.auditing(ctx, bc.policy.Name, in.Rotation.ID)
 	home := bc.home
 	in.Policy = bc.policy
 	exclude := make(map[string]bool, len(in.Exclude))
@@ -371,7 +373,7 @@ func (r *Retention) execute(ctx context.Context, cl ec2x.RetentionEC2, dryRun bo
 				outcomes[i].deferred = true
 				return nil
 			}
-			outcomes[i].deletion = deleteImage(ctx, cl, d.ImageID, d.SnapshotIDs)
+			outcomes[i].deletion = deleteImage(ctx, cl, d.Region, d.ImageID, d.SnapshotIDs, "retention: "+d.Reason)
 			return nil
 		})
 	}
