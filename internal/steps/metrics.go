@@ -4,32 +4,14 @@ import (
 	"encoding/json"
 	"io"
 	"time"
+
+	"github.com/amirotate/amirotate/internal/rotation"
 )
 
 // The rotation's metrics, written by the report step as one log line in
 // CloudWatch's embedded metric format (EMF): CloudWatch Logs extracts the
 // metrics from the line itself, so they cost no API call and no permission.
 // https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html
-
-// MetricsNamespace is the CloudWatch namespace of amirotate's metrics, and
-// MetricsDimension their one dimension (the policy's name).
-const (
-	MetricsNamespace = "amirotate"
-	MetricsDimension = "Policy"
-)
-
-// Metric names, one per line of a rotation's summary that an operator
-// watches; the CDK construct's dashboard and alarms use the same names.
-const (
-	MetricInstancesTargeted = "InstancesTargeted"
-	MetricImagesCreated     = "ImagesCreated"
-	MetricImagesFailed      = "ImagesFailed"
-	MetricCopiesCreated     = "CopiesCreated"
-	MetricCopiesFailed      = "CopiesFailed"
-	MetricImagesDeleted     = "ImagesDeleted"
-	MetricSnapshotsDeleted  = "SnapshotsDeleted"
-	MetricRotationDuration  = "RotationDuration"
-)
 
 type emfMetric struct {
 	Name string `json:"Name"`
@@ -55,22 +37,22 @@ func writeMetrics(w io.Writer, s Summary, duration time.Duration, at time.Time) 
 		name, unit string
 		value      float64
 	}{
-		{MetricInstancesTargeted, "Count", float64(s.Instances)},
-		{MetricImagesCreated, "Count", float64(s.ImagesCreated)},
-		{MetricImagesFailed, "Count", float64(s.ImagesFailed)},
-		{MetricCopiesCreated, "Count", float64(s.CopiesCreated)},
-		{MetricCopiesFailed, "Count", float64(s.CopiesFailed)},
-		{MetricImagesDeleted, "Count", float64(s.ImagesDeleted)},
-		{MetricSnapshotsDeleted, "Count", float64(s.SnapshotsDeleted + s.OrphansDeleted)},
-		{MetricRotationDuration, "Seconds", duration.Seconds()},
+		{rotation.MetricInstancesTargeted, "Count", float64(s.Instances)},
+		{rotation.MetricImagesCreated, "Count", float64(s.ImagesCreated)},
+		{rotation.MetricImagesFailed, "Count", float64(s.ImagesFailed)},
+		{rotation.MetricCopiesCreated, "Count", float64(s.CopiesCreated)},
+		{rotation.MetricCopiesFailed, "Count", float64(s.CopiesFailed)},
+		{rotation.MetricImagesDeleted, "Count", float64(s.ImagesDeleted)},
+		{rotation.MetricSnapshotsDeleted, "Count", float64(s.SnapshotsDeleted + s.OrphansDeleted)},
+		{rotation.MetricRotationDuration, "Seconds", duration.Seconds()},
 	}
 	line := map[string]any{
-		MetricsDimension: s.Policy,
-		"rotation":       s.Rotation,
-		"trigger":        s.Trigger,
-		"failed":         s.Failed,
+		rotation.MetricsDimension: s.Policy,
+		"rotation":                s.Rotation,
+		"trigger":                 s.Trigger,
+		"failed":                  s.Failed,
 	}
-	d := emfDirective{Namespace: MetricsNamespace, Dimensions: [][]string{{MetricsDimension}}}
+	d := emfDirective{Namespace: rotation.MetricsNamespace, Dimensions: [][]string{{rotation.MetricsDimension}}}
 	for _, v := range values {
 		d.Metrics = append(d.Metrics, emfMetric{Name: v.name, Unit: v.unit})
 		line[v.name] = v.value

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/amirotate/amirotate/internal/rotation"
 )
 
 // emfUnits are the units the embedded metric format accepts (CloudWatch's
@@ -124,15 +126,15 @@ func TestMetrics_RotationSummaryIsOneValidEMFLine(t *testing.T) {
 	var got map[string]any
 	_ = json.Unmarshal([]byte(lines[0]), &got)
 	want := map[string]float64{
-		MetricInstancesTargeted: 4, MetricImagesCreated: 3, MetricImagesFailed: 1, MetricCopiesCreated: 1,
-		MetricCopiesFailed: 1, MetricImagesDeleted: 1, MetricSnapshotsDeleted: 2, MetricRotationDuration: 17 * 60,
+		rotation.MetricInstancesTargeted: 4, rotation.MetricImagesCreated: 3, rotation.MetricImagesFailed: 1, rotation.MetricCopiesCreated: 1,
+		rotation.MetricCopiesFailed: 1, rotation.MetricImagesDeleted: 1, rotation.MetricSnapshotsDeleted: 2, rotation.MetricRotationDuration: 17 * 60,
 	}
 	for name, v := range want {
 		if f, _ := got[name].(float64); math.Abs(f-v) > 1e-9 {
 			t.Errorf("%s = %v, want %v", name, got[name], v)
 		}
 	}
-	if got[MetricsDimension] != "web" || got["rotation"] != "20261125T0300Z" {
+	if got[rotation.MetricsDimension] != "web" || got["rotation"] != "20261125T0300Z" {
 		t.Errorf("dimension and properties: %s", lines[0])
 	}
 
