@@ -94,7 +94,7 @@ func Explain(err error) (code, sentence string) {
 	case errors.As(err, &dns) && dns.IsNotFound:
 		return CodeUnknownHost, fmt.Sprintf("%s at %s: the host %s does not exist: check the region name and %s", service, endpoint, dns.Name, variable)
 	case errors.As(err, &sso), expiredCodes[Code(err)]:
-		return CodeExpiredToken, fmt.Sprintf("the AWS credentials have expired (%s answered %s): renew them (aws sso login, or new session credentials) and run again; if they are fresh, check this machine's clock", service, dash(Code(err), "an expired SSO token"))
+		return CodeExpiredToken, fmt.Sprintf("the AWS credentials have expired (%s answered %s): renew them (aws sso login, or new session credentials) and run again; if they are fresh, check this machine's clock", service, valueOr(Code(err), "an expired SSO token"))
 	case errors.As(err, &ce):
 		return CodeNoCredentials, "no AWS credentials found: set AWS_PROFILE (and run aws sso login if it uses SSO), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
 	case strings.Contains(err.Error(), "Missing Region"):
@@ -103,7 +103,7 @@ func Explain(err error) (code, sentence string) {
 	return "", ""
 }
 
-func dash(s, instead string) string {
+func valueOr(s, instead string) string {
 	if s == "" {
 		return instead
 	}
