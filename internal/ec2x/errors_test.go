@@ -245,3 +245,10 @@ func TestClassify_ConfigurationProblemsAreFatalSentences(t *testing.T) {
 		t.Errorf("an unrelated error explained as %s", code)
 	}
 }
+
+func TestMarkedCredentials_StillAnonymousToTheSDK(t *testing.T) {
+	cfg := markCredentials(aws.Config{Credentials: aws.AnonymousCredentials{}})
+	if !aws.IsCredentialsProvider(cfg.Credentials, aws.AnonymousCredentials{}) {
+		t.Error("the wrapper hides anonymous credentials from the SDK")
+	}
+}

@@ -54,6 +54,12 @@ func (m markedCredentials) Retrieve(ctx context.Context) (aws.Credentials, error
 	return c, nil
 }
 
+// IsCredentialsProvider lets the SDK see through the wrapper (it treats
+// anonymous credentials apart, for one).
+func (m markedCredentials) IsCredentialsProvider(target aws.CredentialsProvider) bool {
+	return aws.IsCredentialsProvider(m.CredentialsProvider, target)
+}
+
 // markCredentials returns cfg with its credentials provider wrapped.
 func markCredentials(cfg aws.Config) aws.Config {
 	if cfg.Credentials != nil {
