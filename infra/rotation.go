@@ -101,6 +101,12 @@ type Rotation struct {
 	// schedule or rule could not start one.
 	Alarm        awscloudwatch.Alarm
 	TriggerAlarm awscloudwatch.Alarm
+	// Dashboard shows the report step's metrics per policy; by policy name,
+	// FailedImagesAlarms fire on a failed image or copy, InstanceDropAlarms
+	// on a drop in instances targeted.
+	Dashboard          awscloudwatch.Dashboard
+	FailedImagesAlarms map[string]awscloudwatch.Alarm
+	InstanceDropAlarms map[string]awscloudwatch.Alarm
 }
 
 // NewRotation validates props and builds the construct. Problems with props
@@ -134,6 +140,7 @@ func NewRotation(scope constructs.Construct, id string, props *RotationProps) (*
 		return nil, err
 	}
 	addAlarm(r, &p)
+	addDashboard(r, &p)
 	addSuppressions(r)
 	return r, nil
 }

@@ -30,7 +30,8 @@ func TestRotation_ResourceCounts(t *testing.T) {
 			"AWS::StepFunctions::StateMachine": 1,
 			"AWS::Scheduler::Schedule":         2,
 			"AWS::Events::Rule":                2,
-			"AWS::CloudWatch::Alarm":           2,
+			"AWS::CloudWatch::Alarm":           6, // 2 + failed images and instance drop per policy
+			"AWS::CloudWatch::Dashboard":       1,
 			"AWS::Scheduler::ScheduleGroup":    1,
 			"AWS::SNS::Topic":                  1,
 			"AWS::SNS::Subscription":           1,
@@ -38,12 +39,13 @@ func TestRotation_ResourceCounts(t *testing.T) {
 			"AWS::Lambda::EventInvokeConfig":   0,
 		}},
 		{"Agnostic", synthed.agnoTmpl, map[string]float64{
-			"AWS::Lambda::Function":    8,
-			"AWS::Scheduler::Schedule": 1,
-			"AWS::Events::Rule":        1,
-			"AWS::CloudWatch::Alarm":   2,
-			"AWS::SNS::Topic":          0, // the given topic is used
-			"AWS::KMS::Key":            0,
+			"AWS::Lambda::Function":      8,
+			"AWS::Scheduler::Schedule":   1,
+			"AWS::Events::Rule":          1,
+			"AWS::CloudWatch::Alarm":     4,
+			"AWS::CloudWatch::Dashboard": 1,
+			"AWS::SNS::Topic":            0, // the given topic is used
+			"AWS::KMS::Key":              0,
 		}},
 	} {
 		t.Run(tc.stack, func(t *testing.T) {
@@ -301,4 +303,59 @@ func mustJSON(v any) string {
 		panic(err)
 	}
 	return string(b)
+}
+
+// The report step's metrics (internal/rotation's names): a dashboard row and
+// two alarms per policy, failed images or copies and a drop in instances
+// targeted, sent to the alarm topic.
+func TestRotation_DashboardAndMetricAlarms(t *testing.T) {
+	synth(t)
+	for _, policy := range []string{"nightly", "weekly-web"} {
+		metric := func(id, name, stat string) any {
+			return assertions.Match_ObjectLike(&map[string]any{"Id": id, "MetricStat": assertions.Match_ObjectLike(&map[string]any{
+				"Metric": map[string]any{"MetricName": name, "Namespace": rotation.MetricsNamespace,
+					"Dimensions": []any{map[string]any{"Name": rotation.MetricsDimension, "Value": policy}}},
+				"Stat": stat,
+			})})
+		}
+		topic := []any{map[string]any{"Ref": assertions.Match_StringLikeRegexp(jsii.String("^RotationAlarmTopic"))}}
+		synthed.fullTmpl.HasResourceProperties(jsii.String("AWS::CloudWatch::Alarm"), &map[string]any{
+			"ComparisonOperator": "GreaterThanOrEqualToThreshold",
+			"Threshold":          1,
+			"TreatMissingData":   "notBreaching",
+			"AlarmActions":       topic,
+			"Metrics": assertions.Match_ArrayWith(&[]any{
+				assertions.Match_ObjectLike(&map[string]any{"Expression": "FILL(images, 0) + FILL(copies, 0)"}),
+				// ArrayWith keeps order: CDK lists the metrics by id.
+				metric("copies", rotation.MetricCopiesFailed, "Sum"),
+				metric("images", rotation.MetricImagesFailed, "Sum"),
+			}),
+		})
+		synthed.fullTmpl.HasResourceProperties(jsii.String("AWS::CloudWatch::Alarm"), &map[string]any{
+			"ComparisonOperator": "LessThanOrEqualToThreshold",
+			"Threshold":          -InstanceDropPercent,
+			"EvaluationPeriods":  2,
+			"DatapointsToAlarm":  1,
+			"AlarmActions":       topic,
+			"Metrics": assertions.Match_ArrayWith(&[]any{
+				assertions.Match_ObjectLike(&map[string]any{"Expression": "100 * DIFF(targeted) / (targeted - DIFF(targeted))"}),
+				metric("targeted", rotation.MetricInstancesTargeted, "Maximum"),
+			}),
+		})
+	}
+	// The dashboard graphs every metric the report step writes, per policy.
+	var body string
+	for _, res := range synthed.fullJSON["Resources"].(map[string]any) {
+		r := res.(map[string]any)
+		if r["Type"] == "AWS::CloudWatch::Dashboard" {
+			body = mustJSON(r["Properties"].(map[string]any)["DashboardBody"])
+		}
+	}
+	for _, name := range []string{rotation.MetricInstancesTargeted, rotation.MetricImagesCreated, rotation.MetricImagesFailed,
+		rotation.MetricCopiesCreated, rotation.MetricCopiesFailed, rotation.MetricImagesDeleted, rotation.MetricSnapshotsDeleted,
+		rotation.MetricRotationDuration, "nightly", "weekly-web"} {
+		if !strings.Contains(body, name) {
+			t.Errorf("the dashboard lacks %s", name)
+		}
+	}
 }

@@ -1,5 +1,6 @@
 // Command amirotate rotates EC2 AMIs: the local simulator, a local run of
-// the real state machine, the demo and the fleet benchmark.
+// the real state machine, the read-only inventory (plan), the demo and the
+// fleet benchmark.
 package main
 
 import (
@@ -16,7 +17,8 @@ const usage = `amirotate: scheduled, safe AMI rotation
 
 Usage:
   amirotate sim   [--addr 127.0.0.1:4566] [--regions r1,r2] [--image-delay 3s] [--seed-demo]
-  amirotate run   --policy FILE [--rotation-time RFC3339] [--instance ID]... [--dry-run] [--json FILE]
+  amirotate run   --policy FILE [--rotation-time RFC3339] [--instance ID]... [--dry-run] [--json FILE] [--audit FILE]
+  amirotate plan  --policy FILE [--json FILE]
   amirotate demo
   amirotate bench [--instances 1000] [--regions 3] [--json FILE]
 
@@ -27,6 +29,7 @@ Run 'amirotate <command> -h' for a command's flags.
 var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
 	"sim":   runSim,
 	"run":   runRotation,
+	"plan":  runPlan,
 	"demo":  runDemo,
 	"bench": runBench,
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"slices"
 	"sort"
@@ -29,6 +30,9 @@ type rotateOptions struct {
 	// simulator's images take seconds, not minutes); nil keeps the real waits.
 	WaitMs   *int
 	Progress io.Writer // nil: no live progress
+	// Audit receives the handlers' audit log, one JSON line per mutating
+	// call; nil: dropped.
+	Audit io.Writer
 }
 
 // rotationReport is what one local execution produced, for the summary
@@ -83,7 +87,7 @@ func rotate(ctx context.Context, clients *ec2x.Clients, o rotateOptions) (*rotat
 	p := newProgress(o.Progress)
 	defer p.stop()
 	runner, err := localrun.New(localrun.Options{
-		Handlers:     localrun.StepHandlers(clients, steps.Env{Policies: rotation.PinPolicies(o.Policy)}),
+		Handlers:     localrun.StepHandlers(clients, steps.Env{Policies: rotation.PinPolicies(o.Policy), Audit: auditLogger(o.Audit)}),
 		Region:       clients.Home(),
 		WaitMs:       o.WaitMs,
 		DetailStates: []string{"BatchReport", "Report", "RetentionOthers"},
@@ -216,7 +220,7 @@ func printReport(w io.Writer, rep *rotationReport, maxRows int) {
 		fmt.Fprintf(w, "  execution %s in %s: %d state transitions, %d Lambda invocations, largest state payload %d bytes\n",
 			e.Status, e.Duration.Round(time.Millisecond), e.Transitions, sum(e.Lambda.Invocations), e.MaxPayloadBytes)
 		if !e.Succeeded() {
-			fmt.Fprintf(w, "  failed: %s: %s\n", e.Error, e.Cause)
+			fmt.Fprintf(w, "  failed: %s\n", causeText(e.Error, e.Cause))
 		}
 	}
 }
@@ -279,10 +283,12 @@ type progress struct {
 	last  time.Time
 	done  chan struct{}
 	state string
+	// failed holds each state's latest failure, which its retry line shows.
+	failed map[string]string
 }
 
 func newProgress(w io.Writer) *progress {
-	p := &progress{w: w, start: time.Now(), last: time.Now(), done: make(chan struct{})}
+	p := &progress{w: w, start: time.Now(), last: time.Now(), done: make(chan struct{}), failed: map[string]string{}}
 	if w != nil {
 		go p.heartbeat()
 	}
@@ -337,11 +343,35 @@ func (p *progress) event(e localrun.Event) {
 		} else if e.StateType == "Task" || e.StateType == "Map" {
 			p.printf("← %s", where)
 		}
+	case "StateFailed":
+		// A retry's event carries no error: the failure just before it does.
+		p.failed[where] = causeText(e.Error, e.Cause)
 	case "StateRetried":
-		p.printf("↻ %s retried (attempt %d): %s", where, e.Attempt, e.Error)
+		p.printf("↻ %s retried (attempt %d): %s", where, e.Attempt, dash(p.failed[where]))
 	case "StateCaught":
-		p.printf("✗ %s failed: %s: %s", where, e.Error, e.Cause)
+		p.printf("✗ %s failed: %s", where, causeText(e.Error, e.Cause))
 	case "ExecutionFailed", "ExecutionSucceeded", "ExecutionAborted", "ExecutionTimeout":
 		p.printf("%s", e.Type)
 	}
+}
+
+// causeText is an error event's name and cause, without the name twice
+// (a Lambda's cause often starts with its errorType).
+func causeText(name, cause string) string {
+	cause = strings.TrimPrefix(cause, name+": ")
+	switch {
+	case cause == "":
+		return name
+	case name == "":
+		return cause
+	}
+	return name + ": " + cause
+}
+
+// auditLogger writes the audit log as JSON lines to w (nil: nowhere).
+func auditLogger(w io.Writer) *slog.Logger {
+	if w == nil {
+		w = io.Discard
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
 }

@@ -31,10 +31,11 @@ type runConfig struct {
 	dryRun       bool
 	backfill     bool
 	jsonFile     string
+	auditFile    string
 }
 
 func parseRunFlags(args []string, stderr io.Writer, now time.Time) (runConfig, error) {
-	fs := newFlagSet("run", stderr, "Usage: amirotate run --policy FILE [--rotation-time RFC3339] [--instance ID]... [--dry-run] [--backfill] [--json FILE]\n\n"+
+	fs := newFlagSet("run", stderr, "Usage: amirotate run --policy FILE [--rotation-time RFC3339] [--instance ID]... [--dry-run] [--backfill] [--json FILE] [--audit FILE]\n\n"+
 		"Runs one rotation through the real state machine, executed on this machine, against\n"+
 		"the EC2 and SSM endpoints of the standard AWS configuration (your account, or\n"+
 		"`amirotate sim` through AWS_ENDPOINT_URL_EC2 / AWS_ENDPOINT_URL_SSM).\n"+
@@ -48,6 +49,7 @@ func parseRunFlags(args []string, stderr io.Writer, now time.Time) (runConfig, e
 	fs.BoolVar(&c.dryRun, "dry-run", false, "report what would happen, change nothing")
 	fs.BoolVar(&c.backfill, "backfill", false, "also image instances whose newest image is of a later rotation (never made latest)")
 	fs.StringVar(&c.jsonFile, "json", "", "also write the summary as JSON to `file`")
+	fs.StringVar(&c.auditFile, "audit", "", "append the audit log (a JSON line per change made) to `file`")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -100,15 +102,25 @@ func runRotation(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return fmt.Errorf("loading the AWS configuration: %w", err)
 	}
-	if cfg.Region == "" {
-		return errors.New("no AWS region: set AWS_REGION (the region whose instances the policy rotates)")
-	}
 	var opts []ec2x.Option
 	if localEndpoint(os.Getenv) {
 		opts = append(opts, ec2x.WithLocalIdentities())
 	}
-	rep, err := rotate(ctx, ec2x.NewClients(cfg, opts...), rotateOptions{
-		Policy: policy, RotationTime: c.rotationTime, InstanceIDs: c.instances, Backfill: c.backfill, Progress: stdout,
+	clients := ec2x.NewClients(cfg, opts...)
+	if err := ec2x.CheckAccess(ctx, clients); err != nil {
+		return err
+	}
+	var auditLog io.Writer
+	if c.auditFile != "" {
+		f, err := os.OpenFile(c.auditFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return fmt.Errorf("the audit log: %w", err)
+		}
+		defer f.Close()
+		auditLog = f
+	}
+	rep, err := rotate(ctx, clients, rotateOptions{
+		Policy: policy, RotationTime: c.rotationTime, InstanceIDs: c.instances, Backfill: c.backfill, Progress: stdout, Audit: auditLog,
 	})
 	if err != nil {
 		return err

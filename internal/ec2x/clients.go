@@ -129,7 +129,7 @@ type Clients struct {
 // NewClients returns the factory for cfg; cfg.Region is the home region.
 func NewClients(cfg aws.Config, opts ...Option) *Clients {
 	c := &Clients{
-		cfg:  cfg,
+		cfg:  markCredentials(cfg),
 		opts: opts,
 		ec2:  map[string]*ec2.Client{},
 		ssm:  map[string]*ssm.Client{},

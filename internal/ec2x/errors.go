@@ -188,7 +188,9 @@ func IsRetryable(err error) bool {
 
 // Classify turns any error into one of the three names the state machine
 // matches: rotation.InvalidInputError (kept as it is), RetryableError or
-// FatalError. The result is an unwrapped value, ready to return from a
+// FatalError. A configuration problem (see Explain) is a FatalError whose
+// message is the sentence that says what to fix: the SDK already retried
+// it, and running the step again cannot help. The result is an unwrapped value, ready to return from a
 // Lambda handler; nil stays nil.
 func Classify(err error) error {
 	if err == nil {
@@ -199,6 +201,9 @@ func Classify(err error) error {
 		re RetryableError
 		fe FatalError
 	)
+	if code, sentence := Explain(err); code != "" {
+		return FatalError{Code: code, Message: sentence}
+	}
 	switch {
 	case errors.As(err, &ie):
 		return ie

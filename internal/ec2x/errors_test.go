@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -148,7 +149,10 @@ func TestClassify_NamedAndPlainErrors(t *testing.T) {
 	}
 }
 
-func TestClassify_ConnectionRefusedIsRetryable(t *testing.T) {
+// A refused connection outlived the SDK's ten attempts: an endpoint that
+// refuses that long is misconfigured, and the state machine retrying the
+// step for minutes more would only hide that.
+func TestClassify_ConnectionRefusedIsFatalAfterTheSDKRetries(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	url := srv.URL
 	srv.Close()
@@ -158,8 +162,8 @@ func TestClassify_ConnectionRefusedIsRetryable(t *testing.T) {
 		BaseEndpoint: aws.String(url),
 	}
 	_, err := NewClients(cfg, WithBackoff(noDelay{})).EC2("").DescribeImages(context.Background(), &ec2.DescribeImagesInput{})
-	if _, ok := Classify(err).(RetryableError); !ok {
-		t.Errorf("Classify(%v) = %T, want RetryableError", err, Classify(err))
+	if fe, ok := Classify(err).(FatalError); !ok || fe.Code != CodeEndpointRefused {
+		t.Errorf("Classify(%v) = %#v, want FatalError %s", err, Classify(err), CodeEndpointRefused)
 	}
 }
 
@@ -197,5 +201,54 @@ func TestClients_CachedPerRegionAndConcurrencySafe(t *testing.T) {
 	}
 	if got := c.EC2("ap-southeast-2").Options().Retryer.MaxAttempts(); got != MaxAttempts {
 		t.Errorf("MaxAttempts = %d, want %d", got, MaxAttempts)
+	}
+}
+
+// Configuration problems become a FatalError carrying one sentence, found
+// through the real client's error chain.
+func TestClassify_ConfigurationProblemsAreFatalSentences(t *testing.T) {
+	refused := httptest.NewServer(http.NotFoundHandler())
+	refusedURL := refused.URL
+	refused.Close()
+	call := func(cfg aws.Config, endpoint string) error {
+		c := NewClients(cfg, WithBackoff(noDelay{}))
+		_, err := c.EC2("").DescribeRegions(context.Background(), &ec2.DescribeRegionsInput{}, func(o *ec2.Options) {
+			o.BaseEndpoint = aws.String(endpoint)
+			o.Retryer = aws.NopRetryer{}
+		})
+		return err
+	}
+	static := credentials.NewStaticCredentialsProvider("AKID", "secret", "")
+	noCreds := aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+		return aws.Credentials{}, errors.New("no EC2 IMDS role found")
+	})
+	expired, _ := ec2Error(t, 400, "RequestExpired")
+	_, expiredErr := expired.DescribeRegions(context.Background(), &ec2.DescribeRegionsInput{})
+	for name, tc := range map[string]struct {
+		err  error
+		code string
+	}{
+		"refused":        {call(aws.Config{Region: "us-east-1", Credentials: static}, refusedURL), CodeEndpointRefused},
+		"unknown host":   {call(aws.Config{Region: "us-east-1", Credentials: static}, "http://no-such-host.invalid"), CodeUnknownHost},
+		"no credentials": {call(aws.Config{Region: "us-east-1", Credentials: noCreds}, refusedURL), CodeNoCredentials},
+		"expired":        {expiredErr, CodeExpiredToken},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got := Classify(fmt.Errorf("listing the instances: %w", tc.err))
+			fe, ok := got.(FatalError)
+			if !ok || fe.Code != tc.code || strings.Contains(fe.Message, "operation error") {
+				t.Errorf("Classify(%v) = %#v, want a FatalError %s with a plain sentence", tc.err, got, tc.code)
+			}
+		})
+	}
+	if code, _ := Explain(errors.New("something else")); code != "" {
+		t.Errorf("an unrelated error explained as %s", code)
+	}
+}
+
+func TestMarkedCredentials_StillAnonymousToTheSDK(t *testing.T) {
+	cfg := markCredentials(aws.Config{Credentials: aws.AnonymousCredentials{}})
+	if !aws.IsCredentialsProvider(cfg.Credentials, aws.AnonymousCredentials{}) {
+		t.Error("the wrapper hides anonymous credentials from the SDK")
 	}
 }

@@ -129,6 +129,9 @@ type Image struct {
 	Tags                    map[string]string
 	SnapshotIDs             []string
 	DeregistrationProtected bool
+	// SizeGiB is the size of the image's EBS volumes, what its snapshots
+	// hold at most (EBS stores and bills them incrementally).
+	SizeGiB int
 }
 
 // PlanInput is everything the retention planner decides from.

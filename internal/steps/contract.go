@@ -138,6 +138,8 @@ type BatchResult struct {
 	Outcomes         map[string]int `json:"outcomes"`
 	ImagesCreated    int            `json:"imagesCreated"`
 	CopiesCreated    int            `json:"copiesCreated"`
+	ImagesFailed     int            `json:"imagesFailed"` // sources that ended failed, timed out or in error
+	CopiesFailed     int            `json:"copiesFailed"`
 	ImagesDeleted    int            `json:"imagesDeleted"`
 	SnapshotsDeleted int            `json:"snapshotsDeleted"`
 	Published        int            `json:"published"`
@@ -166,6 +168,8 @@ type Summary struct {
 	Outcomes         map[string]int `json:"outcomes"`
 	ImagesCreated    int            `json:"imagesCreated"`
 	CopiesCreated    int            `json:"copiesCreated"`
+	ImagesFailed     int            `json:"imagesFailed"`
+	CopiesFailed     int            `json:"copiesFailed"`
 	ImagesDeleted    int            `json:"imagesDeleted"`
 	SnapshotsDeleted int            `json:"snapshotsDeleted"`
 	OrphansDeleted   int            `json:"orphanSnapshotsDeleted"`

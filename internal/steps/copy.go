@@ -49,6 +49,7 @@ func (s *Copy) handle(ctx context.Context, b Batch) (Batch, error) {
 	if err != nil {
 		return Batch{}, err
 	}
+	ctx = s.auditing(ctx, bc.policy.Name, b.Rotation.ID)
 	p := bc.policy
 	now := s.now()
 	b.Images = slices.Clone(b.Images) // never write into the caller's records
@@ -231,8 +232,10 @@ func copyImage(ctx context.Context, client ec2x.CopyEC2, p rotation.Policy, rot 
 	create := func() (string, error) {
 		out, err := client.CopyImage(ctx, in)
 		if err != nil {
+			audit(ctx, "CopyImage", j.target.Region, []string{src.ImageID}, "copy of the new image", err)
 			return "", fmt.Errorf("copying %s to %s: %w", src.ImageID, j.target.Region, err)
 		}
+		audit(ctx, "CopyImage", j.target.Region, []string{src.ImageID, aws.ToString(out.ImageId)}, "copy of the new image", nil)
 		return aws.ToString(out.ImageId), nil
 	}
 	ours := func(img types.Image) error {

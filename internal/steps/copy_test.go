@@ -224,6 +224,6 @@ func TestCopy_ErrorNamesReachTheLambdaResponse(t *testing.T) {
 	}
 	// Copy defers what throttling refused; reading source tags is what can fail the step.
 	if typ, _ := lambdaErrorType(t, NewCopy(deadClients(t), Env{}).Handle, b); typ != "RetryableError" {
-		t.Errorf("unreachable EC2: errorType %q, want RetryableError", typ)
+		t.Errorf("failing EC2: errorType %q, want RetryableError", typ)
 	}
 }

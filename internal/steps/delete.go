@@ -39,11 +39,13 @@ type deletion struct {
 // DeregisterImage with DeleteAssociatedSnapshots deletes them in the same
 // call, and any it does not report deleted is deleted explicitly. An image
 // already gone is success: its snapshots are what is left to do.
-func deleteImage(ctx context.Context, client deleteEC2, imageID string, snapshots []string) deletion {
+// region and reason are for the audit log.
+func deleteImage(ctx context.Context, client deleteEC2, region, imageID string, snapshots []string, reason string) deletion {
 	out, err := client.DeregisterImage(ctx, &ec2.DeregisterImageInput{
 		ImageId:                   aws.String(imageID),
 		DeleteAssociatedSnapshots: aws.Bool(true),
 	})
+	audit(ctx, "DeregisterImage", region, []string{imageID}, reason, err)
 	var d deletion
 	switch {
 	case err == nil:
@@ -69,15 +71,16 @@ func deleteImage(ctx context.Context, client deleteEC2, imageID string, snapshot
 			rest = append(rest, id)
 		}
 	}
-	deleteSnapshots(ctx, client, rest, &d)
+	deleteSnapshots(ctx, client, region, rest, "snapshot of "+imageID+": "+reason, &d)
 	return d
 }
 
 // deleteSnapshots deletes snapshots one by one into d: NotFound is gone
 // already, InUse is kept with EC2's reason, anything else failed.
-func deleteSnapshots(ctx context.Context, client deleteEC2, ids []string, d *deletion) {
+func deleteSnapshots(ctx context.Context, client deleteEC2, region string, ids []string, reason string, d *deletion) {
 	for _, id := range ids {
 		_, err := client.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)})
+		audit(ctx, "DeleteSnapshot", region, []string{id}, reason, err)
 		switch {
 		case err == nil:
 			d.deleted = append(d.deleted, id)

@@ -214,7 +214,7 @@ func TestDiscover_MalformedPoliciesAndEventsAreInvalidInput(t *testing.T) {
 func TestDiscover_ErrorNamesReachTheLambdaResponse(t *testing.T) {
 	in := scheduleInput("")
 	if typ, _ := lambdaErrorType(t, NewDiscover(deadClients(t), Env{}).Handle, in); typ != "RetryableError" {
-		t.Errorf("unreachable EC2: errorType %q, want RetryableError", typ)
+		t.Errorf("failing EC2: errorType %q, want RetryableError", typ)
 	}
 	e := newSimEnv(t)
 	if err := e.sim.Inject(ec2sim.Fault{Action: "DescribeInstances", Code: "UnauthorizedOperation"}); err != nil {

@@ -103,6 +103,11 @@ func toImage(im types.Image, region string) rotation.Image {
 		Tags:        ec2x.TagMap(im.Tags),
 		SnapshotIDs: ec2x.SnapshotIDs(im),
 	}
+	for _, bdm := range im.BlockDeviceMappings {
+		if bdm.Ebs != nil {
+			img.SizeGiB += int(aws.ToInt32(bdm.Ebs.VolumeSize))
+		}
+	}
 	// An unreadable date stays zero: the planner then dates the image by
 	// its rotation tag, or keeps it as of unknown age.
 	if created, err := time.Parse(time.RFC3339Nano, aws.ToString(im.CreationDate)); err == nil {

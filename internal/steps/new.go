@@ -1,6 +1,7 @@
 package steps
 
 import (
+	"log/slog"
 	"time"
 
 	"github.com/amirotate/amirotate/internal/ec2x"
@@ -54,6 +55,8 @@ type Env struct {
 	// Policies are the policies the deployment runs; a step refuses any
 	// other (nil accepts every policy: see rotation.Pins).
 	Policies rotation.Pins
+	// Audit receives the audit log (see audit.go); nil: slog.Default().
+	Audit *slog.Logger
 }
 
 // now is the step's time.

@@ -46,6 +46,7 @@ func (s *Poll) handle(ctx context.Context, b Batch) (Batch, error) {
 	if err != nil {
 		return Batch{}, err
 	}
+	ctx = s.auditing(ctx, bc.policy.Name, b.Rotation.ID)
 	p := bc.policy
 	now := s.now()
 	due := deadline(b, p)
@@ -214,7 +215,7 @@ func cleanupRegion(ctx context.Context, client ec2x.PollEC2, p rotation.Policy, 
 		if listErr != nil {
 			problems = append(problems, listErr.Error())
 		}
-		d := deleteImage(ctx, client, r.ImageID, slices.Sorted(maps.Keys(snaps)))
+		d := deleteImage(ctx, client, r.Region, r.ImageID, slices.Sorted(maps.Keys(snaps)), "the new image ended failed")
 		if d.err != nil {
 			problems = append(problems, d.err.Error())
 		}

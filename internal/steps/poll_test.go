@@ -175,7 +175,7 @@ func TestPoll_ErrorNamesReachTheLambdaResponse(t *testing.T) {
 		t.Errorf("bad instance id: errorType %q message %q", typ, msg)
 	}
 	if typ, _ := lambdaErrorType(t, NewPoll(deadClients(t), Env{}).Handle, b); typ != "RetryableError" {
-		t.Errorf("unreachable EC2: errorType %q, want RetryableError", typ)
+		t.Errorf("failing EC2: errorType %q, want RetryableError", typ)
 	}
 	// Throttling that outlives every SDK retry.
 	if err := e.sim.Inject(ec2sim.Fault{Action: "DescribeImages", Code: "RequestLimitExceeded", Probability: 1}); err != nil {

@@ -52,6 +52,7 @@ func (p *Publish) handle(ctx context.Context, b Batch) (Batch, error) {
 	if err != nil {
 		return Batch{}, err
 	}
+	ctx = p.auditing(ctx, bc.policy.Name, b.Rotation.ID)
 	pol := bc.policy
 	b.Policy = pol
 	b.Rotation.Home = bc.home
@@ -244,6 +245,7 @@ func (p *Publish) publishSSM(ctx context.Context, region string, b Batch, pubs [
 			Overwrite:   aws.Bool(true),
 			Description: aws.String("Newest image of " + pub.InstanceID + ", published by amirotate"),
 		})
+		audit(ctx, "ssm:PutParameter", region, []string{name, pub.ImageID}, "publish the newest image of "+pub.InstanceID, err)
 		if err != nil {
 			pub.Changed = false
 			addError(pub, fmt.Errorf("writing SSM parameter %s: %w", name, err))
@@ -325,36 +327,12 @@ func (p *Publish) publishLaunchTemplates(ctx context.Context, region string, b B
 		pub      *Publication
 	}
 	var lts []tracked
-	for c := range slices.Chunk(ids, filterChunk) {
-		in := &ec2.DescribeLaunchTemplatesInput{
-			Filters:    []types.Filter{ec2x.Filter("tag:"+rotation.TagTrack, c...)},
-			MaxResults: aws.Int32(200),
-		}
-		if p.pageSize > 0 {
-			in.MaxResults = aws.Int32(p.pageSize)
-		}
-		pg := ec2.NewDescribeLaunchTemplatesPaginator(cl, in)
-		for pg.HasMorePages() {
-			page, err := pg.NextPage(ctx)
-			if err != nil {
-				for _, id := range c {
-					addError(byInstance[id], fmt.Errorf("finding launch templates tracking %s: %w", id, err))
-				}
-				break
-			}
-			for _, lt := range page.LaunchTemplates {
-				for _, t := range lt.Tags {
-					if aws.ToString(t.Key) != rotation.TagTrack {
-						continue
-					}
-					// The tag's value is the instance; an API that ignored the
-					// filter cannot make us touch another template.
-					if pub := byInstance[aws.ToString(t.Value)]; pub != nil {
-						lts = append(lts, tracked{id: aws.ToString(lt.LaunchTemplateId), name: aws.ToString(lt.LaunchTemplateName), pub: pub})
-					}
-				}
-			}
-		}
+	found, failed := trackedTemplates(ctx, cl, ids, p.pageSize)
+	for id, err := range failed {
+		addError(byInstance[id], fmt.Errorf("finding launch templates tracking %s: %w", id, err))
+	}
+	for _, t := range found {
+		lts = append(lts, tracked{id: t.id, name: t.name, pub: byInstance[t.instanceID]})
 	}
 	sort.Slice(lts, func(i, j int) bool { return lts[i].id < lts[j].id })
 	for _, lt := range lts {
@@ -424,6 +402,7 @@ func (p *Publish) updateTemplate(ctx context.Context, cl ec2x.PublishEC2, b Batc
 		// instead of another one.
 		ClientToken: aws.String(publishToken(b.Rotation.ID, id, image)),
 	})
+	audit(ctx, "CreateLaunchTemplateVersion", pub.Region, []string{id, image}, "publish the newest image of "+pub.InstanceID, err)
 	if err != nil {
 		return LaunchTemplateUsed{}, false, fmt.Errorf("creating a version with %s: %w", image, err)
 	}
@@ -431,10 +410,12 @@ func (p *Publish) updateTemplate(ctx context.Context, cl ec2x.PublishEC2, b Batc
 		return LaunchTemplateUsed{}, false, fmt.Errorf("creating a version with %s: no version returned", image)
 	}
 	newNumber := aws.ToInt64(created.LaunchTemplateVersion.VersionNumber)
-	if _, err := cl.ModifyLaunchTemplate(ctx, &ec2.ModifyLaunchTemplateInput{
+	_, err = cl.ModifyLaunchTemplate(ctx, &ec2.ModifyLaunchTemplateInput{
 		LaunchTemplateId: aws.String(id),
 		DefaultVersion:   aws.String(strconv.FormatInt(newNumber, 10)),
-	}); err != nil {
+	})
+	audit(ctx, "ModifyLaunchTemplate", pub.Region, []string{id, strconv.FormatInt(newNumber, 10)}, "make the version with "+image+" the default", err)
+	if err != nil {
 		return LaunchTemplateUsed{}, false, fmt.Errorf("making version %d the default: %w", newNumber, err)
 	}
 	return LaunchTemplateUsed{ID: id, Version: newNumber}, true, nil
@@ -445,4 +426,56 @@ func (p *Publish) updateTemplate(ctx context.Context, cl ec2x.PublishEC2, b Batc
 func publishToken(rotationID, templateID, image string) string {
 	sum := sha256.Sum256([]byte(strings.Join([]string{"amirotate-publish", rotationID, templateID, image}, "\x00")))
 	return hex.EncodeToString(sum[:])
+}
+
+// trackedTemplate is a launch template tagged amirotate:track=<instance>.
+type trackedTemplate struct{ id, name, instanceID string }
+
+// trackedTemplates lists the launch templates that track instanceIDs (one
+// paginated DescribeLaunchTemplates per chunk of ids; nil: every tracked
+// template). failed names the instances whose templates could not be
+// listed, with the error ("" for all of them when instanceIDs is nil).
+func trackedTemplates(ctx context.Context, cl ec2.DescribeLaunchTemplatesAPIClient, instanceIDs []string, pageSize int32) (found []trackedTemplate, failed map[string]error) {
+	wanted := map[string]bool{}
+	for _, id := range instanceIDs {
+		wanted[id] = true
+	}
+	chunks := slices.Collect(slices.Chunk(instanceIDs, filterChunk))
+	if instanceIDs == nil {
+		chunks = [][]string{{""}}
+	}
+	failed = map[string]error{}
+	for _, c := range chunks {
+		filter := ec2x.Filter("tag:"+rotation.TagTrack, c...)
+		if instanceIDs == nil {
+			filter = ec2x.Filter("tag-key", rotation.TagTrack)
+		}
+		in := &ec2.DescribeLaunchTemplatesInput{
+			Filters:    []types.Filter{filter},
+			MaxResults: aws.Int32(200),
+		}
+		if pageSize > 0 {
+			in.MaxResults = aws.Int32(pageSize)
+		}
+		pg := ec2.NewDescribeLaunchTemplatesPaginator(cl, in)
+		for pg.HasMorePages() {
+			page, err := pg.NextPage(ctx)
+			if err != nil {
+				for _, id := range c {
+					failed[id] = err
+				}
+				break
+			}
+			for _, lt := range page.LaunchTemplates {
+				for _, t := range lt.Tags {
+					// The tag's value is the instance; an API that ignored the
+					// filter cannot make us touch another template.
+					if aws.ToString(t.Key) == rotation.TagTrack && (instanceIDs == nil || wanted[aws.ToString(t.Value)]) {
+						found = append(found, trackedTemplate{id: aws.ToString(lt.LaunchTemplateId), name: aws.ToString(lt.LaunchTemplateName), instanceID: aws.ToString(t.Value)})
+					}
+				}
+			}
+		}
+	}
+	return found, failed
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/amirotate/amirotate/internal/rotation"
 )
@@ -15,17 +17,34 @@ import (
 const MaxProblems = 100
 
 // Report condenses a finished batch into a BatchResult, and the batch
-// results of a rotation into its Summary. It calls no AWS API.
-type Report struct{}
+// results of a rotation into its Summary. It calls no AWS API: the
+// rotation's metrics leave as a log line in CloudWatch's embedded metric
+// format (metrics.go).
+type Report struct {
+	// Metrics receives the rotation's metrics line; nil: none (a local run).
+	Metrics io.Writer
+	// Now is the clock the rotation's duration ends at (nil: time.Now).
+	Now func() time.Time
+}
 
 // Handle answers a BatchResult for {"batch": ...} and a ReportOut otherwise.
-func (Report) Handle(_ context.Context, in ReportIn) (json.RawMessage, error) {
+func (r Report) Handle(_ context.Context, in ReportIn) (json.RawMessage, error) {
 	var out any
 	switch {
 	case in.Batch != nil:
 		out = BatchResultOf(*in.Batch)
 	case in.Rotation != nil && in.Policy != nil:
-		out = ReportOut{Summary: Summarize(in)}
+		s := Summarize(in)
+		if r.Metrics != nil && !s.DryRun {
+			now := time.Now
+			if r.Now != nil {
+				now = r.Now
+			}
+			if err := writeMetrics(r.Metrics, s, now().Sub(in.Rotation.StartedAt), now()); err != nil {
+				return nil, fmt.Errorf("writing the rotation's metrics: %w", err)
+			}
+		}
+		out = ReportOut{Summary: s}
 	default:
 		return nil, rotation.Invalid("report", `input needs "batch", or "rotation" and "policy"`)
 	}
@@ -131,13 +150,20 @@ func BatchResultOf(b Batch) BatchResult {
 		}
 	}
 	for _, r := range b.Images {
-		if r.State != rotation.StateAvailable {
-			continue
-		}
-		if r.SourceImageID == "" {
-			res.ImagesCreated++
-		} else {
-			res.CopiesCreated++
+		copied := r.SourceImageID != ""
+		switch r.State {
+		case rotation.StateAvailable:
+			if copied {
+				res.CopiesCreated++
+			} else {
+				res.ImagesCreated++
+			}
+		case rotation.StateFailed, rotation.StateTimedOut, rotation.StateError:
+			if copied {
+				res.CopiesFailed++
+			} else {
+				res.ImagesFailed++
+			}
 		}
 	}
 	for _, p := range b.Published {
@@ -189,6 +215,8 @@ func Summarize(in ReportIn) Summary {
 		}
 		s.ImagesCreated += b.ImagesCreated
 		s.CopiesCreated += b.CopiesCreated
+		s.ImagesFailed += b.ImagesFailed
+		s.CopiesFailed += b.CopiesFailed
 		s.ImagesDeleted += b.ImagesDeleted
 		s.SnapshotsDeleted += b.SnapshotsDeleted
 		s.Published += b.Published

@@ -70,6 +70,7 @@ func (r *Retention) Handle(ctx context.Context, b Batch) (Batch, error) {
 	if err != nil {
 		return b, ec2x.Classify(err)
 	}
+	ctx = r.auditing(ctx, bc.policy.Name, b.Rotation.ID)
 	home := bc.home
 	b.Policy = bc.policy
 	if b.Error != nil {
@@ -115,6 +116,7 @@ func (r *Retention) HandleOthers(ctx context.Context, in RetentionOthersIn) (Ret
 	if err != nil {
 		return out, ec2x.Classify(err)
 	}
+	ctx = r.auditing(ctx, bc.policy.Name, in.Rotation.ID)
 	home := bc.home
 	in.Policy = bc.policy
 	exclude := make(map[string]bool, len(in.Exclude))
@@ -270,6 +272,8 @@ type regionPlan struct {
 	decisions []rotation.Decision
 	// synthetic are a dry run's stand-ins for the images it did not make.
 	synthetic map[string]bool
+	// images are the images listed (stand-ins excluded), for the inventory.
+	images []rotation.Image
 }
 
 // planRegion lists and plans one region.
@@ -294,9 +298,13 @@ func (r *Retention) planRegion(ctx context.Context, region string, job retention
 			}
 		}
 	}
-	rp := regionPlan{region: region}
+	rp := regionPlan{region: region, images: images}
 	in.Images, rp.synthetic = withPlanned(in.Images, region, job)
-	rp.decisions, err = r.plan(ctx, region, in)
+	var moved func(instanceID string) []string
+	if job.moved != nil {
+		moved = func(instanceID string) []string { return job.moved(region, instanceID) }
+	}
+	rp.decisions, err = r.plan(ctx, region, in, moved)
 	return rp, err
 }
 
@@ -365,7 +373,7 @@ func (r *Retention) execute(ctx context.Context, cl ec2x.RetentionEC2, dryRun bo
 				outcomes[i].deferred = true
 				return nil
 			}
-			outcomes[i].deletion = deleteImage(ctx, cl, d.ImageID, d.SnapshotIDs)
+			outcomes[i].deletion = deleteImage(ctx, cl, d.Region, d.ImageID, d.SnapshotIDs, "retention: "+d.Reason)
 			return nil
 		})
 	}

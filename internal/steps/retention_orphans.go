@@ -96,7 +96,7 @@ func (r *Retention) sweepRegion(ctx context.Context, p rotation.Policy, region s
 	// Gone already is not this run's deletion; in use means an image we
 	// could not see uses it: not an orphan.
 	var d deletion
-	deleteSnapshots(ctx, cl, orphans, &d)
+	deleteSnapshots(ctx, cl, region, orphans, "orphan: listed by no image", &d)
 	var failed map[string]string
 	for id, err := range d.failed {
 		setReason(&failed, id, fmt.Sprintf("deleting orphan snapshot in %s: %s", region, err))

@@ -24,11 +24,15 @@ const plannedPrefix = "planned:"
 // way a real run does (otherwise a dry run would report one deletion too
 // few per scope). The stand-ins never reach the report.
 func withPlanned(images []rotation.Image, region string, job retentionJob) ([]rotation.Image, map[string]bool) {
-	if len(job.planned) == 0 {
+	planned := job.planned
+	if job.preview {
+		planned = previewRecords(images, region, job)
+	}
+	if len(planned) == 0 {
 		return images, nil
 	}
 	synthetic := map[string]bool{}
-	for _, rec := range job.planned {
+	for _, rec := range planned {
 		if rec.Region != region {
 			continue
 		}
@@ -62,13 +66,35 @@ func withPlanned(images []rotation.Image, region string, job retentionJob) ([]ro
 	return images, synthetic
 }
 
+// previewRecords are the images the next rotation makes in region: one for
+// each instance with a provable image of the policy there.
+func previewRecords(images []rotation.Image, region string, job retentionJob) []rotation.Record {
+	seen := map[string]bool{}
+	var out []rotation.Record
+	for _, img := range images {
+		id := img.Tags[rotation.TagInstanceID]
+		if seen[id] || rotation.Unproven(img, job.policy.Name) != "" {
+			continue
+		}
+		seen[id] = true
+		out = append(out, rotation.Record{InstanceID: id, Region: region, State: rotation.StatePlanned})
+	}
+	return out
+}
+
 // plan runs the planner until every image it wants to delete has had its
 // references read: first without references (cheap: most images are kept,
 // and only delete candidates need the reference calls), then with the
 // references of the candidates. If a plan with references proposes an image
 // whose references were not read, those are read and the plan is made
-// again; after planRounds, anything still unread is kept.
-func (r *Retention) plan(ctx context.Context, region string, in rotation.PlanInput) ([]rotation.Decision, error) {
+// again; after planRounds, anything still unread is kept. The references
+// moved gives for an instance (those the next rotation moves away from its
+// images) are left out: only a preview has moved, nil elsewhere.
+func (r *Retention) plan(ctx context.Context, region string, in rotation.PlanInput, moved func(instanceID string) []string) ([]rotation.Decision, error) {
+	instanceOf := map[string]string{}
+	for _, img := range in.Images {
+		instanceOf[img.ID] = img.Tags[rotation.TagInstanceID]
+	}
 	checked := map[string]bool{}
 	in.References = map[string][]string{}
 	decisions := rotation.PlanRetention(in)
@@ -88,6 +114,9 @@ func (r *Retention) plan(ctx context.Context, region string, in rotation.PlanInp
 		}
 		for _, id := range fresh {
 			checked[id] = true
+			if moved != nil {
+				refs[id] = withoutMoved(refs[id], moved(instanceOf[id]))
+			}
 			if len(refs[id]) > 0 {
 				in.References[id] = refs[id]
 			}
@@ -113,6 +142,17 @@ func (r *Retention) plan(ctx context.Context, region string, in rotation.PlanInp
 		}
 	}
 	return decisions, nil
+}
+
+// withoutMoved returns refs without those that name a resource in moved
+// ("launch-template lt-1" also drops "launch-template lt-1 version 3 (default)").
+func withoutMoved(refs, moved []string) []string {
+	if len(moved) == 0 {
+		return refs
+	}
+	return slices.DeleteFunc(slices.Clone(refs), func(ref string) bool {
+		return slices.ContainsFunc(moved, func(m string) bool { return ref == m || strings.HasPrefix(ref, m+" ") })
+	})
 }
 
 // limit returns MaxResults for a listing: the test override, else def

@@ -80,4 +80,11 @@ type retentionJob struct {
 	exclude     map[string]bool   // others pass: this rotation's targets, neither pruned nor reported
 	hold        map[string]string // instance → why nothing of it may go
 	planned     []rotation.Record // dry run: images this rotation would have made
+	// preview (amirotate plan): every instance listed in a region gets a
+	// stand-in for the next rotation's image there, as planned does.
+	preview bool
+	// moved (preview) gives the references the next rotation's publish
+	// moves from an instance's images in a region to its new one (its SSM
+	// parameter, its tracked launch templates).
+	moved func(region, instanceID string) []string
 }

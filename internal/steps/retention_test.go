@@ -511,7 +511,7 @@ func TestRetention_FinishesWhatAnInterruptedRunLeft(t *testing.T) {
 	if _, err := w.ec2(rtHome).DeleteSnapshot(w.ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(snaps[1])}); err != nil {
 		t.Fatal(err)
 	}
-	o := deleteImage(w.ctx, w.ec2(rtHome), id, snaps)
+	o := deleteImage(w.ctx, w.ec2(rtHome), rtHome, id, snaps, "test")
 	if o.err != nil || len(o.failed) > 0 || len(o.inUse) > 0 {
 		t.Fatalf("deletion %+v; want success", o)
 	}

@@ -2,6 +2,7 @@ package steps
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -118,5 +119,18 @@ func TestRetention_ReportFitsStepFunctionsPayload(t *testing.T) {
 		if rep.KeptByRule != 7 || len(rep.Kept) != 1 || len(rep.Deleted) != 1 {
 			t.Fatalf("report %+v; want 7 counted, the in-use image listed, the deletion listed", rep)
 		}
+	}
+}
+
+func TestWithoutMoved_DropsTheMovedResourcesOnly(t *testing.T) {
+	refs := []string{"instance i-1", "launch-template lt-1", "launch-template lt-1 version 3 (default)",
+		"launch-template lt-12 version 1 (default)", "ssm-parameter /a/i-1/latest", "ssm-parameter /a/i-1/latest2"}
+	got := withoutMoved(refs, []string{"launch-template lt-1", "ssm-parameter /a/i-1/latest"})
+	want := []string{"instance i-1", "launch-template lt-12 version 1 (default)", "ssm-parameter /a/i-1/latest2"}
+	if !slices.Equal(got, want) {
+		t.Errorf("withoutMoved = %q, want %q", got, want)
+	}
+	if len(refs) != 6 {
+		t.Error("withoutMoved changed its input")
 	}
 }

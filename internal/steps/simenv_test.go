@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"slices"
@@ -236,15 +238,21 @@ func lambdaErrorType(t *testing.T, handler any, payload any) (string, string) {
 	return typ.Name(), err.Error()
 }
 
-// deadClients point at a closed endpoint: every call fails to connect.
+// deadClients reach an EC2 that answers every call with 503 Unavailable,
+// which outlives the SDK's retries as a RetryableError. (A refused
+// connection is a configuration problem, a FatalError: see ec2x.Explain.)
 func deadClients(t *testing.T) *ec2x.Clients {
-	srv := httptest.NewServer(nil)
-	url := srv.URL
-	srv.Close()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?>
+<Response><Errors><Error><Code>Unavailable</Code><Message>The service is unavailable.</Message></Error></Errors><RequestID>dead</RequestID></Response>`)
+	}))
+	t.Cleanup(srv.Close)
 	return ec2x.NewClients(aws.Config{
 		Region:       testHome,
 		Credentials:  credentials.NewStaticCredentialsProvider("AKID", "secret", ""),
-		BaseEndpoint: aws.String(url),
+		BaseEndpoint: aws.String(srv.URL),
 	}, ec2x.WithBackoff(fastBackoff{}))
 }
 

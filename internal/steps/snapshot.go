@@ -37,6 +37,7 @@ func (s *Snapshot) handle(ctx context.Context, b Batch) (Batch, error) {
 	if err != nil {
 		return Batch{}, err
 	}
+	ctx = s.auditing(ctx, bc.policy.Name, b.Rotation.ID)
 	p := bc.policy
 	client := s.EC2.In(bc.home)
 	b.Images = slices.Clone(b.Images) // never write into the caller's records
@@ -137,8 +138,10 @@ func (s *Snapshot) createImage(ctx context.Context, client ec2x.SnapshotEC2, p r
 			TagSpecifications: ec2x.TagSpecs(tags, types.ResourceTypeImage, types.ResourceTypeSnapshot),
 		})
 		if err != nil {
+			audit(ctx, "CreateImage", r.Region, []string{r.InstanceID}, "new image "+r.Name, err)
 			return "", fmt.Errorf("creating image %s of %s: %w", r.Name, r.InstanceID, err)
 		}
+		audit(ctx, "CreateImage", r.Region, []string{r.InstanceID, aws.ToString(out.ImageId)}, "new image "+r.Name, nil)
 		return aws.ToString(out.ImageId), nil
 	}
 	ours := func(img types.Image) error {

@@ -178,7 +178,7 @@ func TestSnapshot_ErrorNamesReachTheLambdaResponse(t *testing.T) {
 		t.Errorf("missing rotation id: errorType %q message %q", typ, msg)
 	}
 	if typ, _ := lambdaErrorType(t, NewSnapshot(deadClients(t), Env{}).Handle, good); typ != "RetryableError" {
-		t.Errorf("unreachable EC2: errorType %q, want RetryableError", typ)
+		t.Errorf("failing EC2: errorType %q, want RetryableError", typ)
 	}
 }
 

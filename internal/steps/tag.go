@@ -41,6 +41,7 @@ func (s *Tag) handle(ctx context.Context, b Batch) (Batch, error) {
 	if err != nil {
 		return Batch{}, err
 	}
+	ctx = s.auditing(ctx, bc.policy.Name, b.Rotation.ID)
 	p := bc.policy
 	b.Images = slices.Clone(b.Images) // never write into the caller's records
 	b.Policy = p
@@ -161,18 +162,22 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 	// Tag the new ones first: whoever looks for the latest image always
 	// finds one (two for a moment, never none).
 	for chunk := range slices.Chunk(newIDs, ec2x.MaxTagResources) {
-		if _, err := client.CreateTags(ctx, &ec2.CreateTagsInput{
+		_, err := client.CreateTags(ctx, &ec2.CreateTagsInput{
 			Resources: chunk,
 			Tags:      ec2x.Tags(map[string]string{rotation.TagLatest: rotation.LatestValue}),
-		}); err != nil {
+		})
+		audit(ctx, "CreateTags", region, chunk, "mark the new images "+rotation.TagLatest, err)
+		if err != nil {
 			return fmt.Errorf("tagging the new images latest: %w", err)
 		}
 	}
 	for chunk := range slices.Chunk(previousIDs, ec2x.MaxTagResources) {
-		if _, err := client.DeleteTags(ctx, &ec2.DeleteTagsInput{
+		_, err := client.DeleteTags(ctx, &ec2.DeleteTagsInput{
 			Resources: chunk,
 			Tags:      []types.Tag{{Key: aws.String(rotation.TagLatest)}},
-		}); err != nil && !ec2x.IsNotFound(err) {
+		})
+		audit(ctx, "DeleteTags", region, chunk, "the previous images are no longer "+rotation.TagLatest, err)
+		if err != nil && !ec2x.IsNotFound(err) {
 			return fmt.Errorf("removing latest from the previous images: %w", err)
 		}
 	}
@@ -219,9 +224,11 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 			}
 			if !deprecateAt.IsZero() {
 				if deprecateAt.After(now) {
-					if _, err := client.EnableImageDeprecation(ctx, &ec2.EnableImageDeprecationInput{
+					_, err := client.EnableImageDeprecation(ctx, &ec2.EnableImageDeprecationInput{
 						ImageId: aws.String(r.ImageID), DeprecateAt: aws.Time(deprecateAt),
-					}); err != nil {
+					})
+					audit(ctx, "EnableImageDeprecation", region, []string{r.ImageID}, "deprecateAfterDays: at "+deprecateAt.Format(time.RFC3339), err)
+					if err != nil {
 						fail("setting deprecation", err)
 					}
 				} else {
@@ -236,9 +243,11 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 				if public {
 					perm.Add = append(perm.Add, types.LaunchPermission{Group: types.PermissionGroupAll})
 				}
-				if _, err := client.ModifyImageAttribute(ctx, &ec2.ModifyImageAttributeInput{
+				_, err := client.ModifyImageAttribute(ctx, &ec2.ModifyImageAttributeInput{
 					ImageId: aws.String(r.ImageID), LaunchPermission: perm,
-				}); err != nil {
+				})
+				audit(ctx, "ModifyImageAttribute", region, []string{r.ImageID}, fmt.Sprintf("shareWith: %v", p.ShareWith), err)
+				if err != nil {
 					fail("sharing image", err)
 				}
 			}
@@ -247,12 +256,14 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 			// snapshot would expose the disk to every account.
 			if len(users) > 0 {
 				for _, sn := range own[r.ImageID] {
-					if _, err := client.ModifySnapshotAttribute(ctx, &ec2.ModifySnapshotAttributeInput{
+					_, err := client.ModifySnapshotAttribute(ctx, &ec2.ModifySnapshotAttributeInput{
 						SnapshotId:    aws.String(sn),
 						Attribute:     types.SnapshotAttributeNameCreateVolumePermission,
 						OperationType: types.OperationTypeAdd,
 						UserIds:       users,
-					}); err != nil {
+					})
+					audit(ctx, "ModifySnapshotAttribute", region, []string{sn}, fmt.Sprintf("shareWith: %v (snapshot of %s)", users, r.ImageID), err)
+					if err != nil {
 						fail("sharing snapshot "+sn, err)
 					}
 				}

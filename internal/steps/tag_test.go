@@ -166,7 +166,7 @@ func TestTag_ErrorNamesReachTheLambdaResponse(t *testing.T) {
 		t.Errorf("bad rotation id: errorType %q message %q", typ, msg)
 	}
 	if typ, _ := lambdaErrorType(t, NewTag(deadClients(t), Env{}).Handle, b); typ != "RetryableError" {
-		t.Errorf("unreachable EC2: errorType %q, want RetryableError", typ)
+		t.Errorf("failing EC2: errorType %q, want RetryableError", typ)
 	}
 }
 
