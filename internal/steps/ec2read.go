@@ -37,28 +37,15 @@ func describeImagesByID(ctx context.Context, client ec2.DescribeImagesAPIClient,
 }
 
 // describeImages lists the account's images whose filter matches one of
-// values, keyed by key: one paginated DescribeImages per MaxFilterValues
-// values (more than a batch ever has in a region). Deprecated and disabled
-// images are included: a name is taken by them too, and a disabled image
-// must not look gone.
+// values, keyed by key (see imagesMatching).
 func describeImages(ctx context.Context, client ec2.DescribeImagesAPIClient, filter string, values []string, key func(types.Image) *string) (map[string]types.Image, error) {
-	found := map[string]types.Image{}
-	for chunk := range slices.Chunk(values, ec2x.MaxFilterValues) {
-		pages := ec2.NewDescribeImagesPaginator(client, &ec2.DescribeImagesInput{
-			Owners:            []string{"self"},
-			Filters:           []types.Filter{ec2x.Filter(filter, chunk...)},
-			IncludeDeprecated: aws.Bool(true),
-			IncludeDisabled:   aws.Bool(true),
-		})
-		for pages.HasMorePages() {
-			page, err := pages.NextPage(ctx)
-			if err != nil {
-				return nil, err
-			}
-			for _, img := range page.Images {
-				found[aws.ToString(key(img))] = img
-			}
-		}
+	images, err := imagesMatching(ctx, client, filter, values)
+	if err != nil {
+		return nil, err
+	}
+	found := make(map[string]types.Image, len(images))
+	for _, img := range images {
+		found[aws.ToString(key(img))] = img
 	}
 	return found, nil
 }
@@ -151,15 +138,22 @@ func newestImages(ctx context.Context, client ec2.DescribeImagesAPIClient, regio
 }
 
 // imagesOfInstances lists the account's images that match filters and are
-// tagged for one of instanceIDs, in chunks of MaxFilterValues ids.
-// Deprecated and disabled images are included: a disabled image keeps its
-// tags, and enabled again it is still there.
+// tagged for one of instanceIDs (see imagesMatching).
 func imagesOfInstances(ctx context.Context, client ec2.DescribeImagesAPIClient, instanceIDs []string, filters ...types.Filter) ([]types.Image, error) {
+	return imagesMatching(ctx, client, "tag:"+rotation.TagInstanceID, instanceIDs, filters...)
+}
+
+// imagesMatching lists the account's images whose filter name matches one
+// of values and that match filters: one paginated DescribeImages per
+// MaxFilterValues values (more than a batch ever has in a region).
+// Deprecated and disabled images are included: a name is taken by them
+// too, a disabled image must not look gone, and it keeps its tags.
+func imagesMatching(ctx context.Context, client ec2.DescribeImagesAPIClient, name string, values []string, filters ...types.Filter) ([]types.Image, error) {
 	var out []types.Image
-	for chunk := range slices.Chunk(instanceIDs, ec2x.MaxFilterValues) {
+	for chunk := range slices.Chunk(values, ec2x.MaxFilterValues) {
 		pages := ec2.NewDescribeImagesPaginator(client, &ec2.DescribeImagesInput{
 			Owners:            []string{"self"},
-			Filters:           append(slices.Clone(filters), ec2x.Filter("tag:"+rotation.TagInstanceID, chunk...)),
+			Filters:           append(slices.Clone(filters), ec2x.Filter(name, chunk...)),
 			IncludeDeprecated: aws.Bool(true),
 			IncludeDisabled:   aws.Bool(true),
 		})
