@@ -214,16 +214,16 @@ func TestCopy_ErrorNamesReachTheLambdaResponse(t *testing.T) {
 
 	bad := b
 	bad.Policy.CopyTo = []rotation.CopyTarget{{Region: testHome}}
-	if typ, msg := lambdaErrorType(t, NewCopy(e.clients, Env{}).Handle, bad); typ != "InvalidInputError" || !strings.Contains(msg, "copyTo[0]") {
+	if typ, msg := lambdaErrorType(t, NewCopy(e.clients, Env{Now: e.now}).Handle, bad); typ != "InvalidInputError" || !strings.Contains(msg, "copyTo[0]") {
 		t.Errorf("copy into the home region: errorType %q message %q", typ, msg)
 	}
 	noName := b
 	noName.Policy.Name = ""
-	if typ, msg := lambdaErrorType(t, NewCopy(e.clients, Env{}).Handle, noName); typ != "InvalidInputError" || !strings.Contains(msg, "name") {
+	if typ, msg := lambdaErrorType(t, NewCopy(e.clients, Env{Now: e.now}).Handle, noName); typ != "InvalidInputError" || !strings.Contains(msg, "name") {
 		t.Errorf("policy without a name: errorType %q message %q", typ, msg)
 	}
 	// Copy defers what throttling refused; reading source tags is what can fail the step.
-	if typ, _ := lambdaErrorType(t, NewCopy(deadClients(t), Env{}).Handle, b); typ != "RetryableError" {
+	if typ, _ := lambdaErrorType(t, NewCopy(deadClients(t), Env{Now: e.now}).Handle, b); typ != "RetryableError" {
 		t.Errorf("failing EC2: errorType %q, want RetryableError", typ)
 	}
 }

@@ -156,7 +156,7 @@ func TestDiscover_TagChangeInAnotherRegionIsRefused(t *testing.T) {
 
 func TestDiscover_MalformedPoliciesAndEventsAreInvalidInput(t *testing.T) {
 	e := newSimEnv(t)
-	h := NewDiscover(e.clients, Env{}).Handle
+	h := NewDiscover(e.clients, Env{Now: e.now}).Handle
 	tests := []struct {
 		name, input, field string
 	}{
@@ -213,14 +213,14 @@ func TestDiscover_MalformedPoliciesAndEventsAreInvalidInput(t *testing.T) {
 
 func TestDiscover_ErrorNamesReachTheLambdaResponse(t *testing.T) {
 	in := scheduleInput("")
-	if typ, _ := lambdaErrorType(t, NewDiscover(deadClients(t), Env{}).Handle, in); typ != "RetryableError" {
+	if typ, _ := lambdaErrorType(t, NewDiscover(deadClients(t), Env{Now: fixedNow(testStart)}).Handle, in); typ != "RetryableError" {
 		t.Errorf("failing EC2: errorType %q, want RetryableError", typ)
 	}
 	e := newSimEnv(t)
 	if err := e.sim.Inject(ec2sim.Fault{Action: "DescribeInstances", Code: "UnauthorizedOperation"}); err != nil {
 		t.Fatal(err)
 	}
-	if typ, _ := lambdaErrorType(t, NewDiscover(e.clients, Env{}).Handle, in); typ != "FatalError" {
+	if typ, _ := lambdaErrorType(t, NewDiscover(e.clients, Env{Now: e.now}).Handle, in); typ != "FatalError" {
 		t.Errorf("unauthorized: errorType %q, want FatalError", typ)
 	}
 }

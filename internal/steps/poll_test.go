@@ -171,17 +171,17 @@ func TestPoll_ErrorNamesReachTheLambdaResponse(t *testing.T) {
 	}
 	bad := b
 	bad.InstanceIDs = []string{"i-nothex"}
-	if typ, msg := lambdaErrorType(t, NewPoll(e.clients, Env{}).Handle, bad); typ != "InvalidInputError" || !strings.Contains(msg, "instanceIds[0]") {
+	if typ, msg := lambdaErrorType(t, NewPoll(e.clients, Env{Now: e.now}).Handle, bad); typ != "InvalidInputError" || !strings.Contains(msg, "instanceIds[0]") {
 		t.Errorf("bad instance id: errorType %q message %q", typ, msg)
 	}
-	if typ, _ := lambdaErrorType(t, NewPoll(deadClients(t), Env{}).Handle, b); typ != "RetryableError" {
+	if typ, _ := lambdaErrorType(t, NewPoll(deadClients(t), Env{Now: e.now}).Handle, b); typ != "RetryableError" {
 		t.Errorf("failing EC2: errorType %q, want RetryableError", typ)
 	}
 	// Throttling that outlives every SDK retry.
 	if err := e.sim.Inject(ec2sim.Fault{Action: "DescribeImages", Code: "RequestLimitExceeded", Probability: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if typ, _ := lambdaErrorType(t, NewPoll(e.clients, Env{}).Handle, b); typ != "RetryableError" {
+	if typ, _ := lambdaErrorType(t, NewPoll(e.clients, Env{Now: e.now}).Handle, b); typ != "RetryableError" {
 		t.Errorf("throttled: errorType %q, want RetryableError", typ)
 	}
 }

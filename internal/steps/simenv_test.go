@@ -284,3 +284,6 @@ func containsAll(have []string, want ...string) bool {
 	}
 	return true
 }
+
+// fixedNow is a clock that always reads t.
+func fixedNow(t time.Time) func() time.Time { return func() time.Time { return t } }

@@ -168,16 +168,16 @@ func TestSnapshot_ErrorNamesReachTheLambdaResponse(t *testing.T) {
 
 	bad := good
 	bad.Policy.Retention = rotation.Retention{}
-	typ, msg := lambdaErrorType(t, NewSnapshot(e.clients, Env{}).Handle, bad)
+	typ, msg := lambdaErrorType(t, NewSnapshot(e.clients, Env{Now: e.now}).Handle, bad)
 	if typ != "InvalidInputError" || !strings.Contains(msg, "retention") {
 		t.Errorf("bad policy: errorType %q message %q", typ, msg)
 	}
 	noRotation := good
 	noRotation.Rotation.ID = ""
-	if typ, msg := lambdaErrorType(t, NewSnapshot(e.clients, Env{}).Handle, noRotation); typ != "InvalidInputError" || !strings.Contains(msg, "rotation.id") {
+	if typ, msg := lambdaErrorType(t, NewSnapshot(e.clients, Env{Now: e.now}).Handle, noRotation); typ != "InvalidInputError" || !strings.Contains(msg, "rotation.id") {
 		t.Errorf("missing rotation id: errorType %q message %q", typ, msg)
 	}
-	if typ, _ := lambdaErrorType(t, NewSnapshot(deadClients(t), Env{}).Handle, good); typ != "RetryableError" {
+	if typ, _ := lambdaErrorType(t, NewSnapshot(deadClients(t), Env{Now: e.now}).Handle, good); typ != "RetryableError" {
 		t.Errorf("failing EC2: errorType %q, want RetryableError", typ)
 	}
 }

@@ -151,7 +151,7 @@ func TestTag_PublicOnlyWithAllowPublic(t *testing.T) {
 		t.Errorf("launch permissions = %+v, want group all", attr.LaunchPermissions)
 	}
 	b.Policy.AllowPublic = false
-	if typ, msg := lambdaErrorType(t, NewTag(e.clients, Env{}).Handle, b); typ != "InvalidInputError" || !strings.Contains(msg, "allowPublic") {
+	if typ, msg := lambdaErrorType(t, NewTag(e.clients, Env{Now: e.now}).Handle, b); typ != "InvalidInputError" || !strings.Contains(msg, "allowPublic") {
 		t.Errorf("public without allowPublic: errorType %q message %q", typ, msg)
 	}
 }
@@ -162,10 +162,10 @@ func TestTag_ErrorNamesReachTheLambdaResponse(t *testing.T) {
 	b := e.availableSources(ctx, testPolicy(t, ""), e.run(testHome, 1, nil))
 	bad := b
 	bad.Rotation.ID = "yesterday"
-	if typ, msg := lambdaErrorType(t, NewTag(e.clients, Env{}).Handle, bad); typ != "InvalidInputError" || !strings.Contains(msg, "rotation.id") {
+	if typ, msg := lambdaErrorType(t, NewTag(e.clients, Env{Now: e.now}).Handle, bad); typ != "InvalidInputError" || !strings.Contains(msg, "rotation.id") {
 		t.Errorf("bad rotation id: errorType %q message %q", typ, msg)
 	}
-	if typ, _ := lambdaErrorType(t, NewTag(deadClients(t), Env{}).Handle, b); typ != "RetryableError" {
+	if typ, _ := lambdaErrorType(t, NewTag(deadClients(t), Env{Now: e.now}).Handle, b); typ != "RetryableError" {
 		t.Errorf("failing EC2: errorType %q, want RetryableError", typ)
 	}
 }
