@@ -27,7 +27,6 @@ const (
 	ReasonNewest       = "newest"                    // the newest available image of its scope
 	ReasonWithinKeep   = "within-keep"               // among the newest `keep`
 	ReasonWithinAge    = "within-max-age"            // younger than maxAgeDays
-	ReasonUnknownAge   = "unknown-age"               // neither its rotation tag nor its creation date gives a time
 	ReasonDuplicate    = "duplicate-listing"         // listed more than once: the listing cannot be trusted
 	ReasonNoRule       = "no-retention-rule"         // keep and maxAgeDays both 0: nothing says what may go
 )
@@ -73,11 +72,12 @@ type planned struct {
 //   - it is older than this rotation (in.Now): a run never deletes an image
 //     it made, nor one of a later rotation;
 //   - it is not tagged amirotate:keep and not deregistration-protected;
-//   - it is available, its time is known, and nothing references it;
+//   - it is available and nothing references it;
 //   - it is not the newest available image of its scope (instance, region,
-//     and source or copy), nor among the newest `keep` of them;
-//   - it is not younger than maxAgeDays (counted from its rotation time,
-//     else its creation date, to in.Now).
+//     source or copy, scheduled or rebuild), nor among the newest `keep` of
+//     them;
+//   - it is not younger than maxAgeDays (counted from its rotation time to
+//     in.Now).
 //
 // When a rule sets both keep and maxAgeDays, an image survives if either
 // keeps it: the union is the safer reading of "keep 7 and 30 days".
@@ -119,9 +119,8 @@ func PlanRetention(in PlanInput) []Decision {
 		it := &items[i]
 		it.img = img
 		it.scope = scopeKey{region: img.Region, instance: img.Tags[TagInstanceID], copy: IsCopy(img.Tags), rebuild: IsRebuild(img.Tags)}
-		var known bool
-		it.when, known = imageTime(img)
-		it.reason, it.ranked = standingReason(in, img, seen[img.ID] > 1, known)
+		it.when = imageTime(img)
+		it.reason, it.ranked = standingReason(in, img, it.when, seen[img.ID] > 1)
 		if it.ranked {
 			groups[it.scope] = append(groups[it.scope], it)
 		}
@@ -184,25 +183,23 @@ func PlanRetention(in PlanInput) []Decision {
 // The order of the checks only decides which reason a report names.
 //
 // ranked says whether the image competes for the newest/keep slots of its
-// scope: every usable image of ours does (available, with a known time),
-// including one another rule keeps anyway.
-func standingReason(in PlanInput, img *Image, duplicate, timeKnown bool) (reason string, ranked bool) {
+// scope: every available image of ours does, including one another rule
+// keeps anyway.
+func standingReason(in PlanInput, img *Image, made time.Time, duplicate bool) (reason string, ranked bool) {
 	instance := img.Tags[TagInstanceID]
-	switch {
-	case duplicate:
+	if duplicate {
 		return ReasonDuplicate, false
 	}
 	if why := Unproven(*img, in.Policy.Name); why != "" {
 		return withDetail(ReasonNotManaged, why), false
 	}
-	switch {
-	case in.Scope != nil && !in.Scope[instance]:
+	if in.Scope != nil && !in.Scope[instance] {
 		return ReasonOutOfScope, false
 	}
 	if why, held := in.Hold[instance]; held {
 		return withDetail(ReasonHold, why), false
 	}
-	ranked = img.State == StateAvailable && timeKnown
+	ranked = img.State == StateAvailable
 	switch {
 	case KeepTagged(img.Tags):
 		return ReasonKeepTag, ranked
@@ -210,10 +207,8 @@ func standingReason(in PlanInput, img *Image, duplicate, timeKnown bool) (reason
 		return ReasonProtected, ranked
 	case img.State != StateAvailable:
 		return withDetail(ReasonNotAvailable, img.State), false
-	case !timeKnown:
-		return ReasonUnknownAge, false
 	}
-	if t, _ := imageTime(img); !t.Before(in.Now) {
+	if !made.Before(in.Now) {
 		// A backdated run, a redrive or a Scheduler retry may rotate at a
 		// time older than images already made: never prune those.
 		return ReasonNotOlder, ranked
@@ -242,13 +237,11 @@ func describeReferences(refs []string) string {
 }
 
 // imageTime is when an image was made: its rotation tag, which copies share
-// with their source, else EC2's creation date. ok is false when neither
-// gives a time.
-func imageTime(img *Image) (t time.Time, ok bool) {
-	if t, ok := parseRotationID(img.Tags[TagRotation]); ok {
-		return t, true
-	}
-	return img.CreatedAt, !img.CreatedAt.IsZero()
+// with their source. Every provable image has one (Unproven); the others are
+// kept before their time matters.
+func imageTime(img *Image) time.Time {
+	t, _ := parseRotationID(img.Tags[TagRotation])
+	return t
 }
 
 // newerFirst orders by time, newest first, then creation date, newest

@@ -167,13 +167,13 @@ func (o *oracle) sameScope(i, j int) bool {
 
 // rank counts the rankable images of i's scope that are newer than i.
 func (o *oracle) rank(i int) int {
-	ti, _ := imageTime(&o.in.Images[i])
+	ti := imageTime(&o.in.Images[i])
 	r := 0
 	for j := range o.in.Images {
 		if j == i || !o.rankable[j] || !o.sameScope(i, j) {
 			continue
 		}
-		tj, _ := imageTime(&o.in.Images[j])
+		tj := imageTime(&o.in.Images[j])
 		a, b := o.in.Images[i], o.in.Images[j]
 		if tj.After(ti) || (tj.Equal(ti) && (b.CreatedAt.After(a.CreatedAt) ||
 			(b.CreatedAt.Equal(a.CreatedAt) && b.ID < a.ID))) {
@@ -198,7 +198,7 @@ func (o *oracle) shouldDelete(i int) bool {
 		rule = *o.in.Policy.CopyRetention
 	}
 	r := o.rank(i)
-	t, _ := imageTime(&img)
+	t := imageTime(&img)
 	youngEnough := rule.MaxAgeDays > 0 && o.in.Now.Sub(t) < time.Duration(rule.MaxAgeDays)*24*time.Hour
 	return r > 0 && r >= rule.Keep && !youngEnough
 }
