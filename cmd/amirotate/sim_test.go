@@ -46,27 +46,33 @@ func (b syncBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func TestRunSim_ServesUntilCancelled(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
+// startSimCommand runs `amirotate sim` on a free port with args until ctx ends, and
+// returns the endpoint it prints and where its result arrives.
+func startSimCommand(t *testing.T, ctx context.Context, args ...string) (string, <-chan error) {
+	t.Helper()
 	out := syncBuffer{lines: make(chan string, 64)}
 	done := make(chan error, 1)
 	go func() {
-		done <- runSim(ctx, []string{"--addr", "127.0.0.1:0", "--regions", "us-east-1"}, out, io.Discard)
+		done <- runSim(ctx, append([]string{"--addr", "127.0.0.1:0", "--regions", "us-east-1"}, args...), out, io.Discard)
 	}()
-
-	var url string
-	for url == "" {
+	for {
 		select {
 		case s := <-out.lines:
 			if _, rest, ok := strings.Cut(s, "export AWS_ENDPOINT_URL_EC2="); ok {
-				url, _, _ = strings.Cut(rest, "\n")
+				url, _, _ := strings.Cut(rest, "\n")
+				return url, done
 			}
 		case err := <-done:
 			t.Fatalf("runSim returned before serving: %v", err)
-		case <-time.After(10 * time.Second):
-			t.Fatal("no endpoint printed within 10s")
+		case <-time.After(30 * time.Second):
+			t.Fatal("no endpoint printed within 30s")
 		}
 	}
+}
+
+func TestRunSim_ServesUntilCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	url, done := startSimCommand(t, ctx)
 	resp, err := http.Get(url + "/_sim/stats")
 	if err != nil {
 		t.Fatal(err)
@@ -101,24 +107,7 @@ func TestParseSimFlags_StrictNeedsATemplate(t *testing.T) {
 func TestRunSim_EnforcesATemplate(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := syncBuffer{lines: make(chan string, 64)}
-	done := make(chan error, 1)
-	go func() {
-		done <- runSim(ctx, []string{"--addr", "127.0.0.1:0", "--regions", "us-east-1", "--template", "local", "--strict"}, out, io.Discard)
-	}()
-	var url string
-	for url == "" {
-		select {
-		case s := <-out.lines:
-			if _, rest, ok := strings.Cut(s, "export AWS_ENDPOINT_URL_EC2="); ok {
-				url, _, _ = strings.Cut(rest, "\n")
-			}
-		case err := <-done:
-			t.Fatalf("runSim returned before serving: %v", err)
-		case <-time.After(30 * time.Second):
-			t.Fatal("no endpoint printed within 30s")
-		}
-	}
+	url, _ := startSimCommand(t, ctx, "--template", "local", "--strict")
 	call := func(key string) error {
 		cfg := ec2sim.AWSConfig(url, "us-east-1")
 		cfg.Credentials = credentials.NewStaticCredentialsProvider(key, "local", "")
