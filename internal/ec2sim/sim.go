@@ -569,6 +569,25 @@ func (st Stats) Total(action string) int {
 	return n
 }
 
+// FirstAttempts is st without the clients' retries of a call (a transport
+// hiccup on a loaded machine, a throttled attempt): the calls the caller's
+// own code made, which is what a test of "one call per region" counts.
+func (st Stats) FirstAttempts() Stats {
+	calls := copyCounts(st.Calls)
+	for r, m := range st.Retried {
+		for a, n := range m {
+			calls[r][a] -= n
+			if calls[r][a] == 0 {
+				delete(calls[r], a)
+			}
+		}
+		if len(calls[r]) == 0 {
+			delete(calls, r)
+		}
+	}
+	return Stats{Calls: calls, Throttled: st.Throttled, Faulted: st.Faulted}
+}
+
 // Stats returns a copy of the counters.
 func (s *Sim) Stats() Stats {
 	s.mu.Lock()

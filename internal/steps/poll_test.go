@@ -33,8 +33,8 @@ func TestPoll_OneDescribeImagesPerRegionWhateverTheNumberOfImages(t *testing.T) 
 			}
 			// Retries of a call (a transport hiccup on a loaded machine) are
 			// the SDK's, not poll's: count first attempts.
-			if st := e.sim.Stats(); firstAttempts(st, testHome, "DescribeImages") != 1 || len(st.Calls) != 1 {
-				t.Errorf("polling %d pending sources: calls %v (retries %v), want one DescribeImages in %s", n, st.Calls, st.Retried, testHome)
+			if st := e.sim.Stats().FirstAttempts(); st.Calls[testHome]["DescribeImages"] != 1 || st.Total("") != 1 {
+				t.Errorf("polling %d pending sources: calls %v, want one DescribeImages in %s", n, st.Calls, testHome)
 			}
 			e.clock.Advance(2 * time.Minute)
 			if b, err = e.poll().Handle(ctx, b); err != nil {
@@ -53,14 +53,14 @@ func TestPoll_OneDescribeImagesPerRegionWhateverTheNumberOfImages(t *testing.T) 
 			if b, err = e.poll().Handle(ctx, b); err != nil {
 				t.Fatal(err)
 			}
-			st := e.sim.Stats()
+			st := e.sim.Stats().FirstAttempts()
 			for _, r := range []string{"eu-west-1", "ap-southeast-2"} {
-				if got := firstAttempts(st, r, "DescribeImages"); got != 1 {
+				if got := st.Calls[r]["DescribeImages"]; got != 1 {
 					t.Errorf("%s: DescribeImages = %d, want 1", r, got)
 				}
 			}
-			if st.Total("")-retries(st) != 2 {
-				t.Errorf("poll of %d copies made %d calls: %v (retries %v)", 2*n, st.Total("")-retries(st), st.Calls, st.Retried)
+			if st.Total("") != 2 {
+				t.Errorf("poll of %d copies made %d calls: %v", 2*n, st.Total(""), st.Calls)
 			}
 		})
 	}
@@ -320,21 +320,4 @@ func TestPoll_RerunFindsADisabledImageAndLeavesIt(t *testing.T) {
 	if got := recordsIn(out, rotation.StateError); len(got) != 1 || !strings.Contains(got[0].Error, "disabled") {
 		t.Errorf("records = %+v, want one error naming the disabled image", out.Images)
 	}
-}
-
-// retries counts every retried call.
-func retries(st ec2sim.Stats) int {
-	n := 0
-	for _, m := range st.Retried {
-		for _, c := range m {
-			n += c
-		}
-	}
-	return n
-}
-
-// firstAttempts counts the calls of action in region that were not an SDK
-// retry of an earlier attempt.
-func firstAttempts(st ec2sim.Stats, region, action string) int {
-	return st.Calls[region][action] - st.Retried[region][action]
 }

@@ -100,7 +100,7 @@ func TestSnapshot_DuplicatedInvocationMakesOneImage(t *testing.T) {
 	if n := len(e.images(testHome)); n != len(ids) {
 		t.Errorf("images = %d, want %d (one per instance)", n, len(ids))
 	}
-	if n := e.sim.Stats().Calls[testHome]["CreateImage"]; n != 4*len(ids) {
+	if n := e.sim.Stats().FirstAttempts().Calls[testHome]["CreateImage"]; n != 4*len(ids) {
 		t.Errorf("CreateImage calls = %d, want %d", n, 4*len(ids))
 	}
 }
