@@ -10,7 +10,8 @@ import (
 
 // A minimal Auto Scaling (query protocol, Version 2011-01-01): launch
 // configurations and groups are stored so that tools can see which images
-// groups use; groups launch no instances.
+// groups use, and instance refreshes run on the clock (refreshes.go);
+// groups launch no instances.
 
 const autoScalingNamespace = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
 
@@ -47,6 +48,9 @@ var autoScalingActions = map[string]queryHandler{
 	"CreateAutoScalingGroup":       (*Sim).asCreateAutoScalingGroup,
 	"DescribeAutoScalingGroups":    (*Sim).asDescribeAutoScalingGroups,
 	"DeleteAutoScalingGroup":       (*Sim).asDeleteAutoScalingGroup,
+	"StartInstanceRefresh":         (*Sim).asStartInstanceRefresh,
+	"DescribeInstanceRefreshes":    (*Sim).asDescribeInstanceRefreshes,
+	"CancelInstanceRefresh":        (*Sim).asCancelInstanceRefresh,
 }
 
 func (s *Sim) serveAutoScaling(w http.ResponseWriter, r *http.Request, regionName string, p params) {
@@ -334,6 +338,7 @@ func (s *Sim) asDescribeAutoScalingGroups(c *call) *apiError {
 		}
 		return true
 	}
+	c.r.settleRefreshes(c.now)
 	page, next, err := asDescribe(p, c.r.asgs, p.members("AutoScalingGroupNames"),
 		func(g *autoScalingGroup) uint64 { return g.seq }, match, "asgs")
 	if err != nil {
@@ -412,5 +417,6 @@ func (s *Sim) asDeleteAutoScalingGroup(c *call) *apiError {
 		return asValidation("AutoScalingGroup name not found - AutoScalingGroup '%s' not found", name)
 	}
 	delete(c.r.asgs, name)
+	delete(c.r.refreshes, name)
 	return nil
 }

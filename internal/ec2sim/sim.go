@@ -121,6 +121,9 @@ type region struct {
 
 	asgs          map[string]*autoScalingGroup
 	launchConfigs map[string]*launchConfiguration
+	// refreshes: group → its instance refreshes, newest first.
+	refreshes      map[string][]*instanceRefresh
+	refreshScripts map[string]refreshScript
 
 	buckets map[string]*bucket
 }
