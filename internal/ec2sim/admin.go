@@ -22,8 +22,8 @@ import (
 //	DELETE /_sim/faults      drop every rule
 //	GET    /_sim/throttling  {"enabled":bool}
 //	POST   /_sim/throttling  {"enabled":bool}, or ?enabled=on|off, or a body "on"/"off"
-//	GET    /_sim/clock       {"now":"RFC3339","manual":bool}
-//	POST   /_sim/clock       {"advance":"90s"} or {"set":"RFC3339"} (manual clock only)
+//	GET    /_sim/clock       {"now":"RFC3339","manual":bool,"adjustable":bool}
+//	POST   /_sim/clock       {"advance":"90s"} or {"set":"RFC3339"} (a manual or shifted clock only)
 //	GET    /_sim/health      {"ok":true,"regions":[...]}
 func (s *Sim) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/_sim"), "/")
@@ -71,11 +71,12 @@ func (s *Sim) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		adminJSON(w, map[string]bool{"enabled": on})
 	case path == "/clock" && r.Method == http.MethodGet:
 		_, manual := s.clock.(*ManualClock)
-		adminJSON(w, map[string]any{"now": s.Now().Format(time.RFC3339Nano), "manual": manual})
+		_, adjustable := s.clock.(AdjustableClock)
+		adminJSON(w, map[string]any{"now": s.Now().Format(time.RFC3339Nano), "manual": manual, "adjustable": adjustable})
 	case path == "/clock" && r.Method == http.MethodPost:
-		mc, ok := s.clock.(*ManualClock)
+		mc, ok := s.clock.(AdjustableClock)
 		if !ok {
-			adminError(w, http.StatusConflict, "clock: the simulator runs on the wall clock")
+			adminError(w, http.StatusConflict, "clock: the simulator runs on the wall clock (amirotate sim --stack runs on one that can be advanced)")
 			return
 		}
 		var req struct {
@@ -102,7 +103,8 @@ func (s *Sim) serveAdmin(w http.ResponseWriter, r *http.Request) {
 			}
 			mc.Set(t)
 		}
-		adminJSON(w, map[string]any{"now": s.Now().Format(time.RFC3339Nano), "manual": true})
+		_, manual := s.clock.(*ManualClock)
+		adminJSON(w, map[string]any{"now": s.Now().Format(time.RFC3339Nano), "manual": manual, "adjustable": true})
 	case path == "/health":
 		adminJSON(w, map[string]any{"ok": true, "regions": s.Regions()})
 	default:

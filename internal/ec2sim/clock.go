@@ -57,3 +57,48 @@ func (c *ManualClock) Set(t time.Time) {
 	}
 	c.mu.Unlock()
 }
+
+// AdjustableClock is a Clock that POST /_sim/clock may move forward.
+type AdjustableClock interface {
+	Clock
+	Advance(d time.Duration)
+	Set(t time.Time)
+}
+
+// ShiftedClock is the wall clock moved forward by an offset that only
+// grows: time runs on as usual, and a test or a person can still skip a
+// day (the local stack, whose schedules fire on the simulator's clock while
+// its images become available in seconds). Safe for concurrent use.
+type ShiftedClock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+// NewShiftedClock returns the wall clock, not shifted yet.
+func NewShiftedClock() *ShiftedClock { return &ShiftedClock{} }
+
+// Now returns the wall time plus the offset (UTC).
+func (c *ShiftedClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().UTC().Add(c.offset)
+}
+
+// Advance moves the clock forward by d (negative d is ignored).
+func (c *ShiftedClock) Advance(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	c.mu.Lock()
+	c.offset += d
+	c.mu.Unlock()
+}
+
+// Set moves the clock to t if t is later than now.
+func (c *ShiftedClock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d := t.Sub(time.Now().UTC().Add(c.offset)); d > 0 {
+		c.offset += d
+	}
+}

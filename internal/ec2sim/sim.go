@@ -85,13 +85,14 @@ type Sim struct {
 	rng         *rand.Rand
 	seq         uint64
 
-	throttling bool
-	authz      Authorizer
-	faults     []*faultRule
-	calls      map[string]map[string]int
-	retried    map[string]map[string]int
-	throttled  int
-	faulted    int
+	throttling  bool
+	authz       Authorizer
+	onTagChange func(TagChange)
+	faults      []*faultRule
+	calls       map[string]map[string]int
+	retried     map[string]map[string]int
+	throttled   int
+	faulted     int
 }
 
 // region holds everything of one region. Lists are kept in creation order

@@ -83,8 +83,10 @@ func (s *Sim) createTags(c *call) *apiError {
 		}
 		maps = append(maps, m)
 	}
-	for _, m := range maps {
+	for i, m := range maps {
+		before := cloneTags(*m)
 		*m, _ = applyTags(*m, tags)
+		s.noteTagChange(c, ids[i], before, *m)
 	}
 	c.w.boolean("return", true)
 	return nil
@@ -120,19 +122,28 @@ func (s *Sim) deleteTags(c *call) *apiError {
 		}
 		maps = append(maps, m)
 	}
-	for _, m := range maps {
+	for i, m := range maps {
+		before := cloneTags(*m)
 		if len(dels) == 0 {
 			*m = map[string]string{}
-			continue
 		}
 		for _, d := range dels {
 			if v, ok := (*m)[d.key]; ok && (!d.hasValue || v == d.value) {
 				delete(*m, d.key)
 			}
 		}
+		s.noteTagChange(c, ids[i], before, *m)
 	}
 	c.w.boolean("return", true)
 	return nil
+}
+
+func cloneTags(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
 }
 
 var tagFilters = set("key", "value", "resource-id", "resource-type")
