@@ -128,6 +128,9 @@ type Result struct {
 	MaxPayloadState string `json:"maxPayloadState"`
 	// StatesEntered counts entries per state name.
 	StatesEntered map[string]int `json:"statesEntered"`
+	// History is what Step Functions would record in the execution's
+	// history, whose size it caps at MaxHistoryEvents.
+	History *History `json:"history"`
 
 	// Details: per detail state, the inputs and outputs it had, in order of
 	// exit (BatchReport inputs are each batch's final Batch).
@@ -147,9 +150,10 @@ func (r *Result) Succeeded() bool { return r.Status == StatusSucceeded }
 type Runner struct {
 	opts Options
 	// Host serves the handlers; tests inject faults through it.
-	Host *lambdahost.Host
-	def  []byte
-	dir  string
+	Host     *lambdahost.Host
+	def      []byte
+	taskKind map[string]string // see History
+	dir      string
 }
 
 // New prepares a runner: it renders the definition, finds the node runner
@@ -177,6 +181,10 @@ func New(opts Options) (*Runner, error) {
 	if err := statemachine.Validate(def); err != nil {
 		return nil, err
 	}
+	kinds, err := taskKinds(def)
+	if err != nil {
+		return nil, err
+	}
 	dir := opts.RunnerDir
 	if dir == "" {
 		var err error
@@ -202,7 +210,7 @@ func New(opts Options) (*Runner, error) {
 	for name, h := range opts.Handlers {
 		handlers[statemachine.FunctionNamePrefix+name] = h
 	}
-	return &Runner{opts: opts, Host: lambdahost.New(handlers), def: def, dir: dir}, nil
+	return &Runner{opts: opts, Host: lambdahost.New(handlers), def: def, taskKind: kinds, dir: dir}, nil
 }
 
 // Locate finds statemachine/local in the checkout (see checkout.Find).
@@ -279,6 +287,7 @@ func (r *Runner) Run(ctx context.Context, input json.RawMessage) (*Result, error
 	}
 	res := &Result{
 		StatesEntered: map[string]int{},
+		History:       newHistory(r.taskKind),
 		DetailInputs:  map[string][]json.RawMessage{},
 		DetailOutputs: map[string][]json.RawMessage{},
 	}
@@ -343,6 +352,7 @@ func (r *Runner) read(out io.Reader, res *Result) (*Event, error) {
 		if err := json.Unmarshal(line, &ev); err != nil {
 			return nil, fmt.Errorf("line %.200q: %w", line, err)
 		}
+		res.History.add(ev)
 		switch ev.Type {
 		case "StateEntered":
 			res.Transitions++
