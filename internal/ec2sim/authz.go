@@ -351,6 +351,21 @@ func (s *Sim) ec2AuthzRequests(r *region, action string, p params) []AuthzReques
 			return []AuthzRequest{own(ownedARN("ec2", r.name, "launch-template/"+p.str("LaunchTemplateId")), map[string]any{})}
 		}
 		return []AuthzRequest{own(ownedARN("ec2", r.name, "launch-template/"+lt.id), resourceTags(map[string]any{}, lt.tags))}
+	case "CreateImageUsageReport":
+		// The image, and the report it makes (with the tags requested for it).
+		id := p.str("ImageId")
+		ctx := map[string]any{}
+		if img, ok := r.images[id]; ok {
+			resourceTags(ctx, img.tags)
+		}
+		specs, _ := p.tagSpecs("image-usage-report")
+		reportCtx := map[string]any{}
+		if tags := tagsFor(specs, "image-usage-report"); len(tags) > 0 {
+			requestTags(reportCtx, tags)
+		}
+		return []AuthzRequest{own(imageARN(r.name, id), ctx), own(ownedARN("ec2", r.name, "image-usage-report/*"), reportCtx)}
+	case "DeleteImageUsageReport":
+		return []AuthzRequest{own(ownedARN("ec2", r.name, "image-usage-report/"+p.str("ReportId")), map[string]any{})}
 	case "DescribeImageReferences":
 		return append([]AuthzRequest{own("*", map[string]any{})}, referenceReads(r, p)...)
 	}

@@ -929,6 +929,10 @@ func permissionChanges(p params, structName string) (add, remove []string, err *
 				v = p.str(m + "UserId")
 			case p.str(m+"Group") != "":
 				v = "group:" + p.str(m+"Group")
+			case structName == "LaunchPermission" && p.str(m+"OrganizationArn") != "":
+				v = permOrg + p.str(m+"OrganizationArn")
+			case structName == "LaunchPermission" && p.str(m+"OrganizationalUnitArn") != "":
+				v = permOU + p.str(m+"OrganizationalUnitArn")
 			default:
 				continue
 			}
@@ -955,6 +959,12 @@ func permissionChanges(p params, structName string) (add, remove []string, err *
 		}
 	}
 	for _, v := range slices.Concat(add, remove) {
+		if err := checkOrgPermission(v); err != nil {
+			return nil, nil, err
+		}
+		if strings.HasPrefix(v, permOrg) || strings.HasPrefix(v, permOU) {
+			continue
+		}
 		if g, ok := strings.CutPrefix(v, "group:"); ok {
 			if g != "all" {
 				return nil, nil, errInvalidValue("Value (%s) for parameter group is invalid. Expected: 'all'.", g)
@@ -996,6 +1006,10 @@ func writePermissions(w *xw, name string, public bool, users map[string]bool) {
 	xmlList(w, name, perms, func(v string) {
 		if g, ok := strings.CutPrefix(v, "group:"); ok {
 			w.el("group", g)
+		} else if arn, ok := strings.CutPrefix(v, permOrg); ok {
+			w.el("organizationArn", arn)
+		} else if arn, ok := strings.CutPrefix(v, permOU); ok {
+			w.el("organizationalUnitArn", arn)
 		} else {
 			w.el("userId", v)
 		}

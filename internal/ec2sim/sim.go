@@ -88,11 +88,15 @@ type Sim struct {
 	throttling  bool
 	authz       Authorizer
 	onTagChange func(TagChange)
-	faults      []*faultRule
-	calls       map[string]map[string]int
-	retried     map[string]map[string]int
-	throttled   int
-	faulted     int
+	// members: account → its organization and OUs (JoinOrganization).
+	members map[string][]string
+	// usageBehaviour shapes new image usage reports (SetUsageReports).
+	usageBehaviour UsageReportBehaviour
+	faults         []*faultRule
+	calls          map[string]map[string]int
+	retried        map[string]map[string]int
+	throttled      int
+	faulted        int
 }
 
 // region holds everything of one region. Lists are kept in creation order
@@ -127,6 +131,10 @@ type region struct {
 	refreshScripts map[string]refreshScript
 
 	buckets map[string]*bucket
+
+	consumers    []consumerUse // other accounts' resources using our images
+	usageReports []*usageReport
+	usageTokens  map[string]*usageReport
 }
 
 // New returns a simulator with the Amazon base images seeded in every region.
@@ -201,6 +209,7 @@ func newRegion(name string) *region {
 		asgs:           map[string]*autoScalingGroup{},
 		launchConfigs:  map[string]*launchConfiguration{},
 		buckets:        map[string]*bucket{},
+		usageTokens:    map[string]*usageReport{},
 	}
 }
 
@@ -363,6 +372,10 @@ var ec2Actions = map[string]queryHandler{
 	"DisableImage":                         (*Sim).disableImage,
 	"ModifyImageAttribute":                 (*Sim).modifyImageAttribute,
 	"DescribeImageAttribute":               (*Sim).describeImageAttribute,
+	"CreateImageUsageReport":               (*Sim).createImageUsageReport,
+	"DescribeImageUsageReports":            (*Sim).describeImageUsageReports,
+	"DescribeImageUsageReportEntries":      (*Sim).describeImageUsageReportEntries,
+	"DeleteImageUsageReport":               (*Sim).deleteImageUsageReport,
 	"DescribeSnapshots":                    (*Sim).describeSnapshots,
 	"DeleteSnapshot":                       (*Sim).deleteSnapshot,
 	"ModifySnapshotAttribute":              (*Sim).modifySnapshotAttribute,

@@ -241,16 +241,9 @@ func (p Policy) validate(root string) error {
 	seenShare := map[string]bool{}
 	for i, a := range p.ShareWith {
 		field := fmt.Sprintf("%s[%d]", f("shareWith"), i)
-		switch {
-		case a == "all":
-			if !p.AllowPublic {
-				ps.add(field, `"all" makes the images public; set allowPublic: true if that is really meant, or list account ids`)
-			}
-		case !accountRE.MatchString(a):
-			ps.add(field, "%q is not an AWS account id; use 12 digits, e.g. \"111122223333\"", a)
-		}
+		checkShare(&ps, field, a, p.AllowPublic)
 		if seenShare[a] {
-			ps.add(field, "%q is listed twice; list each account once", a)
+			ps.add(field, "%q is listed twice; list each account, organization or OU once", a)
 		}
 		seenShare[a] = true
 	}

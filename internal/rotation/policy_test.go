@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -270,5 +271,35 @@ func TestSSMParameterName(t *testing.T) {
 	}
 	if got := SSMParameterName(Policy{Name: "x"}, "i-1", "r"); got != "" {
 		t.Errorf("no template: got %q, want empty", got)
+	}
+}
+
+func TestPolicy_ShareWithOrganizationsAndOUs(t *testing.T) {
+	const (
+		org = "arn:aws:organizations::111111111111:organization/o-abcdefghij"
+		ou  = "arn:aws:organizations::111111111111:ou/o-abcdefghij/ou-ab12-cdef3456"
+	)
+	p, err := DecodePolicy([]byte(`{"name":"p","retention":{"keep":1},"shareWith":["` + ou + `","111122223333","` + org + `"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := p.Shares()
+	if !slices.Equal(got.Accounts, []string{"111122223333"}) || !slices.Equal(got.Organizations, []string{org}) ||
+		!slices.Equal(got.OUs, []string{ou}) || got.Public {
+		t.Errorf("Shares() = %+v", got)
+	}
+	for _, tc := range []struct{ entry, want string }{
+		{"ou-ab12-cdef3456", "by its ARN"},
+		{"o-abcdefghij", "by its ARN"},
+		{"arn:aws:organizations::111111111111:organization/o-ABC", "not an organization ARN"},
+		{"arn:aws:organizations::111111111111:ou/o-abcdefghij/ou-x", "not an OU ARN"},
+		{"arn:aws:iam::111111111111:root", "accounts, organizations and OUs only"},
+		{"all", "allowPublic"},
+		{org + "/", "not an organization ARN"},
+	} {
+		_, err := DecodePolicy([]byte(`{"name":"p","retention":{"keep":1},"shareWith":["` + tc.entry + `"]}`))
+		if err == nil || !strings.Contains(err.Error(), "policy.shareWith[0]") || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("shareWith %q: error %v, want one naming policy.shareWith[0] and %q", tc.entry, err, tc.want)
+		}
 	}
 }

@@ -20,8 +20,9 @@ import (
 // Tag finishes the batch's new images once they and their copies are
 // available: it moves amirotate:latest to the new image of each instance in each region (batched
 // CreateTags/DeleteTags per region), sets the deprecation time and shares the
-// images (launch permission) and their snapshots (create-volume permission)
-// with the policy's accounts; public ("all") only with allowPublic.
+// images (launch permission) with the policy's accounts, organizations and
+// OUs, and their snapshots (create-volume permission) with its accounts;
+// public ("all") only with allowPublic.
 type Tag struct {
 	EC2 ec2x.Regional[ec2x.TagEC2]
 	Env
@@ -32,9 +33,6 @@ type Tag struct {
 func (s *Tag) Handle(ctx context.Context, in Batch) (Batch, error) {
 	return classified(s.handle(ctx, in))
 }
-
-// PublicGroup is the launch-permission group that makes an image public.
-const PublicGroup = "all"
 
 func (s *Tag) handle(ctx context.Context, b Batch) (Batch, error) {
 	bc, err := checkBatch(b, s.EC2, s.Env)
@@ -186,16 +184,8 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 	if p.DeprecateAfterDays > 0 {
 		deprecateAt = b.Rotation.Time.AddDate(0, 0, p.DeprecateAfterDays).UTC().Truncate(time.Minute)
 	}
-	var users []string
-	public := false
-	for _, a := range p.ShareWith {
-		if a == PublicGroup {
-			public = true
-		} else {
-			users = append(users, a)
-		}
-	}
-	if deprecateAt.IsZero() && len(users) == 0 && !public {
+	shares := p.Shares()
+	if deprecateAt.IsZero() && shares.Empty() {
 		return nil
 	}
 
@@ -235,26 +225,23 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 					problems = append(problems, fmt.Sprintf("deprecation time %s is past; not set", deprecateAt.Format(time.RFC3339)))
 				}
 			}
-			if len(users) > 0 || public {
-				perm := &types.LaunchPermissionModifications{}
-				for _, u := range users {
-					perm.Add = append(perm.Add, types.LaunchPermission{UserId: aws.String(u)})
-				}
-				if public {
-					perm.Add = append(perm.Add, types.LaunchPermission{Group: types.PermissionGroupAll})
-				}
+			if !shares.Empty() {
+				// Adding a permission the image already has changes nothing,
+				// so a retry repeats the call safely.
 				_, err := client.ModifyImageAttribute(ctx, &ec2.ModifyImageAttributeInput{
-					ImageId: aws.String(r.ImageID), LaunchPermission: perm,
+					ImageId: aws.String(r.ImageID), LaunchPermission: &types.LaunchPermissionModifications{Add: launchPermissions(shares)},
 				})
 				audit(ctx, "ModifyImageAttribute", region, []string{r.ImageID}, fmt.Sprintf("shareWith: %v", p.ShareWith), err)
 				if err != nil {
 					fail("sharing image", err)
 				}
 			}
-			// Snapshots go to the named accounts only: launching a shared or
-			// public image needs no access to its snapshots, and a public
-			// snapshot would expose the disk to every account.
-			if len(users) > 0 {
+			// Snapshots go to the named accounts only. Launching a shared
+			// image needs no access to its snapshots; the accounts get them
+			// to copy the image, as before. Organizations and OUs cannot be
+			// given snapshots (ModifySnapshotAttribute takes account ids),
+			// and a public snapshot would expose the disk to every account.
+			if users := shares.Accounts; len(users) > 0 {
 				for _, sn := range own[r.ImageID] {
 					_, err := client.ModifySnapshotAttribute(ctx, &ec2.ModifySnapshotAttributeInput{
 						SnapshotId:    aws.String(sn),
@@ -278,4 +265,24 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 	}
 	g.Wait()
 	return retry
+}
+
+// launchPermissions are the launch permissions that share an image with
+// the targets: accounts, organizations, OUs and, only when the policy
+// allows it, everyone.
+func launchPermissions(t rotation.ShareTargets) []types.LaunchPermission {
+	var out []types.LaunchPermission
+	for _, a := range t.Accounts {
+		out = append(out, types.LaunchPermission{UserId: aws.String(a)})
+	}
+	for _, o := range t.Organizations {
+		out = append(out, types.LaunchPermission{OrganizationArn: aws.String(o)})
+	}
+	for _, ou := range t.OUs {
+		out = append(out, types.LaunchPermission{OrganizationalUnitArn: aws.String(ou)})
+	}
+	if t.Public {
+		out = append(out, types.LaunchPermission{Group: types.PermissionGroupAll})
+	}
+	return out
 }

@@ -294,3 +294,49 @@ func (e *simEnv) foreignImage(ctx context.Context, t *testing.T, region string) 
 	}
 	return aws.ToString(made.ImageId), ec2x.SnapshotIDs(out.Images[0])[0]
 }
+
+func TestTag_SharesWithOrganizationsAndOUsIdempotently(t *testing.T) {
+	e := newSimEnv(t)
+	ctx := context.Background()
+	const (
+		org = "arn:aws:organizations::111111111111:organization/o-abcdefghij"
+		ou  = "arn:aws:organizations::111111111111:ou/o-abcdefghij/ou-ab12-cdef3456"
+	)
+	ids := e.run(testHome, 1, nil)
+	b := e.batch(testPolicy(t, `,"shareWith":["`+org+`","`+ou+`","111122223333"]`), ids)
+	b = e.rotate(ctx, b)
+	// The tag step again, as a retry of the state would run it.
+	again, err := NewTag(e.clients, Env{Now: e.now}).Handle(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range again.Images {
+		if r.Error != "" {
+			t.Errorf("record error: %+v", r)
+		}
+	}
+	img := e.images(testHome)[0]
+	attr, err := e.clients.EC2(testHome).DescribeImageAttribute(ctx, &ec2.DescribeImageAttributeInput{
+		ImageId: img.ImageId, Attribute: types.ImageAttributeNameLaunchPermission})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, lp := range attr.LaunchPermissions {
+		got = append(got, aws.ToString(lp.UserId)+aws.ToString(lp.OrganizationArn)+aws.ToString(lp.OrganizationalUnitArn)+string(lp.Group))
+	}
+	slices.Sort(got)
+	if want := []string{"111122223333", org, ou}; !slices.Equal(got, want) {
+		t.Errorf("launch permissions = %v, want %v", got, want)
+	}
+	for _, sn := range ec2x.SnapshotIDs(img) {
+		sattr, err := e.clients.EC2(testHome).DescribeSnapshotAttribute(ctx, &ec2.DescribeSnapshotAttributeInput{
+			SnapshotId: aws.String(sn), Attribute: types.SnapshotAttributeNameCreateVolumePermission})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sattr.CreateVolumePermissions) != 1 || aws.ToString(sattr.CreateVolumePermissions[0].UserId) != "111122223333" {
+			t.Errorf("snapshot %s create-volume permissions = %+v, want the account only", sn, sattr.CreateVolumePermissions)
+		}
+	}
+}
