@@ -18,6 +18,9 @@ import (
 const (
 	localDeployFile   = "../internal/iamsim/deploy.json"
 	localTemplateFile = "../internal/iamsim/template.json"
+	// localStackFile is the whole template, which the local stack's tests
+	// run (internal/stack, amirotate sim --stack).
+	localStackFile = "../internal/stack/testdata/local.template.json"
 )
 
 // localStack is the stack of the local world: the simulator's account, the
@@ -61,7 +64,8 @@ func iamOnly(tmpl map[string]any) ([]byte, error) {
 
 // TestLocalTemplate_UpToDate keeps internal/iamsim/template.json equal to
 // what infra synthesizes, so the local world enforces the roles a deploy
-// would create. Regenerate with `go test ./infra -run TestLocalTemplate -update`.
+// would create, and internal/stack/testdata/local.template.json equal to the
+// whole template, which the local stack runs in tests. Regenerate with `go test ./infra -run TestLocalTemplate -update`.
 func TestLocalTemplate_UpToDate(t *testing.T) {
 	synth(t)
 	got, err := iamOnly(synthed.localJSON)
@@ -79,6 +83,19 @@ func TestLocalTemplate_UpToDate(t *testing.T) {
 	}
 	if !bytes.Equal(want, got) {
 		t.Errorf("%s is stale; run go test ./infra -run TestLocalTemplate -update", localTemplateFile)
+	}
+	whole, err := json.MarshalIndent(synthed.localJSON, "", " ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole = append(whole, '\n')
+	if *update {
+		if err := os.WriteFile(localStackFile, whole, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want, err := os.ReadFile(localStackFile); err != nil || !bytes.Equal(want, whole) {
+		t.Errorf("%s is stale (%v); run go test ./infra -run TestLocalTemplate -update", localStackFile, err)
 	}
 	roles, err := iamsim.ParseTemplate(got, ec2sim.AccountID, iamsim.LocalRegion)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/amirotate/amirotate/internal/ec2sim"
 	"github.com/amirotate/amirotate/internal/ec2x"
 	"github.com/amirotate/amirotate/internal/iamsim"
+	"github.com/amirotate/amirotate/internal/stack"
 )
 
 // regionName accepts names shaped like AWS regions (us-east-1, us-gov-west-1).
@@ -32,13 +33,23 @@ type simConfig struct {
 	// function roles the simulator enforces ("local": the embedded one).
 	template string
 	strict   bool
+	// stack, when set, is a synthesized template run as the local stack
+	// (its state machine, schedules and tag-change rules) named stackName;
+	// waitStates, when set, is how long its Wait states last.
+	stack      string
+	stackName  string
+	waitStates time.Duration
 }
 
 func parseSimFlags(args []string, stderr io.Writer) (simConfig, error) {
-	fs := newFlagSet("sim", stderr, "Usage: amirotate sim [--addr 127.0.0.1:4566] [--regions r1,r2,...] [--image-delay 3s] [--seed-demo] [--template FILE|local [--strict]]\n\n"+
+	fs := newFlagSet("sim", stderr, "Usage: amirotate sim [--addr 127.0.0.1:4566] [--regions r1,r2,...] [--image-delay 3s] [--seed-demo] [--template FILE|local [--strict]]\n"+
+		"       amirotate sim --stack cdk.out/Amirotate.template.json [--stack-name Amirotate] [--wait-states 2s] [...]\n\n"+
 		"Serves a local EC2 + SSM Parameter Store endpoint for every region at one address\n"+
 		"until interrupted. Admin endpoints: GET /_sim/stats, POST /_sim/reset,\n"+
-		"POST /_sim/faults, POST /_sim/throttling.\n\n")
+		"POST /_sim/faults, POST /_sim/throttling, POST /_sim/clock.\n\n"+
+		"With --stack it runs the synthesized stack on the same endpoint: the Step Functions API\n"+
+		"for its state machine, its schedules on the simulator's clock, its tag-change rules on\n"+
+		"the instances' tag changes, and its roles enforced.\n\n")
 	var c simConfig
 	var regions string
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:4566", "`host:port` to listen on (port 0 picks a free one)")
@@ -46,15 +57,24 @@ func parseSimFlags(args []string, stderr io.Writer) (simConfig, error) {
 	fs.DurationVar(&c.imageDelay, "image-delay", 3*time.Second, "how long a new 8 GiB image stays pending (bigger volumes and copies take longer; 0 = available at once)")
 	fs.BoolVar(&c.seedDemo, "seed-demo", false, "launch the demo fleet (5 tagged instances in policies web and db, a tracked launch template) in the first region")
 	fs.StringVar(&c.template, "template", "", "authorize the calls of each step (`amirotate run` signs as them) against its role in this synthesized CloudFormation `template` (cdk.out/Amirotate.template.json; \"local\" = the one the tests enforce)")
-	fs.BoolVar(&c.strict, "strict", false, "with --template: deny callers that are no step's role too (default: they may do anything)")
+	fs.BoolVar(&c.strict, "strict", false, "with --template or --stack: deny callers that are no step's role too (default: they may do anything)")
+	fs.StringVar(&c.stack, "stack", "", "run this synthesized CloudFormation `template` as the local stack (make synth writes cdk.out/Amirotate.template.json)")
+	fs.StringVar(&c.stackName, "stack-name", "Amirotate", "with --stack: the stack's `name` (what CloudFormation's DescribeStacks answers to)")
+	fs.DurationVar(&c.waitStates, "wait-states", 0, "with --stack: every Wait state of an execution lasts this `long` (0: as the execution says)")
 	if err := fs.Parse(args); err != nil {
 		return simConfig{}, err
 	}
 	if fs.NArg() > 0 {
 		return simConfig{}, fmt.Errorf("unexpected argument %q (see amirotate sim -h)", fs.Arg(0))
 	}
-	if c.strict && c.template == "" {
-		return simConfig{}, errors.New("--strict needs --template")
+	if c.strict && c.template == "" && c.stack == "" {
+		return simConfig{}, errors.New("--strict needs --template or --stack")
+	}
+	if c.stack != "" && c.template != "" {
+		return simConfig{}, errors.New("--stack enforces the roles of its own template: leave out --template")
+	}
+	if c.waitStates < 0 {
+		return simConfig{}, fmt.Errorf("--wait-states %s: must not be negative", c.waitStates)
 	}
 	if c.imageDelay < 0 {
 		return simConfig{}, fmt.Errorf("--image-delay %s: must not be negative", c.imageDelay)
@@ -91,7 +111,28 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if delay == 0 {
 		delay = -1 // the simulator reads a negative delay as "at once" and zero as "default"
 	}
-	sim := ec2sim.New(ec2sim.Options{Regions: c.regions, ImageDelay: delay})
+	opts := ec2sim.Options{Regions: c.regions, ImageDelay: delay}
+	if c.stack != "" {
+		// Schedules fire on the simulator's clock: one that runs, and
+		// that POST /_sim/clock can move forward.
+		opts.Clock = ec2sim.NewShiftedClock()
+	}
+	sim := ec2sim.New(opts)
+	var local *stack.Template
+	if c.stack != "" {
+		raw, err := os.ReadFile(c.stack)
+		if err != nil {
+			return fmt.Errorf("--stack: %w (make synth writes cdk.out/Amirotate.template.json)", err)
+		}
+		if local, err = stack.ParseTemplate(raw, c.stackName, ec2sim.AccountID, c.regions[0]); err != nil {
+			return fmt.Errorf("--stack %s: %w", c.stack, err)
+		}
+		enf, err := iamsim.Enforce(sim, raw)
+		if err != nil {
+			return fmt.Errorf("--stack %s: %w", c.stack, err)
+		}
+		enf.Strict = c.strict
+	}
 	if c.template != "" {
 		var tmpl []byte // nil: the embedded local template
 		if c.template != "local" {
@@ -111,10 +152,23 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", c.addr, err)
 	}
-	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
+	url := "http://" + ln.Addr().String()
+	var handler http.Handler = sim
+	var st *stack.Stack
+	if local != nil {
+		if st, err = newLocalStack(local, sim, url, c, stdout, stderr); err != nil {
+			_ = ln.Close()
+			return err
+		}
+		handler = st
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	url := "http://" + ln.Addr().String()
+	stackDone := make(chan error, 1)
+	if st != nil {
+		go func() { stackDone <- st.Run(ctx) }()
+	}
 
 	if c.seedDemo {
 		fleet, err := demofleet.Seed(ctx, ec2sim.AWSConfig(url, c.regions[0]))
@@ -125,6 +179,9 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		printFleet(stdout, fleet)
 	}
 	printHowTo(stdout, url, c)
+	if st != nil {
+		printStack(stdout, st, url, sim.Now(), c)
+	}
 
 	select {
 	case err := <-served:
@@ -132,6 +189,9 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case <-ctx.Done():
 	}
 	fmt.Fprintln(stdout, "amirotate sim: stopping")
+	if st != nil {
+		<-stackDone // the executions still running are aborted
+	}
 	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutdown); err != nil {

@@ -27,7 +27,7 @@ func TestOnTagChange_ReportsInstanceTagChangesOnly(t *testing.T) {
 		}
 	}
 	tag(id, "amirotate:rebuild", "1")
-	tag(id, "amirotate:rebuild", "1") // same value: no change
+	tag(id, "amirotate:rebuild", "1")  // same value: no change
 	tag(img, "amirotate:rebuild", "1") // an image: not an instance's change
 	if _, err := e.ec2.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: []string{id}, Tags: []ec2types.Tag{{Key: aws.String("Name")}}}); err != nil {
 		t.Fatal(err)

@@ -151,7 +151,12 @@ func asList(v any) []any {
 }
 
 // resolver evaluates the intrinsic functions a policy document holds.
-type resolver struct{ account, region string }
+// refs, when set, gives the value of a Ref to a resource of the stack (by
+// logical id) and of its GetAtt (by "id.Attribute").
+type resolver struct {
+	account, region string
+	refs            map[string]string
+}
 
 func (rv resolver) document(v any) (map[string]any, error) {
 	out, err := rv.value(v)
@@ -221,6 +226,9 @@ func (rv resolver) intrinsic(fn string, arg any) (any, error) {
 		if v, ok := rv.pseudo(name); ok {
 			return v, nil
 		}
+		if v, ok := rv.refs[name]; ok {
+			return v, nil
+		}
 		return "stack-resource:" + name, nil
 	case "Fn::GetAtt":
 		parts := asList(arg)
@@ -233,6 +241,9 @@ func (rv resolver) intrinsic(fn string, arg any) (any, error) {
 		strs := make([]string, len(parts))
 		for i, p := range parts {
 			strs[i] = fmt.Sprint(p)
+		}
+		if v, ok := rv.refs[strings.Join(strs, ".")]; ok {
+			return v, nil
 		}
 		return "stack-resource:" + strings.Join(strs, "."), nil
 	case "Fn::Join":

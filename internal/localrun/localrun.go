@@ -43,6 +43,16 @@ type Options struct {
 	// lambda.NewHandler accepts. Each is served as function
 	// statemachine.FunctionNamePrefix+name.
 	Handlers map[string]any
+	// Functions are served under exactly these names (a deployed
+	// template's functions, which its Definition names by ARN).
+	Functions map[string]any
+	// Context is the execution's Context Object (default: its input and
+	// the wall clock's start time), e.g. {"Execution": {"Id": ...,
+	// "StartTime": ...}} on a simulated clock.
+	Context map[string]any
+	// ClockOffset moves the execution's clock ($$.Execution.StartTime, the
+	// event times) this far ahead of the wall clock: a simulated clock.
+	ClockOffset time.Duration
 	// Region and Account of the local function ARNs (default us-east-1 and
 	// 000000000000); the Lambda client in node signs for Region.
 	Region, Account string
@@ -210,6 +220,9 @@ func New(opts Options) (*Runner, error) {
 	for name, h := range opts.Handlers {
 		handlers[statemachine.FunctionNamePrefix+name] = h
 	}
+	for name, h := range opts.Functions {
+		handlers[name] = h
+	}
 	return &Runner{opts: opts, Host: lambdahost.New(handlers), def: def, taskKind: kinds, dir: dir}, nil
 }
 
@@ -232,6 +245,8 @@ type runnerOptions struct {
 	RetryIntervalOverrides map[string]int `json:"retryIntervalOverrides,omitempty"`
 	DetailStates           []string       `json:"detailStates"`
 	Region                 string         `json:"region"`
+	Context                map[string]any `json:"context,omitempty"`
+	ClockOffsetMs          int64          `json:"clockOffsetMs,omitempty"`
 }
 
 // Run executes the state machine once with the given execution input. The
@@ -258,7 +273,8 @@ func (r *Runner) Run(ctx context.Context, input json.RawMessage) (*Result, error
 	}{r.def, input, runnerOptions{
 		WaitMs: r.opts.WaitMs, WaitTimeOverrides: r.opts.WaitTimeOverrides,
 		RetryMs: r.opts.RetryMs, RetryIntervalOverrides: r.opts.RetryIntervalOverrides,
-		DetailStates: r.opts.DetailStates, Region: r.opts.Region,
+		DetailStates: r.opts.DetailStates, Region: r.opts.Region, Context: r.opts.Context,
+		ClockOffsetMs: r.opts.ClockOffset.Milliseconds(),
 	}})
 	if err != nil {
 		return nil, fmt.Errorf("encoding the runner's input: %w", err)

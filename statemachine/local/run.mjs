@@ -18,6 +18,8 @@
 //   retryMs                 10                   milliseconds for every retrier not named above
 //   detailStates            ["BatchReport"]      states whose full input and output are printed
 //   region                  "us-east-1"          region of the Lambda client (default AWS_REGION)
+//   context                 {"Execution": {...}} the Context Object (its Input and StartTime are the run's own)
+//   clockOffsetMs           93600000             the execution's clock (StartTime, event times) runs this far ahead of the wall clock
 
 import { readFileSync } from 'node:fs';
 
@@ -174,8 +176,26 @@ function eventLine(event, detail) {
   return line;
 }
 
+// shiftClock moves this process's Date forward by offset milliseconds (a
+// simulated clock the caller moved ahead). It must run before the package
+// is imported.
+function shiftClock(offset) {
+  const RealDate = Date;
+  globalThis.Date = class ShiftedDate extends RealDate {
+    constructor(...args) {
+      if (args.length === 0) super(RealDate.now() + offset);
+      else super(...args);
+    }
+
+    static now() {
+      return RealDate.now() + offset;
+    }
+  };
+}
+
 async function main() {
   const { definition, input, options } = loadArgs(process.argv.slice(2));
+  if (options.clockOffsetMs) shiftClock(options.clockOffsetMs);
   const region = options.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION;
   if (!region) throw new Error('set AWS_REGION (or options.region): the Lambda client needs a region');
   if (!process.env.AWS_REGION) process.env.AWS_REGION = region;
@@ -184,7 +204,9 @@ async function main() {
   const { StateMachine } = await import('aws-local-stepfunctions');
   const machine = new StateMachine(definition, { validationOptions: { checkPaths: true, checkArn: true } });
   const detail = new Set(options.detailStates ?? DEFAULT_DETAIL_STATES);
-  const execution = machine.run(input, { overrides: buildOverrides(definition, options) });
+  const runOptions = { overrides: buildOverrides(definition, options) };
+  if (options.context) runOptions.context = { ...options.context, Execution: { Input: input, ...options.context.Execution } };
+  const execution = machine.run(input, runOptions);
 
   const logs = (async () => {
     for await (const event of execution.eventLogs) emit(eventLine(event, detail));
