@@ -2,6 +2,7 @@ package ec2sim
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -25,6 +26,14 @@ import (
 //	GET    /_sim/clock       {"now":"RFC3339","manual":bool,"adjustable":bool}
 //	POST   /_sim/clock       {"advance":"90s"} or {"set":"RFC3339"} (a manual or shifted clock only)
 //	GET    /_sim/health      {"ok":true,"regions":[...]}
+//	GET    /_sim/commands    Run Command commands sent, with each invocation's state (?region=)
+//	POST   /_sim/scripts     add command scripts (CommandScript): one object or an array;
+//	                         fields region, instanceId, document, outcome (succeed|fail|hang),
+//	                         after ("30s" or ms), exitCode, output, count
+//	DELETE /_sim/scripts     drop every command script
+//	POST   /_sim/agents      {"region","instanceId","state":"Online|ConnectionLost|Unmanaged"}
+//	POST   /_sim/documents   {"region", "document": Document} a custom command document
+//	POST   /_sim/status-checks {"region","imageId","check":"instance|system|"} instances of the image fail that check
 func (s *Sim) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/_sim"), "/")
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
@@ -105,6 +114,60 @@ func (s *Sim) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		}
 		_, manual := s.clock.(*ManualClock)
 		adminJSON(w, map[string]any{"now": s.Now().Format(time.RFC3339Nano), "manual": manual, "adjustable": true})
+	case path == "/commands" && r.Method == http.MethodGet:
+		adminJSON(w, map[string]any{"commands": s.Commands(r.URL.Query().Get("region"))})
+	case path == "/scripts" && r.Method == http.MethodDelete:
+		s.ClearCommandScripts()
+		adminJSON(w, map[string]bool{"ok": true})
+	case path == "/scripts" && r.Method == http.MethodPost:
+		var scripts []CommandScript
+		if err := decodeOneOrMany(body, &scripts); err != nil {
+			adminError(w, http.StatusBadRequest, "scripts: %v", err)
+			return
+		}
+		for _, cs := range scripts {
+			if err := s.ScriptCommands(cs); err != nil {
+				adminError(w, http.StatusBadRequest, "scripts: %v", err)
+				return
+			}
+		}
+		adminJSON(w, map[string]any{"ok": true, "added": len(scripts)})
+	case path == "/agents" && r.Method == http.MethodPost:
+		var req struct{ Region, InstanceID, State string }
+		if err := strictJSON(body, &req); err != nil {
+			adminError(w, http.StatusBadRequest, "agents: %v", err)
+			return
+		}
+		if err := s.SetAgent(cmp.Or(req.Region, s.regionNames[0]), req.InstanceID, req.State); err != nil {
+			adminError(w, http.StatusBadRequest, "agents: %v", err)
+			return
+		}
+		adminJSON(w, map[string]bool{"ok": true})
+	case path == "/documents" && r.Method == http.MethodPost:
+		var req struct {
+			Region   string
+			Document Document
+		}
+		if err := strictJSON(body, &req); err != nil {
+			adminError(w, http.StatusBadRequest, "documents: %v", err)
+			return
+		}
+		if err := s.AddDocument(cmp.Or(req.Region, s.regionNames[0]), req.Document); err != nil {
+			adminError(w, http.StatusBadRequest, "documents: %v", err)
+			return
+		}
+		adminJSON(w, map[string]bool{"ok": true})
+	case path == "/status-checks" && r.Method == http.MethodPost:
+		var req struct{ Region, ImageID, Check string }
+		if err := strictJSON(body, &req); err != nil {
+			adminError(w, http.StatusBadRequest, "status-checks: %v", err)
+			return
+		}
+		if err := s.ImpairImage(cmp.Or(req.Region, s.regionNames[0]), req.ImageID, req.Check); err != nil {
+			adminError(w, http.StatusBadRequest, "status-checks: %v", err)
+			return
+		}
+		adminJSON(w, map[string]bool{"ok": true})
 	case path == "/health":
 		adminJSON(w, map[string]any{"ok": true, "regions": s.Regions()})
 	default:
@@ -176,4 +239,24 @@ func adminError(w http.ResponseWriter, status int, format string, args ...any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": fmt.Sprintf(format, args...)})
+}
+
+func strictJSON(body []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(body))
+	d.DisallowUnknownFields()
+	return d.Decode(v)
+}
+
+// decodeOneOrMany decodes a JSON object or an array of them into *[]T.
+func decodeOneOrMany[T any](body []byte, out *[]T) error {
+	body = bytes.TrimSpace(body)
+	if len(body) > 0 && body[0] == '[' {
+		return strictJSON(body, out)
+	}
+	var one T
+	if err := strictJSON(body, &one); err != nil {
+		return err
+	}
+	*out = append(*out, one)
+	return nil
 }

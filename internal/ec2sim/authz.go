@@ -1,6 +1,7 @@
 package ec2sim
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -78,6 +79,10 @@ var Extra = []ExtraAuthorization{
 		"https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/deregister-ami.html"},
 	{"ec2:DescribeImageReferences", becauseReferences, "each resource type's read: ec2:DescribeInstances, ec2:DescribeLaunchTemplates, ssm:DescribeParameters, ssm:GetParameters, imagebuilder:ListImageRecipes, imagebuilder:ListContainerRecipes, imagebuilder:GetContainerRecipe",
 		"https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-ami-references.html"},
+	{"ec2:RunInstances", becauseTagOnCreate("RunInstances"), "ec2:CreateTags on each tagged instance and volume, with ec2:CreateAction=RunInstances",
+		"https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/supported-iam-actions-tagging.html"},
+	{"ec2:RunInstances", becausePassRole, "iam:PassRole on the instance profile's role (iam:PassedToService=ec2.amazonaws.com; the simulator takes the role to be named as its profile)",
+		"https://docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_use_switch-role-ec2.html"},
 	{"ec2:CopyImage", becauseEncryptedCopy, "kms:DescribeKey, kms:CreateGrant (kms:GrantIsForAWSResource), kms:GenerateDataKeyWithoutPlaintext, kms:Decrypt, kms:ReEncrypt* on the key, with kms:ViaService=ec2.<region>.amazonaws.com",
 		"https://docs.aws.amazon.com/ebs/latest/userguide/ebs-encryption-requirements.html"},
 }
@@ -87,6 +92,7 @@ const (
 	becauseDeleteSnapshots = "DeregisterImage with DeleteAssociatedSnapshots"
 	becauseReferences      = "DescribeImageReferences reads each resource type"
 	becauseEncryptedCopy   = "CopyImage with Encrypted and KmsKeyId"
+	becausePassRole        = "RunInstances with IamInstanceProfile"
 )
 
 func becauseTagOnCreate(action string) string { return action + " with TagSpecifications" }
@@ -368,6 +374,18 @@ func (s *Sim) ec2AuthzRequests(r *region, action string, p params) []AuthzReques
 		return []AuthzRequest{own(ownedARN("ec2", r.name, "image-usage-report/"+p.str("ReportId")), map[string]any{})}
 	case "DescribeImageReferences":
 		return append([]AuthzRequest{own("*", map[string]any{})}, referenceReads(r, p)...)
+	case "RunInstances":
+		return runInstancesRequests(r, p)
+	case "StartInstances", "StopInstances", "TerminateInstances":
+		var reqs []AuthzRequest
+		for _, id := range p.list("InstanceId") {
+			ctx := map[string]any{}
+			if in, ok := r.instances[id]; ok {
+				resourceTags(ctx, in.tags)
+			}
+			reqs = append(reqs, own(ownedARN("ec2", r.name, "instance/"+id), ctx))
+		}
+		return reqs
 	}
 	// Describe* and the actions no resource-level permission covers.
 	return []AuthzRequest{own("*", map[string]any{})}
@@ -524,6 +542,14 @@ func (r *region) snapshotsOnlyOf(img *image) []string {
 // aws:ec2:image value also needs ec2:DescribeImages, checked when SSM
 // validates the value (deferred).
 func ssmAuthzRequests(r *region, action string, body []byte) []AuthzRequest {
+	switch action {
+	case "SendCommand":
+		return sendCommandRequests(r, body)
+	case "GetCommandInvocation", "ListCommandInvocations", "ListCommands", "CancelCommand", "DescribeInstanceInformation":
+		// No resource-level permissions: the Service Authorization
+		// Reference lists no resource type for these actions.
+		return []AuthzRequest{{Action: "ssm:" + action, Resource: "*", Context: map[string]any{}}}
+	}
 	var in struct {
 		Name     string
 		Names    []string
@@ -559,6 +585,98 @@ func ssmAuthzRequests(r *region, action string, body []byte) []AuthzRequest {
 	}
 	if action == "PutParameter" && in.DataType == "aws:ec2:image" {
 		reqs = append(reqs, AuthzRequest{Action: "ec2:DescribeImages", Resource: "*", Context: map[string]any{}, Because: becauseImageParameter, Deferred: true})
+	}
+	return reqs
+}
+
+// sendCommandRequests: SendCommand is authorized on the document and on
+// each instance, whose tags are both aws:ResourceTag/<key> and
+// ssm:resourceTag/<key> (the Service Authorization Reference's instance
+// resource for ssm:SendCommand;
+// https://docs.aws.amazon.com/service-authorization/latest/reference/list_awssystemsmanager.html,
+// https://docs.aws.amazon.com/systems-manager/latest/userguide/sysman-rc-setting-up-cmdsec.html).
+func sendCommandRequests(r *region, body []byte) []AuthzRequest {
+	var in struct {
+		DocumentName string
+		InstanceIds  []string
+	}
+	_ = decodeSSM(body, &in)
+	name := in.DocumentName
+	if i := strings.LastIndex(name, ":document/"); strings.HasPrefix(name, "arn:") && i > 0 {
+		name = name[i+len(":document/"):]
+	}
+	reqs := []AuthzRequest{{Action: "ssm:SendCommand", Resource: documentARN(r, name), Context: map[string]any{}}}
+	for _, id := range in.InstanceIds {
+		ctx := map[string]any{}
+		if inst, ok := r.instances[id]; ok {
+			resourceTags(ctx, inst.tags)
+			for k, v := range inst.tags {
+				ctx["ssm:resourceTag/"+k] = v
+			}
+		}
+		reqs = append(reqs, AuthzRequest{Action: "ssm:SendCommand", Resource: ownedARN("ec2", r.name, "instance/"+id), Context: ctx})
+	}
+	return reqs
+}
+
+// runInstancesRequests: RunInstances is authorized on the instance and
+// volumes it creates (instance/*, volume/*, network-interface/*, with the
+// tags it puts on them and the instance's type and profile), on the image,
+// the subnet and the security groups it uses, as ec2:CreateTags on each
+// resource type it tags, and as iam:PassRole for the instance profile's
+// role (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ExamplePolicies_EC2.html#iam-example-runinstances).
+func runInstancesRequests(r *region, p params) []AuthzRequest {
+	own := func(resource string, ctx map[string]any) AuthzRequest {
+		return AuthzRequest{Action: "ec2:RunInstances", Resource: resource, Context: ctx}
+	}
+	specs, _ := p.tagSpecs("instance", "volume", "network-interface")
+	profile := p.str("IamInstanceProfile.Arn")
+	if name := p.str("IamInstanceProfile.Name"); profile == "" && name != "" {
+		profile = "arn:aws:iam::" + AccountID + ":instance-profile/" + name
+	}
+	instCtx := requestTags(map[string]any{}, tagsFor(specs, "instance"))
+	instCtx["ec2:InstanceType"] = cmp.Or(p.str("InstanceType"), "t3.micro")
+	if profile != "" {
+		instCtx["ec2:InstanceProfile"] = profile
+	}
+	reqs := []AuthzRequest{
+		own(ownedARN("ec2", r.name, "instance/*"), instCtx),
+		own(ownedARN("ec2", r.name, "volume/*"), requestTags(map[string]any{}, tagsFor(specs, "volume"))),
+		own(ownedARN("ec2", r.name, "network-interface/*"), requestTags(map[string]any{}, tagsFor(specs, "network-interface"))),
+	}
+	if id := p.str("ImageId"); id != "" {
+		ctx := map[string]any{}
+		if img, ok := r.images[id]; ok {
+			resourceTags(ctx, img.tags)
+			ctx["ec2:Owner"] = img.ownerID
+			if img.ownerAlias != "" {
+				ctx["ec2:Owner"] = img.ownerAlias
+			}
+		}
+		reqs = append(reqs, own(imageARN(r.name, id), ctx))
+	}
+	az := cmp.Or(p.str("Placement.AvailabilityZone"), r.name+"a")
+	subnet := cmp.Or(p.str("SubnetId"), defaultSubnet(az))
+	reqs = append(reqs, own(ownedARN("ec2", r.name, "subnet/"+subnet), map[string]any{}))
+	groups := append(p.list("SecurityGroupId"), p.list("SecurityGroup")...)
+	if len(groups) == 0 {
+		groups = []string{defaultSecurityGroup(r.name)}
+	}
+	for _, g := range groups {
+		reqs = append(reqs, own(ownedARN("ec2", r.name, "security-group/"+g), map[string]any{}))
+	}
+	for _, sp := range specs {
+		if len(sp.Tags) == 0 {
+			continue
+		}
+		arn := ownedARN("ec2", r.name, sp.ResourceType+"/*")
+		ctx := withCreateAction(requestTags(map[string]any{}, sp.Tags), "RunInstances")
+		reqs = append(reqs, AuthzRequest{Action: "ec2:CreateTags", Resource: arn, Context: ctx, Because: becauseTagOnCreate("RunInstances")})
+	}
+	if profile != "" {
+		role := "arn:aws:iam::" + AccountID + ":role/" + profile[strings.LastIndexByte(profile, '/')+1:]
+		reqs = append(reqs, AuthzRequest{Action: "iam:PassRole", Resource: role,
+			Context: map[string]any{"iam:PassedToService": "ec2.amazonaws.com"}, Because: becausePassRole})
 	}
 	return reqs
 }

@@ -45,7 +45,8 @@ func FuzzRequest(f *testing.F) {
 	f.Add(uint8(10), `{"Path":"/a","NextToken":"`+encodeToken("ssm", math.MaxUint64)+`"}`) // GetParametersByPath
 	f.Add(uint8(2), "Action=CreateAutoScalingGroup&AutoScalingGroupName=g&MinSize=1&MaxSize=0&LaunchTemplate.LaunchTemplateName=x")
 	f.Add(uint8(2), "Action=DescribeAutoScalingGroups&Filters.member.1.Name=tag:a&Filters.member.1.Values.member.1=b")
-	ssmActions := []string{"PutParameter", "GetParameter", "GetParameters", "GetParametersByPath", "DeleteParameter", "DeleteParameters"}
+	ssmActions := []string{"PutParameter", "GetParameter", "GetParameters", "GetParametersByPath", "DeleteParameter", "DeleteParameters",
+		"SendCommand", "GetCommandInvocation", "ListCommandInvocations", "ListCommands", "CancelCommand", "DescribeInstanceInformation"}
 	f.Fuzz(func(t *testing.T, kind uint8, body string) {
 		req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(body))
 		switch kind % 3 {

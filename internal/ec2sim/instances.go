@@ -36,6 +36,10 @@ type instance struct {
 	architecture string
 	volumes      []*volume
 	tags         map[string]string
+
+	runningSince time.Time // when it last became running (status checks, agent)
+	platform     string    // "" (Linux) or "windows"
+	agent        agent     // its SSM Agent (runcommand.go)
 }
 
 type volume struct {
@@ -74,6 +78,9 @@ func (in *instance) refresh(now time.Time) {
 // terminating detaches its volumes.
 func (in *instance) become(state string, at time.Time) {
 	in.state, in.target = state, ""
+	if state == "running" {
+		in.runningSince = at
+	}
 	if state == "terminated" {
 		in.terminatedAt = at
 		for _, v := range in.volumes {
@@ -151,6 +158,11 @@ type InstanceSpec struct {
 	// ID, when set, is the instance's id instead of a generated one (tests
 	// that name their instances); it must be a free, valid instance id.
 	ID string
+	// Windows makes it a Windows instance (SSM platform type Windows).
+	Windows bool
+	// Agent is its SSM Agent's state (see SetAgent); default AgentOnline:
+	// seeded instances are managed nodes.
+	Agent string
 }
 
 // RunInstance creates an instance directly (no request, not counted),
@@ -197,11 +209,21 @@ func (s *Sim) RunInstance(regionName string, spec InstanceSpec) (string, error) 
 		}
 	}
 	in := s.launchLocked(r, img, launchSpec{id: spec.ID, instanceType: spec.InstanceType, tags: tags, volumes: bdms}, s.newID("r"), s.Now())
+	now := s.Now()
 	if spec.Stopped {
 		in.state, in.target = "stopped", ""
 	} else {
-		in.state, in.target = "running", ""
+		// A seeded instance has been running long enough to pass its status checks.
+		in.state, in.target, in.runningSince = "running", "", now.Add(-s.opts.StatusCheckDelay)
 	}
+	if spec.Windows {
+		in.platform = "windows"
+	}
+	agentState := cmp.Or(spec.Agent, AgentOnline)
+	if err := checkAgentState(agentState); err != nil {
+		return "", err
+	}
+	in.setAgent(agentState, now)
 	return in.id, nil
 }
 
@@ -248,10 +270,10 @@ func (s *Sim) launchLocked(r *region, img *image, ls launchSpec, reservation str
 		rootDevice: img.rootDevice, architecture: img.architecture, tags: map[string]string{},
 	}
 	if in.subnetID == "" {
-		in.subnetID = "subnet-" + fmt.Sprintf("%017x", hashString(az)&0xfffffffffffffff)
+		in.subnetID = defaultSubnet(az)
 	}
 	if len(in.groups) == 0 {
-		in.groups = []string{"sg-" + fmt.Sprintf("%017x", hashString(r.name+"default")&0xfffffffffffffff)}
+		in.groups = []string{defaultSecurityGroup(r.name)}
 	}
 	for _, t := range ls.tags {
 		in.tags[t.Key] = t.Value
@@ -295,6 +317,16 @@ func (s *Sim) launchLocked(r *region, img *image, ls launchSpec, reservation str
 	r.instances[in.id] = in
 	r.instanceList = append(r.instanceList, in)
 	return in
+}
+
+// defaultSubnet is the default VPC's subnet in an availability zone.
+func defaultSubnet(az string) string {
+	return "subnet-" + fmt.Sprintf("%017x", hashString(az)&0xfffffffffffffff)
+}
+
+// defaultSecurityGroup is the default VPC's default security group.
+func defaultSecurityGroup(region string) string {
+	return "sg-" + fmt.Sprintf("%017x", hashString(region+"default")&0xfffffffffffffff)
 }
 
 func hashString(s string) uint64 {
@@ -415,7 +447,12 @@ func (s *Sim) runInstances(c *call) *apiError {
 	reservation := s.newID("r")
 	var insts []*instance
 	for i := 0; i < maxCount; i++ {
-		insts = append(insts, s.launchLocked(c.r, img, ls, reservation, c.now))
+		in := s.launchLocked(c.r, img, ls, reservation, c.now)
+		if ls.profileArn != "" {
+			// The agent registers once the instance runs (runcommand.go).
+			in.setAgent(AgentOnline, c.now)
+		}
+		insts = append(insts, in)
 	}
 	w := c.w
 	w.el("reservationId", reservation)
@@ -620,6 +657,7 @@ func (s *Sim) changeInstances(c *call, verb string, allowed func(state string) b
 	w := c.w
 	w.open("instancesSet")
 	for _, in := range insts {
+		c.r.refreshInstanceInvocations(in.id, c.now)
 		prev := in.state
 		cur := in.state
 		if prev != final && !(final == "running" && prev == "pending") {

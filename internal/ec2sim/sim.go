@@ -68,6 +68,17 @@ type Options struct {
 	// destination region accepts before answering ResourceLimitExceeded.
 	// Default 100 (the older documented limit; the current docs say 300).
 	MaxConcurrentCopies int
+	// StatusCheckDelay is how long a running instance's status checks stay
+	// initializing before they pass (or fail: ImpairImage). Default 3s;
+	// negative means at once. Instances seeded with RunInstance pass at once.
+	StatusCheckDelay time.Duration
+	// InvocationDelay is how long a Run Command invocation takes to
+	// register (GetCommandInvocation answers InvocationDoesNotExist until
+	// then). Default 1s; negative means at once.
+	InvocationDelay time.Duration
+	// CommandDelay is how long a command runs on an instance when no
+	// CommandScript says otherwise. Default 1s; negative means at once.
+	CommandDelay time.Duration
 	// Throttling switches EC2-style request throttling on from the start.
 	Throttling bool
 	// Seed makes generated ids and fault probabilities reproducible.
@@ -93,6 +104,7 @@ type Sim struct {
 	// usageBehaviour shapes new image usage reports (SetUsageReports).
 	usageBehaviour UsageReportBehaviour
 	faults         []*faultRule
+	scripts        []CommandScript
 	calls          map[string]map[string]int
 	retried        map[string]map[string]int
 	throttled      int
@@ -123,6 +135,11 @@ type region struct {
 	templateTokens map[string]string
 
 	params map[string]*parameter
+
+	documents  map[string]*Document
+	commands   []*command
+	commandIDs map[string]*command
+	impaired   map[string]string // image id → the status check its instances fail
 
 	asgs          map[string]*autoScalingGroup
 	launchConfigs map[string]*launchConfiguration
@@ -160,6 +177,18 @@ func New(opts Options) *Sim {
 	if opts.InstanceDelay < 0 {
 		opts.InstanceDelay = 0
 	}
+	for _, d := range []*time.Duration{&opts.StatusCheckDelay, &opts.InvocationDelay, &opts.CommandDelay} {
+		def := time.Second
+		if d == &opts.StatusCheckDelay {
+			def = 3 * time.Second
+		}
+		if *d == 0 {
+			*d = def
+		}
+		if *d < 0 {
+			*d = 0
+		}
+	}
 	if opts.MaxConcurrentCopies <= 0 {
 		opts.MaxConcurrentCopies = 100
 	}
@@ -182,6 +211,7 @@ func (s *Sim) resetLocked() {
 		s.regions[name] = newRegion(name)
 	}
 	s.faults = nil
+	s.scripts = nil
 	s.calls = map[string]map[string]int{}
 	s.retried = nil
 	s.throttled = 0
@@ -206,6 +236,9 @@ func newRegion(name string) *region {
 		templateNames:  map[string]*launchTemplate{},
 		templateTokens: map[string]string{},
 		params:         map[string]*parameter{},
+		documents:      amazonDocuments(),
+		commandIDs:     map[string]*command{},
+		impaired:       map[string]string{},
 		asgs:           map[string]*autoScalingGroup{},
 		launchConfigs:  map[string]*launchConfiguration{},
 		buckets:        map[string]*bucket{},
@@ -356,6 +389,7 @@ var ec2Actions = map[string]queryHandler{
 	"DescribeAccountAttributes":            (*Sim).describeAccountAttributes,
 	"RunInstances":                         (*Sim).runInstances,
 	"DescribeInstances":                    (*Sim).describeInstances,
+	"DescribeInstanceStatus":               (*Sim).describeInstanceStatus,
 	"StartInstances":                       (*Sim).startInstances,
 	"StopInstances":                        (*Sim).stopInstances,
 	"TerminateInstances":                   (*Sim).terminateInstances,

@@ -14,7 +14,8 @@ import (
 
 // SSM Parameter Store over the JSON 1.1 protocol (X-Amz-Target
 // AmazonSSM.<Action>): PutParameter, GetParameter, GetParameters,
-// GetParametersByPath, DeleteParameter, DeleteParameters. Parameters live per
+// GetParametersByPath, DeleteParameter, DeleteParameters (Run Command is in
+// runcommand.go). Parameters live per
 // region. A value with DataType aws:ec2:image must look like an AMI id;
 // whether the image exists is checked after the call succeeded, as SSM does
 // (see ssmPutParameter).
@@ -48,6 +49,13 @@ var ssmActions = map[string]ssmHandler{
 	"GetParametersByPath": (*Sim).ssmGetParametersByPath,
 	"DeleteParameter":     (*Sim).ssmDeleteParameter,
 	"DeleteParameters":    (*Sim).ssmDeleteParameters,
+
+	"SendCommand":                 (*Sim).ssmSendCommand,
+	"GetCommandInvocation":        (*Sim).ssmGetCommandInvocation,
+	"ListCommandInvocations":      (*Sim).ssmListCommandInvocations,
+	"ListCommands":                (*Sim).ssmListCommands,
+	"CancelCommand":               (*Sim).ssmCancelCommand,
+	"DescribeInstanceInformation": (*Sim).ssmDescribeInstanceInformation,
 }
 
 func (s *Sim) serveSSM(w http.ResponseWriter, r *http.Request, regionName string) {

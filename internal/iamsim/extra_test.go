@@ -167,6 +167,22 @@ var extraCases = map[string]extraCase{
 			return err
 		},
 	},
+	"RunInstances with TagSpecifications": {
+		own: []string{"ec2:RunInstances"}, extra: []string{"ec2:CreateTags"},
+		call: func(w *world, _ bool) error {
+			_, err := w.ec2().RunInstances(w.ctx, &ec2.RunInstancesInput{ImageId: aws.String(ec2sim.BaseImageID(w.region)), MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+				TagSpecifications: tagSpecs(types.ResourceTypeInstance, types.ResourceTypeVolume)})
+			return err
+		},
+	},
+	"RunInstances with IamInstanceProfile": {
+		own: []string{"ec2:RunInstances"}, extra: []string{"iam:PassRole"},
+		call: func(w *world, _ bool) error {
+			_, err := w.ec2().RunInstances(w.ctx, &ec2.RunInstancesInput{ImageId: aws.String(ec2sim.BaseImageID(w.region)), MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+				IamInstanceProfile: &types.IamInstanceProfileSpecification{Name: aws.String("verify")}})
+			return err
+		},
+	},
 	"CopyImage with Encrypted and KmsKeyId": {
 		own: []string{"ec2:CopyImage"},
 		extra: []string{"kms:DescribeKey", "kms:CreateGrant", "kms:GenerateDataKeyWithoutPlaintext", "kms:Decrypt",
