@@ -6,6 +6,8 @@ GO ?= go
 # ec2x's TestSteps_OneFunctionDirectoryEach holds the directories to ec2x.Steps.
 FUNCTIONS := $(filter-out internal,$(patsubst functions/%/,%,$(sort $(wildcard functions/*/))))
 DIST := dist
+# The bootstraps built for this machine, whose init the benchmark times.
+HOST_DIST := $(DIST)/host
 BIN := bin/amirotate
 NODE_LOCAL := statemachine/local
 IAM_EVALUATOR := internal/iamsim/evaluator
@@ -13,10 +15,10 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: help setup build run test lint synth deploy bench fuzz clean
+.PHONY: help setup build bootstraps-host run test lint synth deploy bench bench-large fuzz clean
 
 help: ## Show this help
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 setup: $(NODE_LOCAL)/node_modules/.installed $(IAM_EVALUATOR)/node_modules/.installed node_modules/.installed /usr/bin/aws ## Install what runs and tests need: npm packages, the AWS CLI v2
 
@@ -73,8 +75,16 @@ synth: setup build ## Synthesize the CloudFormation template (cdk.out/)
 deploy: setup build ## Deploy to the account of your AWS credentials
 	npx aws-cdk deploy
 
-bench: setup $(BIN) ## Fleet benchmark: 1,000 instances x 3 regions through the real state machine
-	./$(BIN) bench --instances 1000 --regions 3 --json bench.json
+bootstraps-host: ## Build the Lambda bootstraps for this machine (the benchmark times their init)
+	@for f in $(FUNCTIONS); do \
+	  CGO_ENABLED=0 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w' -o $(HOST_DIST)/$$f/bootstrap ./functions/$$f || exit 1; \
+	done
+
+bench: setup $(BIN) bootstraps-host ## Fleet benchmark: 1,000 instances x 3 regions through the real state machine
+	./$(BIN) bench --instances 1000 --regions 3 --bootstraps $(HOST_DIST) --json bench.json
+
+bench-large: setup $(BIN) bootstraps-host ## The same at 10,000 instances x 3 regions (not in CI; see Performance)
+	./$(BIN) bench --instances 10000 --regions 3 --bootstraps $(HOST_DIST) --json bench-large.json
 
 fuzz: ## Run each fuzz target for 20 s
 	@for t in FuzzDecodePolicy FuzzParseInput FuzzImageName; do \
@@ -82,4 +92,4 @@ fuzz: ## Run each fuzz target for 20 s
 	$(GO) test ./internal/ec2sim -run '^$$' -fuzz '^FuzzRequest$$' -fuzztime 20s -fuzzminimizetime 1x
 
 clean: ## Remove build outputs
-	rm -rf bin $(DIST) cdk.out bench.json
+	rm -rf bin $(DIST) cdk.out bench.json bench-large.json

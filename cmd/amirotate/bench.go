@@ -29,11 +29,12 @@ import (
 var benchRegions = []string{"us-east-1", "eu-west-1", "ap-southeast-2", "us-west-2", "eu-central-1"}
 
 type benchConfig struct {
-	instances int
-	regions   int
-	batchSize int
-	timeScale float64
-	jsonFile  string
+	instances  int
+	regions    int
+	batchSize  int
+	timeScale  float64
+	jsonFile   string
+	bootstraps string
 }
 
 // benchResult is the benchmark's report; its JSON field names are a
@@ -69,6 +70,23 @@ type benchResult struct {
 	PeakRSSNodeBytes      int64                     `json:"peak_rss_node_bytes"`
 	ExecutionStatus       string                    `json:"execution_status"`
 	ExecutionFailureCause string                    `json:"execution_failure_cause,omitempty"`
+
+	// HistoryEvents: the execution's history as Step Functions records it
+	// (quota 25,000; one execution, no children).
+	HistoryEvents       int            `json:"history_events"`
+	HistoryEventsByType map[string]int `json:"history_events_by_type"`
+	// MakespanSeconds is the measured rotation's simulated duration (wall
+	// time × time scale); MakespanFloorSeconds the shortest the same work
+	// can take (benchmodel.MakespanFloor).
+	MakespanSeconds      float64 `json:"makespan_seconds"`
+	MakespanFloorSeconds float64 `json:"makespan_floor_seconds"`
+	MakespanRatio        float64 `json:"makespan_ratio"`
+	// PeakHeapBytesPerInvocation per function, from the heap probe.
+	PeakHeapBytesPerInvocation map[string]uint64 `json:"peak_heap_bytes_per_invocation,omitempty"`
+	// InitMs per function: a built bootstrap's start to its first
+	// invocation request (with --bootstraps).
+	InitMs  map[string]float64 `json:"init_ms,omitempty"`
+	CostUSD benchCost          `json:"cost_usd"`
 }
 
 func parseBenchFlags(args []string, stderr io.Writer) (benchConfig, error) {
@@ -82,6 +100,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchConfig, error) {
 	fs.IntVar(&c.batchSize, "batch-size", 100, "the policy's batchSize")
 	fs.Float64Var(&c.timeScale, "time-scale", 20, "simulated seconds per real second: image and copy latencies, EC2's token buckets and the SDK's backoff all run this much faster")
 	fs.StringVar(&c.jsonFile, "json", "", "also write the result as JSON to `file`")
+	fs.StringVar(&c.bootstraps, "bootstraps", "", "time the init of the bootstraps built for this machine in `dir`/<step>/bootstrap (make bootstraps-host)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -149,7 +168,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	regions := benchRegions[:c.regions]
-	sim, url, err := startSim(ctx, ec2sim.Options{
+	simOpts := ec2sim.Options{
 		Regions: regions,
 		Clock:   scaledClock{start: time.Now(), scale: c.timeScale},
 		// Simulated time: an 8 GiB image takes 2 minutes, an incremental
@@ -159,7 +178,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		CopyDelay:           4 * time.Minute,
 		MaxConcurrentCopies: 300,
 		Seed:                1,
-	})
+	}
+	sim, url, err := startSim(ctx, simOpts)
 	if err != nil {
 		return err
 	}
@@ -171,16 +191,21 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg := ec2sim.AWSConfig(url, regions[0])
 	clients := ec2x.NewClients(cfg, ec2x.WithBackoff(scaledBackoff{inner: retry.NewExponentialJitterBackoff(ec2x.MaxBackoff), scale: c.timeScale}),
 		ec2x.WithPaceScale(c.timeScale), ec2x.WithLocalIdentities())
+	var ids []string
 	for i := 0; i < c.instances; i++ {
-		if _, err := sim.RunInstance(regions[0], ec2sim.InstanceSpec{Tags: map[string]string{
+		id, err := sim.RunInstance(regions[0], ec2sim.InstanceSpec{Tags: map[string]string{
 			"amirotate:policy": "bench", "Name": fmt.Sprintf("bench-%04d", i),
-		}}); err != nil {
+		}})
+		if err != nil {
 			return err
 		}
+		ids = append(ids, id)
 	}
 	policy := benchPolicy(c)
 	// Waits: a minute of simulated time, whatever poll's backoff asks for.
 	waitMs := int(float64(policy.PollIntervalSeconds) * 1000 / c.timeScale)
+	// Yesterday's rotation, today's a minute ago, and the heap probe's now:
+	// each a later rotation than the one before, none after its start.
 	now := time.Now().UTC().Truncate(time.Minute)
 
 	fmt.Fprintf(stdout, "bench: %d instances, regions %v, time scale %gx\n", c.instances, regions, c.timeScale)
@@ -200,16 +225,32 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sim.SetThrottling(true)
 	fmt.Fprintln(stdout, "measured rotation (today, EC2 throttling on) ...")
 	var peak rssSampler
+	var audit countingWriter
 	peak.start()
 	start := time.Now()
-	rep, err := rotate(ctx, clients, rotateOptions{Policy: policy, RotationTime: now, WaitMs: &waitMs})
+	rep, err := rotate(ctx, clients, rotateOptions{Policy: policy, RotationTime: now.Add(-time.Minute), WaitMs: &waitMs, Audit: &audit})
 	wall := time.Since(start)
 	peak.stop()
 	if err != nil {
 		return err
 	}
 	res := benchReport(c, policy, sim.Stats(), rep, wall, prevWall, &peak)
+	res.modelReport(c, policy, simOpts, rep, wall, audit.n)
+	if rep.Execution.Succeeded() {
+		probe := ids[:min(len(ids), policy.BatchSize)]
+		fmt.Fprintf(stdout, "heap probe (one batch of %d, one invocation at a time) ...\n", len(probe))
+		if res.PeakHeapBytesPerInvocation, err = probeHeap(ctx, clients, policy, probe, now, &waitMs); err != nil {
+			return err
+		}
+	}
+	if c.bootstraps != "" {
+		fmt.Fprintf(stdout, "init of the bootstraps in %s ...\n", c.bootstraps)
+		if res.InitMs, err = measureInits(ctx, c.bootstraps, policy, regions[0]); err != nil {
+			return err
+		}
+	}
 	printBench(stdout, res)
+	printModel(stdout, res)
 	if c.jsonFile != "" {
 		if err := writeJSON(c.jsonFile, res); err != nil {
 			return err

@@ -10,6 +10,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/amirotate/amirotate/internal/ec2sim"
+	"github.com/amirotate/amirotate/internal/lambdahost"
+	"github.com/amirotate/amirotate/internal/localrun"
+	"github.com/amirotate/amirotate/internal/steps"
 )
 
 // TestBench_SmallFleetReportsEveryFieldConsistently runs `amirotate bench`
@@ -39,7 +44,8 @@ func TestBench_SmallFleetReportsEveryFieldConsistently(t *testing.T) {
 	}
 	for _, k := range []string{"instances", "regions", "amis_created", "copies_created", "images_deleted", "ec2_calls",
 		"calls_per_ami", "lower_bound_calls", "lower_bound_ratio", "state_transitions", "transitions_per_ami",
-		"lambda_invocations", "throttled_calls", "unrecovered_throttles", "max_state_payload_bytes", "wall_seconds", "peak_rss_bytes"} {
+		"lambda_invocations", "throttled_calls", "unrecovered_throttles", "max_state_payload_bytes", "wall_seconds", "peak_rss_bytes",
+		"history_events", "makespan_floor_seconds", "makespan_ratio", "peak_heap_bytes_per_invocation", "cost_usd"} {
 		if _, ok := m[k]; !ok {
 			t.Errorf("JSON lacks %q", k)
 		}
@@ -66,6 +72,23 @@ func TestBench_SmallFleetReportsEveryFieldConsistently(t *testing.T) {
 		Wall              float64                   `json:"wall_seconds"`
 		PeakRSS           int64                     `json:"peak_rss_bytes"`
 		Status            string                    `json:"execution_status"`
+		History           int                       `json:"history_events"`
+		HistoryByType     map[string]int            `json:"history_events_by_type"`
+		Makespan          float64                   `json:"makespan_seconds"`
+		Floor             float64                   `json:"makespan_floor_seconds"`
+		MakespanRatio     float64                   `json:"makespan_ratio"`
+		Heap              map[string]uint64         `json:"peak_heap_bytes_per_invocation"`
+		Cost              struct {
+			PerRotation struct {
+				Total         float64
+				StepFunctions float64 `json:"step_functions"`
+			} `json:"per_rotation"`
+			Per1000  struct{ Total float64 } `json:"per_1000_amis"`
+			PerImage struct {
+				PerRotation struct{ Total float64 } `json:"per_rotation"`
+			} `json:"per_image_design"`
+			Ratio float64 `json:"per_image_over_ours"`
+		} `json:"cost_usd"`
 	}
 	if err := json.Unmarshal(raw, &r); err != nil {
 		t.Fatal(err)
@@ -110,7 +133,6 @@ func TestBench_SmallFleetReportsEveryFieldConsistently(t *testing.T) {
 			t.Errorf("%s called %d times, below the floor %d: the counts cannot be of this rotation", k, byAction[k], v)
 		}
 	}
-	near := func(a, b float64) bool { return math.Abs(a-b) < 1e-6*math.Max(1, math.Abs(b)) }
 	if !near(r.LowerBoundRatio, float64(r.EC2Accepted)/float64(r.LowerBoundCalls)) || r.LowerBoundRatio < 1 {
 		t.Errorf("lower_bound_ratio %v; accepted %d / floor %d", r.LowerBoundRatio, r.EC2Accepted, r.LowerBoundCalls)
 	}
@@ -120,10 +142,79 @@ func TestBench_SmallFleetReportsEveryFieldConsistently(t *testing.T) {
 	if r.Transitions == 0 || r.Invocations == 0 || r.Unrecovered != 0 || r.MaxPayload <= 0 || r.MaxPayload >= 262144 || r.Wall <= 0 || r.PeakRSS <= 0 {
 		t.Errorf("report %+v", r)
 	}
-	for _, want := range []string{"lower_bound_ratio", "transitions_per_ami", "unrecovered_throttles", "max_state_payload_bytes"} {
+	// The history: every transition enters and exits a state (≥ 2 events),
+	// and the events by type add up.
+	byType := 0
+	for _, n := range r.HistoryByType {
+		byType += n
+	}
+	if r.History < 2*r.Transitions || byType != r.History || r.HistoryByType["ExecutionStarted"] != 1 {
+		t.Errorf("history_events %d (by type %d) for %d transitions", r.History, byType, r.Transitions)
+	}
+	// The makespan is the wall time at the time scale, against a floor of
+	// at least a source's and a copy's latency (2 + 4 simulated minutes).
+	if !near(r.Makespan, r.Wall*120) || r.Floor < 360 || !near(r.MakespanRatio, r.Makespan/r.Floor) {
+		t.Errorf("makespan %v (wall %v × 120), floor %v, ratio %v", r.Makespan, r.Wall, r.Floor, r.MakespanRatio)
+	}
+	for _, step := range []string{"discover", "snapshot", "poll", "copy", "tag", "publish", "retention", "report"} {
+		if _, ok := r.Heap[step]; !ok {
+			t.Errorf("no peak heap for %s: %v", step, r.Heap)
+		}
+	}
+	c := r.Cost
+	if c.PerRotation.StepFunctions <= 0 || !near(c.Per1000.Total, c.PerRotation.Total*1000/float64(made)) ||
+		!near(c.Ratio, c.PerImage.PerRotation.Total/c.PerRotation.Total) {
+		t.Errorf("cost %+v", c)
+	}
+	for _, want := range []string{"lower_bound_ratio", "transitions_per_ami", "unrecovered_throttles", "max_state_payload_bytes",
+		"history_events", "makespan_ratio", "peak_heap_per_invocation", "cost_usd per 1,000 AMIs", "per-image design"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("the table does not show %s:\n%s", want, stdout.String())
 		}
 	}
 	t.Logf("bench: ratio %.3f, %d transitions, %d throttled, wall %.1fs", r.LowerBoundRatio, r.Transitions, r.Throttled, r.Wall)
 }
+
+// The model fields follow from the execution: history, makespan over its
+// floor, and the bill, by hand.
+func TestModelReport_DerivesFromTheExecution(t *testing.T) {
+	p := benchPolicy(benchConfig{regions: 3, batchSize: 100})
+	p.DeprecateAfterDays = 30
+	so := ec2sim.Options{ImageDelay: 2 * time.Minute, CopyDelay: 4 * time.Minute, MaxConcurrentCopies: 300}
+	rep := &rotationReport{
+		Summary: steps.Summary{ImagesCreated: 50, CopiesCreated: 100, ImagesDeleted: 150},
+		Execution: &localrun.Result{
+			Transitions: 40, Retries: 2,
+			History: &localrun.History{Events: 200, ByType: map[string]int{"ExecutionStarted": 1}},
+			Events:  []localrun.PutEvent{{}},
+			Lambda: lambdahost.Stats{
+				Invocations: map[string]int{"amirotate-copy": 4, "amirotate-retention": 2},
+				Seconds:     map[string]float64{"amirotate-copy": 1.5, "amirotate-retention": 0.5},
+			},
+		},
+	}
+	var r benchResult
+	r.modelReport(benchConfig{regions: 3, timeScale: 20}, p, so, rep, 30*time.Second, 1000)
+	// 50 instances fit every bucket: the floor is 2 + 4 minutes.
+	if r.HistoryEvents != 200 || r.MakespanSeconds != 600 || r.MakespanFloorSeconds != 360 || !near(r.MakespanRatio, 600.0/360) {
+		t.Errorf("history %d, makespan %v, floor %v, ratio %v", r.HistoryEvents, r.MakespanSeconds, r.MakespanFloorSeconds, r.MakespanRatio)
+	}
+	u := r.CostUSD.Usage
+	if u.Transitions != 42 || u.Lambda["copy"].Seconds != 30 || u.Lambda["copy"].MemoryMB != 256 || u.Lambda["retention"].MemoryMB != 512 {
+		t.Errorf("usage %+v", u)
+	}
+	// Logs: 200 history events × 300 B, 6 invocations × 600 B, 1,000 B of audit lines.
+	if u.LogBytes != 200*300+6*600+1000 || u.Events != 1 || u.Schedules != 1 {
+		t.Errorf("logs %v B, events %d, schedules %d", u.LogBytes, u.Events, u.Schedules)
+	}
+	b := r.CostUSD.PerRotation
+	want := 42*0.025/1000 + 6*0.2/1e6 + (30*0.25+10*0.5)*0.0000133334 + 2*1e-6 + u.LogBytes/(1<<30)*0.5
+	if !near(b.Total, want) || !near(r.CostUSD.Per1000AMIs.Total, want*1000/150) {
+		t.Errorf("bill %+v, want total %v", b, want)
+	}
+	if pi := r.CostUSD.PerImage; pi.Executions != 150 || !near(r.CostUSD.PerImageOverOurs, pi.PerRotation.Total/b.Total) {
+		t.Errorf("per-image design %+v", pi)
+	}
+}
+
+func near(a, b float64) bool { return math.Abs(a-b) < 1e-6*math.Max(1, math.Abs(b)) }

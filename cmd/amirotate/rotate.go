@@ -33,6 +33,9 @@ type rotateOptions struct {
 	// Audit receives the handlers' audit log, one JSON line per mutating
 	// call; nil: dropped.
 	Audit io.Writer
+	// MeasureHeap runs one invocation at a time and records each one's
+	// heap (lambdahost.Host.MeasureHeap): for the benchmark's probe.
+	MeasureHeap bool
 }
 
 // rotationReport is what one local execution produced, for the summary
@@ -96,6 +99,7 @@ func rotate(ctx context.Context, clients *ec2x.Clients, o rotateOptions) (*rotat
 	if err != nil {
 		return nil, err
 	}
+	runner.Host.MeasureHeap(o.MeasureHeap)
 	res, err := runner.Run(ctx, input)
 	if err != nil {
 		return nil, err

@@ -23,6 +23,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambda/messages"
@@ -48,6 +49,13 @@ type Host struct {
 	maxRequest  int
 	maxResponse int
 	requestSeq  atomic.Int64
+	seconds     map[string]float64
+	peakHeap    map[string]uint64
+
+	// measureHeap serializes invocations and measures each one's heap (see
+	// MeasureHeap); serial holds them one at a time.
+	measureHeap atomic.Bool
+	serial      sync.Mutex
 }
 
 // New serves handlers, keyed by function name. Each handler is anything
@@ -57,6 +65,8 @@ func New(handlers map[string]any) *Host {
 		handlers:    make(map[string]any, len(handlers)),
 		invocations: map[string]int{},
 		errors:      map[string]int{},
+		seconds:     map[string]float64{},
+		peakHeap:    map[string]uint64{},
 	}
 	for name, fn := range handlers {
 		h.handlers[name] = fn
@@ -99,6 +109,11 @@ type Stats struct {
 	// MaxRequestBytes and MaxResponseBytes are the largest payloads seen.
 	MaxRequestBytes  int `json:"maxRequestBytes"`
 	MaxResponseBytes int `json:"maxResponseBytes"`
+	// Seconds per function name: the handlers' running time, summed.
+	Seconds map[string]float64 `json:"seconds"`
+	// PeakHeapBytes per function name: the most any one invocation raised
+	// the heap, while MeasureHeap was on (see HeapDuring).
+	PeakHeapBytes map[string]uint64 `json:"peakHeapBytes,omitempty"`
 }
 
 // Stats returns a copy of the counters.
@@ -110,6 +125,8 @@ func (h *Host) Stats() Stats {
 		Errors:           make(map[string]int, len(h.errors)),
 		MaxRequestBytes:  h.maxRequest,
 		MaxResponseBytes: h.maxResponse,
+		Seconds:          maps.Clone(h.seconds),
+		PeakHeapBytes:    maps.Clone(h.peakHeap),
 	}
 	for k, v := range h.invocations {
 		s.Invocations[k] = v
@@ -180,7 +197,17 @@ func (h *Host) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fnErr = exitError(requestID)
 	} else {
 		lc := &lambdacontext.LambdaContext{AwsRequestID: requestID, InvokedFunctionArn: raw}
-		body, fnErr = invoke(lambdacontext.NewContext(r.Context(), lc), fn, payload)
+		run := func() { body, fnErr = invoke(lambdacontext.NewContext(r.Context(), lc), fn, payload) }
+		start := time.Now()
+		if h.measureHeap.Load() {
+			h.serial.Lock()
+			heap := HeapDuring(run)
+			h.serial.Unlock()
+			h.notePeakHeap(name, heap)
+		} else {
+			run()
+		}
+		h.noteSeconds(name, time.Since(start))
 		if fault != nil {
 			body, fnErr = nil, exitError(requestID)
 		}
@@ -252,6 +279,23 @@ func (h *Host) begin(name string, size int) *Fault {
 		}
 	}
 	return nil
+}
+
+// MeasureHeap, while on, runs one invocation at a time and records how far
+// each raised the process's heap (Stats.PeakHeapBytes). Invocations that
+// wait their turn are slower: switch it on for a probe, not a benchmark.
+func (h *Host) MeasureHeap(on bool) { h.measureHeap.Store(on) }
+
+func (h *Host) noteSeconds(name string, d time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.seconds[name] += d.Seconds()
+}
+
+func (h *Host) notePeakHeap(name string, n uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.peakHeap[name] = max(h.peakHeap[name], n)
 }
 
 func (h *Host) end(name string, size int, failed bool) {
