@@ -16,22 +16,30 @@ import (
 const usage = `amirotate: scheduled, safe AMI rotation
 
 Usage:
-  amirotate sim   [--addr 127.0.0.1:4566] [--regions r1,r2] [--image-delay 3s] [--seed-demo]
+  amirotate sim   [--addr 127.0.0.1:4566] [--regions r1,r2] [--image-delay 3s] [--seed-demo] [--stack cdk.out/Amirotate.template.json]
   amirotate run   --policy FILE [--rotation-time RFC3339] [--instance ID]... [--dry-run] [--json FILE] [--audit FILE]
   amirotate plan  --policy FILE [--json FILE]
   amirotate demo
   amirotate bench [--instances 1000] [--regions 3] [--json FILE]
+
+Over the Step Functions API of the deployed stack (or the local one, amirotate sim --stack):
+  amirotate start  --policy NAME [--instance ID]... [--dry-run] [--stack-name Amirotate]
+  amirotate status [--policy NAME] [--max 20] [--json FILE] [--stack-name Amirotate]
+  amirotate watch  EXECUTION_ARN [--json FILE]
 
 Run 'amirotate <command> -h' for a command's flags.
 `
 
 // commands maps each subcommand to its entry point; each lives in its own file.
 var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
-	"sim":   runSim,
-	"run":   runRotation,
-	"plan":  runPlan,
-	"demo":  runDemo,
-	"bench": runBench,
+	"sim":    runSim,
+	"run":    runRotation,
+	"plan":   runPlan,
+	"demo":   runDemo,
+	"bench":  runBench,
+	"start":  runStart,
+	"status": runStatus,
+	"watch":  runWatch,
 }
 
 func main() {

@@ -221,8 +221,12 @@ func printReport(w io.Writer, rep *rotationReport, maxRows int) {
 	fmt.Fprintf(w, "  images created %d, copies %d, published %d, images deleted %d (snapshots %d, orphan snapshots %d)\n",
 		s.ImagesCreated, s.CopiesCreated, s.Published, s.ImagesDeleted, s.SnapshotsDeleted, s.OrphansDeleted)
 	if e := rep.Execution; e != nil {
-		fmt.Fprintf(w, "  execution %s in %s: %d state transitions, %d Lambda invocations, largest state payload %d bytes\n",
-			e.Status, e.Duration.Round(time.Millisecond), e.Transitions, sum(e.Lambda.Invocations), e.MaxPayloadBytes)
+		lambda := ""
+		if e.Lambda.Invocations != nil { // unknown when read from a history
+			lambda = fmt.Sprintf(", %d Lambda invocations", sum(e.Lambda.Invocations))
+		}
+		fmt.Fprintf(w, "  execution %s in %s: %d state transitions%s, largest state payload %d bytes\n",
+			e.Status, e.Duration.Round(time.Millisecond), e.Transitions, lambda, e.MaxPayloadBytes)
 		if !e.Succeeded() {
 			fmt.Fprintf(w, "  failed: %s\n", causeText(e.Error, e.Cause))
 		}
