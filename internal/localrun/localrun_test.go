@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,7 @@ type fakeFleet struct {
 
 	mu          sync.Mutex
 	selected    [][]string
+	excluded    []string // what RetentionOthers got as this rotation's targets
 	inflight    int
 	maxInflight int
 	overlapped  chan struct{} // closed once overlap calls were in flight at once
@@ -176,7 +178,12 @@ func (f *fakeFleet) retention(_ context.Context, raw json.RawMessage) (any, erro
 	if err := json.Unmarshal(raw, &probe); err != nil {
 		return nil, err
 	}
-	if _, ok := probe["exclude"]; ok {
+	if raw, ok := probe["exclude"]; ok {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if err := json.Unmarshal(raw, &f.excluded); err != nil {
+			return nil, err
+		}
 		return steps.RetentionOthersOut{Retention: []rotation.ScopeReport{}}, nil
 	}
 	var b steps.Batch
@@ -289,6 +296,11 @@ func TestRunner_MapWaitPollCopyLoop(t *testing.T) {
 	}
 	if got := len(res.DetailInputs["BatchReport"]); got != 3 {
 		t.Fatalf("BatchReport inputs %d", got)
+	}
+	// The state holds the targets once, in the batches; RetentionOthers
+	// gets all of them, flattened.
+	if !slices.Equal(f.excluded, ids(5)) {
+		t.Fatalf("RetentionOthers excluded %v, want the 5 targets", f.excluded)
 	}
 	if res.Lambda.Invocations["amirotate-snapshot"] != 3 || res.MaxPayloadBytes == 0 {
 		t.Fatalf("lambda stats %+v, max payload %d", res.Lambda, res.MaxPayloadBytes)
