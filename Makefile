@@ -11,8 +11,10 @@ HOST_DIST := $(DIST)/host
 BIN := bin/amirotate
 NODE_LOCAL := statemachine/local
 IAM_EVALUATOR := internal/iamsim/evaluator
-export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
-export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+# Node.js 24 LTS from npm (the package node, installed by setup) comes first
+# on PATH for everything make runs: the CDK CLI and app, the local Step
+# Functions runner, the IAM evaluator.
+export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 export AWS_EC2_METADATA_DISABLED := true
 
 .PHONY: help setup build bootstraps-host run test lint synth deploy bench bench-large fuzz clean

@@ -43,3 +43,13 @@ func Find(rel, file string) (string, error) {
 	return "", fmt.Errorf("cannot find %s above the working directory or the executable; run from the amirotate checkout or set %s to it",
 		filepath.Join(rel, file), HomeEnv)
 }
+
+// Node is the Node.js the checkout's programs run on: the LTS `make setup`
+// installs from npm (node_modules/.bin/node, the npm package node), else
+// node on PATH.
+func Node() string {
+	if dir, err := Find(filepath.Join("node_modules", ".bin"), "node"); err == nil {
+		return filepath.Join(dir, "node")
+	}
+	return "node"
+}

@@ -32,7 +32,7 @@ type Evaluator struct {
 	cache map[string]string
 }
 
-// StartEvaluator starts the Node process (node on PATH) from dir ("" =
+// StartEvaluator starts the Node process (checkout.Node) from dir ("" =
 // found like localrun finds its runner: $AMIROTATE_HOME, else above the
 // working directory or the executable).
 func StartEvaluator(dir string) (*Evaluator, error) {
@@ -45,7 +45,7 @@ func StartEvaluator(dir string) (*Evaluator, error) {
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@cloud-copilot", "iam-simulate", "package.json")); err != nil {
 		return nil, fmt.Errorf("the IAM evaluator is not installed in %s: run `make setup` (npm ci there)", dir)
 	}
-	cmd := exec.Command("node", "evaluate.mjs")
+	cmd := exec.Command(checkout.Node(), "evaluate.mjs")
 	cmd.Dir = dir
 	cmd.Stderr = os.Stderr
 	cmd.Env = append(os.Environ(), "NODE_NO_WARNINGS=1")
@@ -58,7 +58,7 @@ func StartEvaluator(dir string) (*Evaluator, error) {
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting the IAM evaluator (Node.js 20 or later is needed): %w", err)
+		return nil, fmt.Errorf("starting the IAM evaluator (Node.js 22 or later is needed: make setup installs it): %w", err)
 	}
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)

@@ -74,7 +74,7 @@ type Options struct {
 	OnEvent func(Event)
 	// RunnerDir is the statemachine/local directory (default: found, see Locate).
 	RunnerDir string
-	// Node is the node binary (default "node" on PATH).
+	// Node is the node binary (default: the checkout's, see checkout.Node).
 	Node string
 	// Stderr receives node's standard error (default: kept, and quoted in
 	// the error when the runner itself fails).
@@ -176,7 +176,7 @@ func New(opts Options) (*Runner, error) {
 		opts.Account = "000000000000"
 	}
 	if opts.Node == "" {
-		opts.Node = "node"
+		opts.Node = checkout.Node()
 	}
 	if len(opts.DetailStates) == 0 {
 		opts.DetailStates = []string{"BatchReport", "Report"}
@@ -299,7 +299,7 @@ func (r *Runner) Run(ctx context.Context, input json.RawMessage) (*Result, error
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s (Node.js 20 or later is needed): %w", r.opts.Node, err)
+		return nil, fmt.Errorf("starting %s (Node.js 22 or later is needed: make setup installs it): %w", r.opts.Node, err)
 	}
 	res := &Result{
 		StatesEntered: map[string]int{},

@@ -23,20 +23,6 @@
 
 import { readFileSync } from 'node:fs';
 
-// aws-local-stepfunctions 3 relies on Promise.withResolvers (Node 22); Node 20
-// lacks it, and the package must not be imported before this is in place.
-if (!Promise.withResolvers) {
-  Promise.withResolvers = function withResolvers() {
-    let resolve;
-    let reject;
-    const promise = new Promise((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    return { promise, resolve, reject };
-  };
-}
-
 const PUT_EVENTS = 'arn:aws:states:::events:putEvents';
 const DEFAULT_DETAIL_STATES = ['BatchReport', 'Report'];
 
@@ -194,6 +180,10 @@ function shiftClock(offset) {
 }
 
 async function main() {
+  // aws-local-stepfunctions 3 needs Node.js 22 or later (Promise.withResolvers).
+  if (!Promise.withResolvers) {
+    throw new Error(`Node.js ${process.version} is too old for aws-local-stepfunctions 3: run make setup, which installs Node.js 24 into node_modules`);
+  }
   const { definition, input, options } = loadArgs(process.argv.slice(2));
   if (options.clockOffsetMs) shiftClock(options.clockOffsetMs);
   const region = options.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION;
