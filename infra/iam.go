@@ -132,6 +132,14 @@ func (pc *permissionContext) statements(step string) []awsiam.PolicyStatement {
 					[]string{pc.arn("ssm", "*", pc.account, "parameter/*")}, nil),
 				pc.statement("ReadContainerRecipeReferences", []string{"imagebuilder:GetContainerRecipe"},
 					[]string{pc.arn("imagebuilder", "*", pc.account, "container-recipe/*")}, nil),
+				// Retiring expired images other accounts may use: stop
+				// sharing them, deprecate them, and ask EC2 for usage reports
+				// (on the image, and a report tagged as amirotate's).
+				pc.statement("RetireSharedManagedImages",
+					[]string{"ec2:CreateImageUsageReport", "ec2:EnableImageDeprecation", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"},
+					pc.imagesAndSnapshots(), resourceTagged()),
+				pc.statement("CreateTaggedUsageReports", []string{"ec2:CreateImageUsageReport"},
+					[]string{pc.arn("ec2", "*", pc.account, "image-usage-report/*")}, requestTagged()),
 			)
 		}
 	case "copy":

@@ -129,6 +129,8 @@ func TestIAM_DestructiveActionsAreScoped(t *testing.T) {
 			"arn:<AWS::Partition>:ssm:*:" + testAccount + ":parameter/images/*",
 		}, ""},
 		"ec2:CopyImage": {images, `"aws:RequestTag/amirotate:created-by":"amirotate"`},
+		"ec2:CreateImageUsageReport": {append(slices.Clone(images), "arn:<AWS::Partition>:ec2:*:"+testAccount+":image-usage-report/*"),
+			`/amirotate:created-by":"amirotate"`},
 	}
 	found := map[string]bool{}
 	for _, pol := range resources(synthed.fullJSON, "AWS::IAM::Policy") {

@@ -20,6 +20,8 @@ const (
 		"selector tags (aws:ResourceTag), the same rule the discover step applies."
 	reasonLaunchTemplates = "Launch templates opt in with the amirotate:track tag: creating versions and setting the default is " +
 		"allowed only on templates that carry it (aws:ResourceTag)."
+	reasonUsageReports = "An image usage report's id is made by CreateImageUsageReport: retention may create reports only tagged " +
+		"amirotate:created-by=amirotate (aws:RequestTag), and only on images that carry that tag."
 	reasonParameters = "Parameter names contain the instance id; access is limited to each policy's parameter path (its ssmParameter " +
 		"template up to the first per-instance placeholder)."
 	reasonReferences = "DescribeImageReferences checks every resource type that can use an image with the caller's permissions: " +
@@ -49,6 +51,7 @@ func addSuppressions(r *Rotation) {
 				iam5(reasonImages, `^Resource::arn:`+partitionRE+`:ec2:\*::(image|snapshot)/\*$`),
 				iam5(reasonInstances, `^Resource::arn:`+partitionRE+`:ec2:\*:`+accountRE+`:instance/\*$`),
 				iam5(reasonLaunchTemplates, `^Resource::arn:`+partitionRE+`:ec2:\*:`+accountRE+`:launch-template/\*$`),
+				iam5(reasonUsageReports, `^Resource::arn:`+partitionRE+`:ec2:\*:`+accountRE+`:image-usage-report/\*$`),
 				iam5(reasonParameters, `^Resource::arn:`+partitionRE+`:ssm:\*:`+accountRE+`:parameter/[^*]+\*$`),
 				iam5(reasonReferences, `^Resource::arn:`+partitionRE+`:(ssm:\*:`+accountRE+`:parameter|imagebuilder:\*:`+accountRE+`:container-recipe)/\*$`),
 			)

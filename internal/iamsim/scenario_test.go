@@ -167,6 +167,10 @@ func runScenario(t *testing.T, roles iamsim.Roles) scenarioResult {
 	}
 	w.sim.FailNextImage(home, ids[1], "scenario: injected failure")
 	rotate(auditPolicy, start.Add(24*time.Hour), false, true)
+	// The audit policy shares its images, so its retention retires them over
+	// days (usage reports, grace period) rather than deleting; a policy that
+	// shares nothing deletes its expired images the next day.
+	rotate(string(others["fleet"].(json.RawMessage)), start.Add(24*time.Hour), false, false)
 	rotate(auditPolicy, start.Add(48*time.Hour), true, false)
 	res.requests, res.denials = w.enf.Requests(), w.enf.Denials()
 	return res

@@ -55,8 +55,9 @@ type planned struct {
 	img    *Image
 	when   time.Time // rotation time, else creation time
 	scope  scopeKey
-	reason string // set when a rule other than rank or age keeps it
-	ranked bool   // competes for the newest/keep slots of its scope
+	reason string   // set when a rule other than rank or age keeps it
+	act    Decision // what retiring it does now (Needs, Unshare, ...)
+	ranked bool     // competes for the newest/keep slots of its scope
 }
 
 // PlanRetention decides, for every image in in.Images, whether retention
@@ -146,6 +147,9 @@ func PlanRetention(in PlanInput) []Decision {
 				it.reason = ReasonWithinAge
 			default:
 				it.reason = ReasonExpired
+				if why := retire(in, it.img, &it.act); why != "" {
+					it.reason = why
+				}
 			}
 		}
 	}
@@ -174,6 +178,7 @@ func PlanRetention(in PlanInput) []Decision {
 		if d.Delete {
 			d.SnapshotIDs = ownSnapshots(it.img, owner)
 		}
+		d.Needs, d.Unshare, d.DeprecateAt, d.RequestUsageReport = it.act.Needs, it.act.Unshare, it.act.DeprecateAt, it.act.RequestUsageReport
 		decisions[i] = d
 	}
 	return decisions

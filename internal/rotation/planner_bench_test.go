@@ -26,6 +26,7 @@ func fleetInventory(n int) PlanInput {
 				TagCreatedBy: CreatedBy, TagPolicy: "nightly", TagInstanceID: instance, TagRotation: RotationID(made),
 			},
 			SnapshotIDs: []string{fmt.Sprintf("snap-%017x", i), fmt.Sprintf("snap-%017x", i+n)},
+			Sharing:     &Sharing{},
 		}
 		if img.Region != "us-east-1" {
 			img.Tags[TagSourceImage] = "ami-source"

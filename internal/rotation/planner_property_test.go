@@ -28,6 +28,16 @@ func randomInventory(rng *rand.Rand) PlanInput {
 		keep = 1 + rng.IntN(3)
 	}
 	in.Policy = Policy{Name: "nightly", Retention: Retention{Keep: keep, MaxAgeDays: age}, Rebuild: Rebuild{Keep: 1 + rng.IntN(3)}}
+	switch rng.IntN(8) {
+	case 0:
+		in.Policy.ShareWith = []string{"111122223333"}
+	case 1:
+		in.Policy.ShareWith = []string{"arn:aws:organizations::111111111111:ou/o-abcdefghij/ou-ab12-cdef3456"}
+		in.Policy.ShareGraceDays = 3 + rng.IntN(5)
+	}
+	if rng.IntN(8) == 0 {
+		in.Policy.DeprecateBeforeDeleteDays = rng.IntN(10)
+	}
 	if rng.IntN(3) == 0 {
 		ck, ca := rng.IntN(4), rng.IntN(10)
 		if ck == 0 && ca == 0 {
@@ -94,6 +104,7 @@ func randomInventory(rng *rand.Rand) PlanInput {
 		for range rng.IntN(4) {
 			img.SnapshotIDs = append(img.SnapshotIDs, fmt.Sprintf("snap-%d", rng.IntN(snapPool)))
 		}
+		randomSharing(rng, &in, &img)
 		if rng.IntN(10) == 0 {
 			if in.References == nil {
 				in.References = map[string][]string{}
@@ -200,7 +211,106 @@ func (o *oracle) shouldDelete(i int) bool {
 	r := o.rank(i)
 	t := imageTime(&img)
 	youngEnough := rule.MaxAgeDays > 0 && o.in.Now.Sub(t) < time.Duration(rule.MaxAgeDays)*24*time.Hour
-	return r > 0 && r >= rule.Keep && !youngEnough
+	return r > 0 && r >= rule.Keep && !youngEnough && o.retirable(i)
+}
+
+// retirable states independently when an expired image may go: its launch
+// permissions were read and it is not shared; once deprecated for long
+// enough; and, if the policy shares or it was shared, a settled usage report
+// of the right scope, made after the grace period and recently, shows no
+// use, while no such report shows any.
+func (o *oracle) retirable(i int) bool {
+	img := o.in.Images[i]
+	p := o.in.Policy
+	if img.Sharing == nil || len(img.Sharing.Targets) > 0 {
+		return false
+	}
+	day := 24 * time.Hour
+	checked := len(p.ShareWith) > 0
+	wait := time.Duration(p.DeprecateBeforeDeleteDays) * day
+	grace := time.Duration(DefaultShareGraceDays) * day
+	if p.ShareGraceDays > 0 {
+		grace = time.Duration(p.ShareGraceDays) * day
+	}
+	if checked && grace > wait {
+		wait = grace
+	}
+	now := o.in.Now
+	if wait > 0 && (img.DeprecatedAt.IsZero() || img.DeprecatedAt.After(now) || now.Sub(img.DeprecatedAt) < wait) {
+		return false
+	}
+	if !checked {
+		return true
+	}
+	clean := false
+	for _, r := range o.in.Usage[img.ID] {
+		fits := r.ImageID == img.ID && len(r.AccountIDs) == 0 && len(r.ResourceTypes) == 2 &&
+			r.State == "available" && !r.Created.Before(img.DeprecatedAt.Add(grace)) &&
+			now.Sub(r.Created) <= UsageReportMaxAge && now.Sub(r.Created) >= UsageReportSettle
+		if !fits {
+			continue
+		}
+		for _, e := range r.Entries {
+			if e.ImageID == img.ID && e.Count > 0 {
+				return false
+			}
+		}
+		clean = true
+	}
+	return clean
+}
+
+// randomSharing gives an image random launch permissions, deprecation and
+// usage reports: unread, shared, reports of every kind (clean, in use,
+// failed, pending, stale, partial, for another image, too young, entries of
+// another report).
+func randomSharing(rng *rand.Rand, in *PlanInput, img *Image) {
+	switch rng.IntN(16) {
+	case 0: // not read
+	case 1:
+		img.Sharing = &Sharing{Targets: []string{"444455556666"}}
+	default:
+		img.Sharing = &Sharing{}
+	}
+	if rng.IntN(3) > 0 {
+		img.DeprecatedAt = planNow.Add(-time.Duration(rng.IntN(15*24)) * time.Hour)
+	}
+	if rng.IntN(4) == 0 {
+		return // usage not read
+	}
+	if in.Usage == nil {
+		in.Usage = map[string][]UsageReport{}
+	}
+	reports := []UsageReport{}
+	for j := range rng.IntN(3) {
+		r := UsageReport{
+			ID:            fmt.Sprintf("amiur-%d", j),
+			ImageID:       img.ID,
+			State:         []string{"available", "available", "pending", "error"}[rng.IntN(4)],
+			Created:       planNow.Add(-time.Duration(rng.IntN(6*24*60)) * time.Minute),
+			ResourceTypes: []string{UsageInstance, UsageLaunchTemplate},
+		}
+		switch rng.IntN(8) {
+		case 0:
+			r.ImageID = "ami-other"
+		case 1:
+			r.AccountIDs = []string{"444455556666"}
+		case 2:
+			r.ResourceTypes = []string{UsageInstance}
+		}
+		if r.State == "available" && rng.IntN(2) == 0 {
+			e := UsageEntry{ReportID: r.ID, ImageID: img.ID, AccountID: "444455556666", ResourceType: UsageLaunchTemplate, Count: 1}
+			switch rng.IntN(4) {
+			case 0:
+				e.ReportID = "amiur-elsewhere"
+			case 1:
+				e.ImageID = "ami-other"
+			}
+			r.Entries = append(r.Entries, e)
+		}
+		reports = append(reports, r)
+	}
+	in.Usage[img.ID] = reports
 }
 
 // TestPlan_Properties checks the planner's invariants over many random
@@ -329,7 +439,8 @@ func TestPlan_Properties(t *testing.T) {
 			if !byID[img.ID].Delete {
 				remaining[sc]++
 			}
-			if o.standing[i] {
+			if o.standing[i] || !o.retirable(i) {
+				// Kept by a standing rule, or while it is being retired.
 				standing[sc]++
 			}
 		}

@@ -23,6 +23,7 @@ func image(id, region, instance string, daysAgo int, opts ...func(*Image)) Image
 		CreatedAt:   made.Add(90 * time.Second),
 		Tags:        map[string]string{TagCreatedBy: CreatedBy, TagPolicy: "nightly", TagInstanceID: instance, TagRotation: RotationID(made)},
 		SnapshotIDs: []string{"snap-" + strings.TrimPrefix(id, "ami-")},
+		Sharing:     &Sharing{}, // read: not shared
 	}
 	for _, o := range opts {
 		o(&img)

@@ -248,6 +248,14 @@ func (p Policy) validate(root string) error {
 		seenShare[a] = true
 	}
 
+	if p.ShareGraceDays != 0 && (p.ShareGraceDays < MinShareGraceDays || p.ShareGraceDays > MaxShareGraceDays) {
+		ps.add(f("shareGraceDays"), "is %d; set %d to %d days (EC2's usage reports may miss launch template activity of the last few days)",
+			p.ShareGraceDays, MinShareGraceDays, MaxShareGraceDays)
+	}
+	if p.DeprecateBeforeDeleteDays < 0 || p.DeprecateBeforeDeleteDays > MaxDeprecateBeforeDelete {
+		ps.add(f("deprecateBeforeDeleteDays"), "is %d; set 0 (delete without deprecating first) to %d", p.DeprecateBeforeDeleteDays, MaxDeprecateBeforeDelete)
+	}
+
 	if p.Publish.SSMParameter != "" {
 		checkSSMTemplate(&ps, f("publish.ssmParameter"), p.Publish.SSMParameter, p.Name)
 	}

@@ -13,6 +13,29 @@ import (
 // PublicShare is the shareWith entry that makes images public.
 const PublicShare = "all"
 
+// Bounds of the sharing settings.
+const (
+	// DefaultShareGraceDays: EC2's usage reports may miss instance activity
+	// of the last 24 hours and launch template activity of the last few
+	// days (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/your-ec2-ami-usage.html),
+	// so a report only proves an image unused once sharing stopped this long
+	// before it was made.
+	DefaultShareGraceDays = 7
+	MinShareGraceDays     = 3
+	MaxShareGraceDays     = 365
+	// MaxDeprecateBeforeDelete bounds deprecateBeforeDeleteDays.
+	MaxDeprecateBeforeDelete = 365
+)
+
+// ShareGrace is how long, in days, sharing must have stopped before a
+// usage report may prove an image unused (the policy's value or the default).
+func (p Policy) ShareGrace() int {
+	if p.ShareGraceDays == 0 {
+		return DefaultShareGraceDays
+	}
+	return p.ShareGraceDays
+}
+
 // The ARN shapes EC2 accepts in a launch permission, as the EC2 Image
 // Builder API documents them for the same ModifyImageAttribute request
 // (https://docs.aws.amazon.com/imagebuilder/latest/APIReference/API_LaunchPermissionConfiguration.html).

@@ -9,20 +9,27 @@ type Policy struct {
 	Selector Selector `json:"selector"`
 	// NoReboot: nil means true (no reboot), as AWS Data Lifecycle Manager
 	// defaults: a policy reboots its instances only when it says so.
-	NoReboot            *bool             `json:"noReboot,omitempty"`
-	CopyTo              []CopyTarget      `json:"copyTo,omitempty"`
-	Retention           Retention         `json:"retention"`
-	CopyRetention       *Retention        `json:"copyRetention,omitempty"`
-	Tags                map[string]string `json:"tags,omitempty"`
-	CopyInstanceTags    []string          `json:"copyInstanceTags,omitempty"`
-	DeprecateAfterDays  int               `json:"deprecateAfterDays,omitempty"`
-	ShareWith           []string          `json:"shareWith,omitempty"`
-	AllowPublic         bool              `json:"allowPublic,omitempty"`
-	Publish             Publish           `json:"publish"`
-	BatchSize           int               `json:"batchSize,omitempty"`
-	PollIntervalSeconds int               `json:"pollIntervalSeconds,omitempty"`
-	TimeoutMinutes      int               `json:"timeoutMinutes,omitempty"`
-	DryRun              bool              `json:"dryRun,omitempty"`
+	NoReboot           *bool             `json:"noReboot,omitempty"`
+	CopyTo             []CopyTarget      `json:"copyTo,omitempty"`
+	Retention          Retention         `json:"retention"`
+	CopyRetention      *Retention        `json:"copyRetention,omitempty"`
+	Tags               map[string]string `json:"tags,omitempty"`
+	CopyInstanceTags   []string          `json:"copyInstanceTags,omitempty"`
+	DeprecateAfterDays int               `json:"deprecateAfterDays,omitempty"`
+	ShareWith          []string          `json:"shareWith,omitempty"`
+	AllowPublic        bool              `json:"allowPublic,omitempty"`
+	// ShareGraceDays: how long sharing of an expired image must have stopped
+	// before an EC2 usage report made after that may prove it unused by
+	// other accounts (0 = DefaultShareGraceDays).
+	ShareGraceDays int `json:"shareGraceDays,omitempty"`
+	// DeprecateBeforeDeleteDays: an expired image is deprecated first and
+	// deregistered no sooner than this many days later (0 = not required).
+	DeprecateBeforeDeleteDays int     `json:"deprecateBeforeDeleteDays,omitempty"`
+	Publish                   Publish `json:"publish"`
+	BatchSize                 int     `json:"batchSize,omitempty"`
+	PollIntervalSeconds       int     `json:"pollIntervalSeconds,omitempty"`
+	TimeoutMinutes            int     `json:"timeoutMinutes,omitempty"`
+	DryRun                    bool    `json:"dryRun,omitempty"`
 	// MaxDeletionsPerInstance is the circuit breaker: a retention pass that
 	// would delete more images of one instance in one region (sources and
 	// copies counted apart) deletes nothing and fails the rotation.
@@ -129,6 +136,10 @@ type Image struct {
 	Tags                    map[string]string
 	SnapshotIDs             []string
 	DeregistrationProtected bool
+	// DeprecatedAt is EC2's DeprecationTime (zero: none).
+	DeprecatedAt time.Time
+	// Sharing: its launch permissions; nil when not read.
+	Sharing *Sharing
 	// SizeGiB is the size of the image's EBS volumes, what its snapshots
 	// hold at most (EBS stores and bills them incrementally).
 	SizeGiB int
@@ -147,6 +158,14 @@ type PlanInput struct {
 	References map[string][]string
 	// Scope: the instances whose images may be pruned; nil means every instance.
 	Scope map[string]bool
+	// Usage: image id → its usage reports, with their entries; an image
+	// absent from the map has not had them read.
+	Usage map[string][]UsageReport
+	// UsageReadAt is when Usage was read (zero: Now): reports are judged
+	// by their age then.
+	UsageReadAt time.Time
+	// UsageErrors: image id → why its usage reports could not be read.
+	UsageErrors map[string]string
 	// Hold: instance id → why none of its images may go (its new image of
 	// this rotation failed or timed out).
 	Hold map[string]string
@@ -161,6 +180,14 @@ type Decision struct {
 	Reason     string
 	// SnapshotIDs to delete with the image: its snapshots no other image uses.
 	SnapshotIDs []string
+	// Needs names what the planner must be given to decide further
+	// (NeedSharing, NeedUsage); the image is kept meanwhile.
+	Needs string
+	// What retiring a kept image does now: remove these launch
+	// permissions, deprecate it at DeprecateAt, request a usage report.
+	Unshare            []string
+	DeprecateAt        time.Time
+	RequestUsageReport bool
 }
 
 // ScopeReport is what retention did (or would do, in a dry run) for one

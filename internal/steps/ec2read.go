@@ -100,6 +100,9 @@ func toImage(im types.Image, region string) rotation.Image {
 	if created, err := time.Parse(time.RFC3339Nano, aws.ToString(im.CreationDate)); err == nil {
 		img.CreatedAt = created
 	}
+	if dep, err := time.Parse(time.RFC3339Nano, aws.ToString(im.DeprecationTime)); err == nil {
+		img.DeprecatedAt = dep
+	}
 	// "disabled" is the only value that allows deregistration; "enabled",
 	// "enabled-with-cooldown" and "disabled-until <time>" all still protect.
 	if p := aws.ToString(im.DeregistrationProtection); p != "" && p != "disabled" {

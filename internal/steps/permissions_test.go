@@ -70,7 +70,7 @@ func TestPermissions_HandlersCallOnlyTheActionsTheirRoleGrants(t *testing.T) {
 	adopt := aws.ToString(lt.LaunchTemplate.LaunchTemplateId)
 
 	policy := `{"name":"audit","retention":{"keep":1},"copyInstanceTags":["Name"],"tags":{"Environment":"audit"},` +
-		`"copyTo":[{"region":"eu-west-1"},{"region":"ap-southeast-2"}],"deprecateAfterDays":7,"shareWith":["111122223333"],` +
+		`"copyTo":[{"region":"eu-west-1"},{"region":"ap-southeast-2"}],"deprecateAfterDays":7,"shareWith":["111122223333"],"shareGraceDays":3,` +
 		`"publish":{"ssmParameter":"/amirotate/{policy}/{instanceId}/latest","launchTemplates":true,"adoptLaunchTemplates":["` + adopt + `"]},` +
 		`"batchSize":2,"pollIntervalSeconds":60}`
 
@@ -167,16 +167,25 @@ func TestPermissions_HandlersCallOnlyTheActionsTheirRoleGrants(t *testing.T) {
 	// Day 3: a dry run over what is there.
 	clock.Set(start.Add(48 * time.Hour))
 	rotate(start.Add(48*time.Hour), true)
+	// Days 4, 8 and 9: the shared images of day 1 are retired: a usage
+	// report (requested on day 2) shows no use, so sharing stops and they are
+	// deprecated; once the grace period is over a new report is requested,
+	// and the next day it lets retention delete them.
+	for _, day := range []int{3, 7, 8} {
+		clock.Set(start.Add(time.Duration(day) * 24 * time.Hour))
+		rotate(start.Add(time.Duration(day)*24*time.Hour), false)
+	}
 
 	// The run must have exercised the mutating calls, or the check above
 	// proves little.
 	for step, want := range map[string][]string{
-		ec2x.StepSnapshot:  {"ec2:CreateImage"},
-		ec2x.StepPoll:      {"ec2:DescribeImages", "ec2:DeregisterImage"},
-		ec2x.StepCopy:      {"ec2:CopyImage"},
-		ec2x.StepTag:       {"ec2:CreateTags", "ec2:DeleteTags", "ec2:EnableImageDeprecation", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"},
-		ec2x.StepPublish:   {"ssm:PutParameter", "ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate"},
-		ec2x.StepRetention: {"ec2:DescribeImageReferences", "ec2:DeregisterImage"},
+		ec2x.StepSnapshot: {"ec2:CreateImage"},
+		ec2x.StepPoll:     {"ec2:DescribeImages", "ec2:DeregisterImage"},
+		ec2x.StepCopy:     {"ec2:CopyImage"},
+		ec2x.StepTag:      {"ec2:CreateTags", "ec2:DeleteTags", "ec2:EnableImageDeprecation", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"},
+		ec2x.StepPublish:  {"ssm:PutParameter", "ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate"},
+		ec2x.StepRetention: {"ec2:DescribeImageReferences", "ec2:DeregisterImage", "ec2:DescribeImageAttribute", "ec2:DescribeImageUsageReports",
+			"ec2:DescribeImageUsageReportEntries", "ec2:CreateImageUsageReport", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute", "ec2:EnableImageDeprecation"},
 	} {
 		for _, a := range want {
 			if !observed[step][a] {

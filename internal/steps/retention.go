@@ -34,8 +34,9 @@ const (
 	// an orphan: an image being created or copied may not list its snapshots
 	// yet.
 	orphanMinAge = time.Hour
-	// planRounds bounds the plan → references → plan loop (see plan).
-	planRounds = 3
+	// planRounds bounds the plan → read → plan loop (see plan): launch
+	// permissions, then usage reports, then references may each be needed.
+	planRounds = 4
 	// deleteReserve is the time left before the invocation's deadline at
 	// which retention stops starting deletions: a big first prune (keep
 	// lowered from 30 to 3 on a large fleet) at EC2's 5 deletions/s can
@@ -311,7 +312,7 @@ func (r *Retention) planRegion(ctx context.Context, region string, job retention
 // prune carries out one region's plan and reports it per instance.
 func (r *Retention) prune(ctx context.Context, rp regionPlan, job retentionJob) []rotation.ScopeReport {
 	region, decisions := rp.region, rp.decisions
-	outcomes := r.execute(ctx, r.EC2.In(region), job.policy.DryRun, decisions)
+	outcomes := r.execute(ctx, r.EC2.In(region), job, rp, decisions)
 	reports := map[string]*rotation.ScopeReport{}
 	for i, d := range decisions {
 		if rp.synthetic[d.ImageID] || job.exclude[d.InstanceID] {
@@ -324,6 +325,8 @@ func (r *Retention) prune(ctx context.Context, rp regionPlan, job retentionJob) 
 		}
 		o := outcomes[i]
 		switch {
+		case !d.Delete && o.retireErr != "":
+			setReason(&rep.Kept, d.ImageID, d.Reason+"; but "+o.retireErr)
 		case !d.Delete:
 			setReason(&rep.Kept, d.ImageID, d.Reason)
 		case o.deferred:
@@ -351,20 +354,33 @@ func (r *Retention) prune(ctx context.Context, rp regionPlan, job retentionJob) 
 
 // outcome is what carrying out one decision did.
 type outcome struct {
-	deferred bool // not attempted: the invocation's time is nearly up
+	deferred  bool   // not attempted: the invocation's time is nearly up
+	retireErr string // what failed retiring a kept image
 	deletion
 }
 
 // execute carries out the delete decisions (none in a dry run) with a few
 // deletions in flight; outcomes[i] belongs to decisions[i].
-func (r *Retention) execute(ctx context.Context, cl ec2x.RetentionEC2, dryRun bool, decisions []rotation.Decision) []outcome {
+func (r *Retention) execute(ctx context.Context, cl ec2x.RetentionEC2, job retentionJob, rp regionPlan, decisions []rotation.Decision) []outcome {
 	outcomes := make([]outcome, len(decisions))
-	if dryRun {
+	if job.policy.DryRun {
 		return outcomes
+	}
+	snapshots := map[string][]string{}
+	for _, img := range rp.images {
+		snapshots[img.ID] = img.SnapshotIDs
 	}
 	var g errgroup.Group
 	g.SetLimit(deleteWorkers)
 	for i, d := range decisions {
+		if !d.Delete && (len(d.Unshare) > 0 || !d.DeprecateAt.IsZero() || d.RequestUsageReport) &&
+			!rp.synthetic[d.ImageID] && !job.exclude[d.InstanceID] {
+			g.Go(func() error {
+				outcomes[i].retireErr = r.retireImage(ctx, cl, d.Region, rotation.RotationID(job.now), d, snapshots[d.ImageID], job.policy.Name)
+				return nil
+			})
+			continue
+		}
 		if !d.Delete {
 			continue
 		}

@@ -3,6 +3,7 @@ package steps
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -97,16 +98,52 @@ func (r *Retention) plan(ctx context.Context, region string, in rotation.PlanInp
 	}
 	checked := map[string]bool{}
 	in.References = map[string][]string{}
+	in.Usage = map[string][]rotation.UsageReport{}
+	in.UsageErrors = map[string]string{}
+	index := map[string]int{}
+	for i, img := range in.Images {
+		index[img.ID] = i
+	}
+	cl := r.EC2.In(region)
 	decisions := rotation.PlanRetention(in)
 	for range planRounds {
-		var fresh []string
+		var fresh, sharing, usage []string
 		for _, d := range decisions {
-			if d.Delete && !checked[d.ImageID] && !strings.HasPrefix(d.ImageID, plannedPrefix) {
+			if strings.HasPrefix(d.ImageID, plannedPrefix) {
+				continue
+			}
+			switch {
+			case d.Delete && !checked[d.ImageID]:
 				fresh = append(fresh, d.ImageID)
+			case d.Needs == rotation.NeedSharing && in.Images[index[d.ImageID]].Sharing == nil:
+				sharing = append(sharing, d.ImageID)
+			case d.Needs == rotation.NeedUsage:
+				if _, read := in.Usage[d.ImageID]; !read {
+					if _, failed := in.UsageErrors[d.ImageID]; !failed {
+						usage = append(usage, d.ImageID)
+					}
+				}
 			}
 		}
-		if len(fresh) == 0 {
+		if len(fresh)+len(sharing)+len(usage) == 0 {
 			break
+		}
+		for _, id := range sharing {
+			s, err := launchPermissionsOf(ctx, cl, id)
+			if err != nil {
+				return nil, err
+			}
+			in.Images[index[id]].Sharing = s
+		}
+		if len(usage) > 0 {
+			in.UsageReadAt = r.now()
+			reports, failed := r.usageReports(ctx, cl, usage)
+			maps.Copy(in.Usage, reports)
+			maps.Copy(in.UsageErrors, failed)
+		}
+		if len(fresh) == 0 {
+			decisions = rotation.PlanRetention(in)
+			continue
 		}
 		refs, err := r.references(ctx, region, fresh)
 		if err != nil {
@@ -139,6 +176,10 @@ func (r *Retention) plan(ctx context.Context, region string, in rotation.PlanInp
 			decisions[i].Delete = false
 			decisions[i].SnapshotIDs = nil
 			decisions[i].Reason = veto
+		}
+		if d.Needs != "" && !d.Delete {
+			// Still undecided after the last round: kept, as its reason says.
+			decisions[i].Needs = ""
 		}
 	}
 	return decisions, nil
