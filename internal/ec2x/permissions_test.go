@@ -47,8 +47,10 @@ func TestActions_DerivedFromInterfaces(t *testing.T) {
 		}},
 		{StepRetention, []string{
 			"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeLaunchConfigurations",
-			"ec2:DeleteSnapshot", "ec2:DeregisterImage", "ec2:DescribeImageReferences", "ec2:DescribeImages",
-			"ec2:DescribeLaunchTemplateVersions", "ec2:DescribeSnapshots",
+			"ec2:CreateImageUsageReport", "ec2:DeleteSnapshot", "ec2:DeregisterImage", "ec2:DescribeImageAttribute",
+			"ec2:DescribeImageReferences", "ec2:DescribeImageUsageReportEntries", "ec2:DescribeImageUsageReports", "ec2:DescribeImages",
+			"ec2:DescribeLaunchTemplateVersions", "ec2:DescribeSnapshots", "ec2:EnableImageDeprecation", "ec2:ModifyImageAttribute",
+			"ec2:ModifySnapshotAttribute",
 		}},
 		{StepReport, []string{}},
 		{"no-such-step", []string{}},
