@@ -39,12 +39,16 @@ func printStack(w io.Writer, st *stack.Stack, url string, now time.Time, c simCo
 Stack %s from %s:
   state machine  %s
 `, t.StackName, c.stack, t.StateMachine.ARN)
+	if t.StateMachine.Stale {
+		fmt.Fprintf(w, "  WARNING: its definition is not this amirotate's statemachine/rotation.asl.json: the template was synthesized\n"+
+			"  from another version, whose functions may not fit these handlers; run make synth\n")
+	}
 	steps := make([]string, 0, len(t.Functions))
-	for id, f := range t.Functions {
-		steps = append(steps, f.Step+" ("+id+")")
+	for _, f := range t.Functions {
+		steps = append(steps, f.Step)
 	}
 	sort.Strings(steps)
-	fmt.Fprintf(w, "  functions      %s\n", strings.Join(steps, ", "))
+	fmt.Fprintf(w, "  functions      %s (in-process, as their roles, on the simulator's clock)\n", strings.Join(steps, ", "))
 	next := st.NextFires(now)
 	for _, s := range t.Schedules {
 		state := "next " + next[s.LogicalID].Format(time.RFC3339)
@@ -54,7 +58,7 @@ Stack %s from %s:
 		fmt.Fprintf(w, "  schedule       %s: %s %s (%s)\n", s.LogicalID, s.Expression, s.TimeZone, state)
 	}
 	for _, r := range t.Rules {
-		fmt.Fprintf(w, "  rule           %s: tag changes of instances (AWS's Tag Change on Resource)\n", r.LogicalID)
+		fmt.Fprintf(w, "  rule           %s: Tag Change on Resource events of instances\n", r.LogicalID)
 	}
 	fmt.Fprintf(w, `
   export AWS_ENDPOINT_URL_SFN=%[1]s AWS_ENDPOINT_URL_CLOUDFORMATION=%[1]s

@@ -44,6 +44,9 @@ func TestParseTemplate_TheSynthesizedStack(t *testing.T) {
 		t.Fatalf("%d functions, %d schedules, %d rules; want 8, 5, 5", len(tmpl.Functions), len(tmpl.Schedules), len(tmpl.Rules))
 	}
 	def := string(tmpl.StateMachine.Definition)
+	if tmpl.StateMachine.Stale {
+		t.Error("the synthesized definition is not statemachine/rotation.asl.json's (regenerate with go test ./infra -run TestLocalTemplate -update)")
+	}
 	if strings.Contains(def, "${") {
 		t.Errorf("the definition keeps a substitution: %.300s", def)
 	}
@@ -72,6 +75,21 @@ func TestParseTemplate_TheSynthesizedStack(t *testing.T) {
 		if !strings.Contains(r.InputTemplate, "<aws.events.event>") || r.RoleID == "" {
 			t.Errorf("rule %+v", r)
 		}
+	}
+}
+
+func TestParseTemplate_TellsAStaleDefinition(t *testing.T) {
+	raw, err := os.ReadFile("testdata/local.template.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := bytes.Replace(raw, []byte(`\"RetentionOthers\"`), []byte(`\"RetentionOthersOld\"`), -1)
+	tmpl, err := ParseTemplate(old, "Local", ec2sim.AccountID, "us-east-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tmpl.StateMachine.Stale {
+		t.Error("a definition other than this version's is not flagged stale")
 	}
 }
 

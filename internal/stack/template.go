@@ -9,11 +9,13 @@ package stack
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 
 	"github.com/amirotate/amirotate/internal/ec2x"
 	"github.com/amirotate/amirotate/internal/eventpattern"
+	"github.com/amirotate/amirotate/statemachine"
 )
 
 // Template is what the local stack reads from a synthesized template.
@@ -40,6 +42,10 @@ type StateMachine struct {
 	// Definition has its substitutions resolved: Lambda ARNs name the
 	// local functions.
 	Definition []byte
+	// Stale: the definition is not this amirotate's statemachine/rotation.asl.json
+	// with the same substitutions (synthesized by another version: the
+	// functions here may not fit it).
+	Stale bool
 }
 
 // Function is one Lambda function of the template.
@@ -181,6 +187,8 @@ func ParseTemplate(data []byte, stackName, account, region string) (*Template, e
 				def = strings.ReplaceAll(def, "${"+k+"}", v)
 			}
 			t.StateMachine.Definition = []byte(def)
+			ours, err := statemachine.Render(subs)
+			t.StateMachine.Stale = err != nil || !sameJSON(ours, t.StateMachine.Definition)
 		case "AWS::Scheduler::Schedule":
 			target, _ := r.Properties["Target"].(map[string]any)
 			if arn, _ := rv.str(target["Arn"]); arn != t.StateMachine.ARN {
@@ -242,7 +250,15 @@ func ParseTemplate(data []byte, stackName, account, region string) (*Template, e
 	return t, nil
 }
 
-// Roles returns the logical ids of the roles the triggers assume.
+func sameJSON(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	return reflect.DeepEqual(x, y)
+}
+
+// TriggerRoles returns the logical ids of the roles the triggers assume.
 func (t *Template) TriggerRoles() []string {
 	seen := map[string]bool{}
 	var out []string
