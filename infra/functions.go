@@ -44,6 +44,9 @@ var functionSpecs = []functionSpec{
 	{ec2x.StepTag, "Marks the latest images, deprecates and shares them", 256, 5 * time.Minute},
 	// SSM and launch template writes per instance and region.
 	{ec2x.StepPublish, "Publishes new image ids to SSM parameters and launch templates", 256, 5 * time.Minute},
+	// One DescribeAutoScalingGroups listing, then a Start or Describe of an
+	// instance refresh per group; the state machine does the waiting.
+	{ec2x.StepRoll, "Starts and follows instance refreshes of the Auto Scaling groups on the moved launch templates", 256, 5 * time.Minute},
 	// Lists every managed image of the policy per region, their references,
 	// then deregisters and deletes snapshots one by one; the "others" pass
 	// covers a whole policy, so it gets the most memory and the longest time

@@ -160,6 +160,14 @@ func (pc *permissionContext) statements(step string) []awsiam.PolicyStatement {
 				[]string{"ec2:EnableImageDeprecation", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"},
 				pc.imagesAndSnapshots(), resourceTagged()),
 		)
+	case ec2x.StepRoll:
+		// Auto Scaling groups carry no amirotate mark: the step itself
+		// refreshes only groups that launch a template publish just moved
+		// (tracked, and of the instance's lineage), and only for policies
+		// with a roll block; the role grants the two refresh calls on the
+		// account's groups in the deployment's regions.
+		out = append(out, pc.statement("RefreshGroups", []string{"autoscaling:StartInstanceRefresh", "autoscaling:CancelInstanceRefresh"},
+			[]string{pc.arn("autoscaling", "*", pc.account, "autoScalingGroup:*:autoScalingGroupName/*")}, nil))
 	case "publish":
 		out = append(out, pc.statement("UpdateTrackedLaunchTemplates",
 			[]string{"ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate"},

@@ -27,6 +27,9 @@ const (
 	reasonReferences = "DescribeImageReferences checks every resource type that can use an image with the caller's permissions: " +
 		"it must read the account's SSM parameters and Image Builder container recipes to find the images they name (retention " +
 		"must not delete an image in use). Read-only; SecureString values stay encrypted (no kms:Decrypt)."
+	reasonGroups = "Auto Scaling groups carry no amirotate mark; the roll step starts or cancels an instance refresh only on a group " +
+		"that launches a launch template publish just moved (tracked with amirotate:track, of the instance's lineage), and only " +
+		"for policies with a roll block. Limited to the account's groups in the deployment's regions."
 	reasonXRay = "xray:PutTraceSegments and xray:PutTelemetryRecords (added by CDK for active tracing) do not support " +
 		"resource-level permissions."
 	reasonStateMachine = "Added by CDK for the state machine's logging and tracing: CloudWatch Logs log-delivery actions " +
@@ -53,6 +56,7 @@ func addSuppressions(r *Rotation) {
 				iam5(reasonLaunchTemplates, `^Resource::arn:`+partitionRE+`:ec2:\*:`+accountRE+`:launch-template/\*$`),
 				iam5(reasonUsageReports, `^Resource::arn:`+partitionRE+`:ec2:\*:`+accountRE+`:image-usage-report/\*$`),
 				iam5(reasonParameters, `^Resource::arn:`+partitionRE+`:ssm:\*:`+accountRE+`:parameter/[^*]+\*$`),
+				iam5(reasonGroups, `^Resource::arn:`+partitionRE+`:autoscaling:\*:`+accountRE+`:autoScalingGroup:\*:autoScalingGroupName/\*$`),
 				iam5(reasonReferences, `^Resource::arn:`+partitionRE+`:(ssm:\*:`+accountRE+`:parameter|imagebuilder:\*:`+accountRE+`:container-recipe)/\*$`),
 			)
 		}

@@ -62,8 +62,18 @@ func (s *Sim) serveAutoScaling(w http.ResponseWriter, r *http.Request, regionNam
 		return
 	}
 	c := &call{p: p, w: &xw{}}
-	// Auto Scaling's Describe actions support no resource-level permissions.
-	az := &authzCall{build: func(*region) []AuthzRequest {
+	// Auto Scaling's Describe actions support no resource-level permissions;
+	// the instance refresh actions act on the group (its ARN and tags).
+	az := &authzCall{build: func(reg *region) []AuthzRequest {
+		if action == "StartInstanceRefresh" || action == "CancelInstanceRefresh" {
+			if g, ok := reg.asgs[p.str("AutoScalingGroupName")]; ok {
+				tags := map[string]string{}
+				for _, t := range g.tags {
+					tags[t.Key] = t.Value
+				}
+				return []AuthzRequest{{Action: "autoscaling:" + action, Resource: groupARN(reg.name, g), Context: resourceTags(map[string]any{}, tags)}}
+			}
+		}
 		return []AuthzRequest{{Action: "autoscaling:" + action, Resource: "*", Context: map[string]any{}}}
 	}, denied: autoScalingDenied}
 	id, err := s.serve(r, regionName, "autoscaling:"+action, nil, az, func(reg *region, now time.Time) *apiError {
@@ -349,7 +359,7 @@ func (s *Sim) asDescribeAutoScalingGroups(c *call) *apiError {
 	for _, g := range page {
 		w.open("member")
 		w.el("AutoScalingGroupName", g.name)
-		w.el("AutoScalingGroupARN", "arn:aws:autoscaling:"+c.r.name+":"+AccountID+":autoScalingGroup:"+fmt.Sprintf("%08x-0000-4000-8000-%012x", uint32(hashString(g.name)), g.seq)+":autoScalingGroupName/"+g.name)
+		w.el("AutoScalingGroupARN", groupARN(c.r.name, g))
 		w.opt("LaunchConfigurationName", g.lcName)
 		writeLT := func() {
 			w.el("LaunchTemplateId", g.ltID)
@@ -409,6 +419,14 @@ func (s *Sim) asDescribeAutoScalingGroups(c *call) *apiError {
 	w.close("AutoScalingGroups")
 	w.opt("NextToken", next)
 	return nil
+}
+
+// groupARN is the group's ARN; its id derives from the name alone, so the
+// same world always gives the same ARNs.
+func groupARN(region string, g *autoScalingGroup) string {
+	h := hashString(g.name)
+	return "arn:aws:autoscaling:" + region + ":" + AccountID + ":autoScalingGroup:" +
+		fmt.Sprintf("%08x-0000-4000-8000-%012x", uint32(h), h>>16&0xffffffffffff) + ":autoScalingGroupName/" + g.name
 }
 
 func (s *Sim) asDeleteAutoScalingGroup(c *call) *apiError {

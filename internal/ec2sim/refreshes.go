@@ -14,7 +14,7 @@ import (
 //
 // Groups launch no instances here, so a refresh is a timeline computed when
 // it starts and read against the clock, like an image's pending time: it
-// stays Pending for refreshStartDelay, then replaces the group's desired
+// stays Pending for Options.RefreshDelay (30 s), then replaces the group's desired
 // capacity in rounds of (100 − MinHealthyPercentage)% (at least one
 // instance), each round lasting InstanceWarmup, pausing CheckpointDelay at
 // each checkpoint below 100%, then Baking for BakeTime, and ends
@@ -26,7 +26,6 @@ import (
 // the group's configuration unchanged.
 
 const (
-	refreshStartDelay = 30 * time.Second
 	// refreshCancelTime is how long Cancelling lasts (the replacements in
 	// flight finish first).
 	refreshCancelTime = time.Minute
@@ -162,11 +161,11 @@ func refreshActive(status string) bool {
 }
 
 // plan computes a refresh's timeline from its start.
-func (ir *instanceRefresh) plan(start time.Time, toUpdate int, script *refreshScript) {
+func (ir *instanceRefresh) plan(start time.Time, pending time.Duration, toUpdate int, script *refreshScript) {
 	p := ir.prefs
 	t := start
 	ir.steps = []refreshStep{{at: t, status: statusRefreshPending, toUpdate: toUpdate}}
-	t = t.Add(refreshStartDelay)
+	t = t.Add(pending)
 	ir.steps = append(ir.steps, refreshStep{at: t, status: statusRefreshInProgress, toUpdate: toUpdate})
 	warm := time.Duration(p.warmup) * time.Second
 	per := toUpdate - toUpdate*p.minHealthy/100 // instances replaced per round
@@ -335,7 +334,7 @@ func (s *Sim) asStartInstanceRefresh(c *call) *apiError {
 		script = &sc
 		delete(c.r.refreshScripts, name)
 	}
-	ir.plan(c.now, toUpdate, script)
+	ir.plan(c.now, s.opts.RefreshDelay, toUpdate, script)
 	if c.r.refreshes == nil {
 		c.r.refreshes = map[string][]*instanceRefresh{}
 	}

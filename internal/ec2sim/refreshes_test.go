@@ -112,7 +112,7 @@ func TestInstanceRefresh_ProgressesOnTheClockAndUpdatesTheGroupOnSuccess(t *test
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.clock.Advance(refreshStartDelay)
+	e.clock.Advance(30 * time.Second)
 	if got := describeRefresh(t, e, "web", *out.InstanceRefreshId); got.Status != astypes.InstanceRefreshStatusSuccessful || aws.ToInt32(got.InstancesToUpdate) != 0 {
 		t.Fatalf("matching refresh = %s, %d to update", got.Status, aws.ToInt32(got.InstancesToUpdate))
 	}

@@ -64,6 +64,9 @@ type Options struct {
 	// InstanceDelay is how long instances stay pending, stopping or
 	// shutting-down. Default 0: transitions are immediate.
 	InstanceDelay time.Duration
+	// RefreshDelay is how long an Auto Scaling instance refresh stays
+	// Pending. Default 30s; negative means it starts at once.
+	RefreshDelay time.Duration
 	// MaxConcurrentCopies is the number of pending CopyImage results a
 	// destination region accepts before answering ResourceLimitExceeded.
 	// Default 100 (the older documented limit; the current docs say 300).
@@ -173,6 +176,12 @@ func New(opts Options) *Sim {
 	}
 	if opts.CopyDelay < 0 {
 		opts.CopyDelay = 0
+	}
+	if opts.RefreshDelay == 0 {
+		opts.RefreshDelay = 30 * time.Second
+	}
+	if opts.RefreshDelay < 0 {
+		opts.RefreshDelay = 0
 	}
 	if opts.InstanceDelay < 0 {
 		opts.InstanceDelay = 0

@@ -98,6 +98,15 @@ type RetentionAutoScaling interface {
 	DescribeLaunchConfigurations(ctx context.Context, params *autoscaling.DescribeLaunchConfigurationsInput, optFns ...func(*autoscaling.Options)) (*autoscaling.DescribeLaunchConfigurationsOutput, error)
 }
 
+// RollAutoScaling finds the groups that launch a moved launch template and
+// refreshes them onto the new version.
+type RollAutoScaling interface {
+	DescribeAutoScalingGroups(ctx context.Context, params *autoscaling.DescribeAutoScalingGroupsInput, optFns ...func(*autoscaling.Options)) (*autoscaling.DescribeAutoScalingGroupsOutput, error)
+	DescribeInstanceRefreshes(ctx context.Context, params *autoscaling.DescribeInstanceRefreshesInput, optFns ...func(*autoscaling.Options)) (*autoscaling.DescribeInstanceRefreshesOutput, error)
+	StartInstanceRefresh(ctx context.Context, params *autoscaling.StartInstanceRefreshInput, optFns ...func(*autoscaling.Options)) (*autoscaling.StartInstanceRefreshOutput, error)
+	CancelInstanceRefresh(ctx context.Context, params *autoscaling.CancelInstanceRefreshInput, optFns ...func(*autoscaling.Options)) (*autoscaling.CancelInstanceRefreshOutput, error)
+}
+
 // The real clients satisfy every interface.
 var (
 	_ DiscoverEC2          = (*ec2.Client)(nil)
@@ -109,4 +118,5 @@ var (
 	_ PublishSSM           = (*ssm.Client)(nil)
 	_ RetentionEC2         = (*ec2.Client)(nil)
 	_ RetentionAutoScaling = (*autoscaling.Client)(nil)
+	_ RollAutoScaling      = (*autoscaling.Client)(nil)
 )

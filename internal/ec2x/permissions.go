@@ -16,6 +16,7 @@ const (
 	StepCopy      = "copy"
 	StepTag       = "tag"
 	StepPublish   = "publish"
+	StepRoll      = "roll"
 	StepRetention = "retention"
 	StepReport    = "report"
 )
@@ -23,7 +24,7 @@ const (
 // Steps lists every step once, in the order a rotation runs them. The
 // state machine's placeholders, the CDK functions, the local run's handlers
 // and the Makefile's builds (functions/ checked against it) all follow it.
-var Steps = []string{StepDiscover, StepSnapshot, StepPoll, StepCopy, StepTag, StepPublish, StepRetention, StepReport}
+var Steps = []string{StepDiscover, StepSnapshot, StepPoll, StepCopy, StepTag, StepPublish, StepRoll, StepRetention, StepReport}
 
 // Permissions maps each step to the client interfaces its handler uses.
 // It is the single source of the IAM policy: infra grants exactly Actions(step).
@@ -34,6 +35,7 @@ var Permissions = map[string][]reflect.Type{
 	StepCopy:      {reflect.TypeFor[CopyEC2]()},
 	StepTag:       {reflect.TypeFor[TagEC2]()},
 	StepPublish:   {reflect.TypeFor[PublishEC2](), reflect.TypeFor[PublishSSM]()},
+	StepRoll:      {reflect.TypeFor[RollAutoScaling]()},
 	StepRetention: {reflect.TypeFor[RetentionEC2](), reflect.TypeFor[RetentionAutoScaling]()},
 	StepReport:    {},
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
@@ -34,7 +36,7 @@ import (
 // deploy.json (each has its own instance selector) rotates one instance once.
 const auditPolicy = `{"name":"audit","retention":{"keep":1},"copyInstanceTags":["Name"],"tags":{"Environment":"audit"},` +
 	`"copyTo":[{"region":"eu-west-1"},{"region":"ap-southeast-2"}],"deprecateAfterDays":7,"shareWith":["111122223333"],` +
-	`"publish":{"ssmParameter":"/amirotate/{policy}/{instanceId}/latest","launchTemplates":true},"batchSize":2,` +
+	`"publish":{"ssmParameter":"/amirotate/{policy}/{instanceId}/latest","launchTemplates":true},"roll":{"instanceWarmupSeconds":0},"batchSize":2,` +
 	`"pollIntervalSeconds":60,"timeoutMinutes":30}`
 
 // scenarioRegions: every region deploy.json copies to.
@@ -67,7 +69,8 @@ func newScenarioWorld(t *testing.T, roles iamsim.Roles) *scenarioWorld {
 		t.Fatal(err)
 	}
 	enf.Record = true
-	sim := ec2sim.New(ec2sim.Options{Regions: scenarioRegions, ImageDelay: 100 * time.Millisecond, CopyDelay: 100 * time.Millisecond, Seed: 7})
+	sim := ec2sim.New(ec2sim.Options{Regions: scenarioRegions, ImageDelay: 100 * time.Millisecond, CopyDelay: 100 * time.Millisecond,
+		RefreshDelay: 100 * time.Millisecond, Seed: 7})
 	sim.SetAuthorizer(enf)
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
@@ -154,11 +157,19 @@ func runScenario(t *testing.T, roles iamsim.Roles) scenarioResult {
 	if err != nil || len(first.Images) != 1 {
 		t.Fatalf("instance %s's first image: %v %v", ids[0], first, err)
 	}
-	if _, err := seed.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{
+	lt, err := seed.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{
 		LaunchTemplateName: aws.String("audit-web"),
 		LaunchTemplateData: &types.RequestLaunchTemplateData{ImageId: first.Images[0].ImageId, InstanceType: types.InstanceTypeT3Micro},
 		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeLaunchTemplate,
 			Tags: []types.Tag{{Key: aws.String(rotation.TagTrack), Value: aws.String(ids[0])}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The group on that template, which the roll step refreshes.
+	if _, err := w.clients.AutoScaling(home).CreateAutoScalingGroup(ctx, &autoscaling.CreateAutoScalingGroupInput{
+		AutoScalingGroupName: aws.String("audit-web"), MinSize: aws.Int32(0), MaxSize: aws.Int32(4), DesiredCapacity: aws.Int32(2),
+		LaunchTemplate: &astypes.LaunchTemplateSpecification{LaunchTemplateId: lt.LaunchTemplate.LaunchTemplateId, Version: aws.String("1")},
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ func StepHandlers(c *ec2x.Clients, env steps.Env) map[string]any {
 		ec2x.StepCopy:      steps.NewCopy(c.As(ec2x.StepCopy), env).Handle,
 		ec2x.StepTag:       steps.NewTag(c.As(ec2x.StepTag), env).Handle,
 		ec2x.StepPublish:   steps.NewPublish(c.As(ec2x.StepPublish), env).Handle,
+		ec2x.StepRoll:      steps.NewRoll(c.As(ec2x.StepRoll), env).Handle,
 		ec2x.StepRetention: steps.NewRetention(c.As(ec2x.StepRetention), env).Invoke,
 		ec2x.StepReport:    steps.Report{}.Handle,
 	}

@@ -35,6 +35,9 @@ type Policy struct {
 	// copies counted apart) deletes nothing and fails the rotation.
 	MaxDeletionsPerInstance int     `json:"maxDeletionsPerInstance,omitempty"`
 	Rebuild                 Rebuild `json:"rebuild,omitempty"`
+	// Roll refreshes the Auto Scaling groups that launch the templates
+	// publish moved (nil: groups are not touched).
+	Roll *Roll `json:"roll,omitempty"`
 }
 
 // Rebuild governs the rotations an instance's amirotate:rebuild tag starts.

@@ -58,7 +58,12 @@ type Batch struct {
 	WaitSeconds int `json:"waitSeconds"`
 	Polls       int `json:"polls"`
 
-	Published []Publication          `json:"published,omitempty"`
+	Published []Publication `json:"published,omitempty"`
+	// Rolls are the Auto Scaling groups the roll step refreshes onto the
+	// published launch template versions; Rolling counts those not finished.
+	Rolls     []GroupRoll            `json:"rolls,omitempty"`
+	Rolling   int                    `json:"rolling"`
+	RollPolls int                    `json:"rollPolls,omitempty"`
 	Retention []rotation.ScopeReport `json:"retention,omitempty"`
 	Cleanup   []rotation.Record      `json:"cleanup,omitempty"` // failed images deregistered by poll
 	// Error is set by the state machine's Catch: {"Error": name, "Cause": message}.
@@ -87,6 +92,23 @@ type Publication struct {
 type LaunchTemplateUsed struct {
 	ID      string `json:"id"`
 	Version int64  `json:"version"`
+}
+
+// GroupRoll is one Auto Scaling group's instance refresh onto the launch
+// template version publish made for an instance.
+type GroupRoll struct {
+	Group            string `json:"group"`
+	Region           string `json:"region"`
+	InstanceID       string `json:"instanceId"`
+	LaunchTemplateID string `json:"launchTemplateId"`
+	Version          int64  `json:"version"`
+	// GroupVersion is the version the group launched before ("" = $Default).
+	GroupVersion string    `json:"groupVersion,omitempty"`
+	RefreshID    string    `json:"refreshId,omitempty"`
+	Status       string    `json:"status"` // Auto Scaling's refresh status, or one of Roll*
+	Percent      int       `json:"percent,omitempty"`
+	Reason       string    `json:"reason,omitempty"`
+	StartedAt    time.Time `json:"startedAt,omitzero"`
 }
 
 // RetentionIn is the input of the retention pass over instances outside
@@ -147,6 +169,7 @@ type BatchResult struct {
 	ImagesDeleted    int            `json:"imagesDeleted"`
 	SnapshotsDeleted int            `json:"snapshotsDeleted"`
 	Published        int            `json:"published"`
+	GroupsRolled     int            `json:"groupsRolled,omitempty"` // Auto Scaling groups refreshed onto the new version
 	RetentionFailed  int            `json:"retentionFailed"`
 	// Problems names every instance whose outcome is not ok, up to MaxProblems.
 	Problems []Problem `json:"problems,omitempty"`
@@ -178,6 +201,7 @@ type Summary struct {
 	SnapshotsDeleted int            `json:"snapshotsDeleted"`
 	OrphansDeleted   int            `json:"orphanSnapshotsDeleted"`
 	Published        int            `json:"published"`
+	GroupsRolled     int            `json:"groupsRolled,omitempty"`
 	RetentionFailed  int            `json:"retentionFailed"`
 	Problems         []Problem      `json:"problems,omitempty"`
 	MoreProblems     int            `json:"moreProblems,omitempty"`

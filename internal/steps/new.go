@@ -40,6 +40,10 @@ func NewPublish(c *ec2x.Clients, env Env) *Publish {
 	}
 }
 
+func NewRoll(c *ec2x.Clients, env Env) *Roll {
+	return &Roll{AutoScaling: ec2x.NewRegional(c.Home(), func(r string) ec2x.RollAutoScaling { return c.AutoScaling(r) }), Env: env}
+}
+
 func NewRetention(c *ec2x.Clients, env Env) *Retention {
 	return &Retention{
 		EC2:         ec2x.NewRegional(c.Home(), func(r string) ec2x.RetentionEC2 { return c.EC2(r) }),

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -100,6 +101,12 @@ func InstanceOutcome(b Batch, instanceID string) (outcome string, region string,
 			return OutcomeError, pub.Region, "publishing " + pub.ImageID + ": " + pub.Error
 		}
 	}
+	for _, r := range b.Rolls {
+		if r.InstanceID == instanceID && !RollOK(r) {
+			return OutcomeError, r.Region, "rolling Auto Scaling group " + r.Group + " onto " + r.LaunchTemplateID +
+				" version " + strconv.FormatInt(r.Version, 10) + ": " + orDefault(r.Reason, "instance refresh "+r.Status)
+		}
+	}
 	if b.Policy.DryRun {
 		return OutcomePlanned, "", ""
 	}
@@ -171,6 +178,11 @@ func BatchResultOf(b Batch) BatchResult {
 			res.Published++
 		}
 	}
+	for _, r := range b.Rolls {
+		if RollOK(r) {
+			res.GroupsRolled++
+		}
+	}
 	for _, s := range b.Retention {
 		res.ImagesDeleted += len(s.Deleted)
 		res.SnapshotsDeleted += s.SnapshotsDeleted
@@ -220,6 +232,7 @@ func Summarize(in ReportIn) Summary {
 		s.ImagesDeleted += b.ImagesDeleted
 		s.SnapshotsDeleted += b.SnapshotsDeleted
 		s.Published += b.Published
+		s.GroupsRolled += b.GroupsRolled
 		s.RetentionFailed += b.RetentionFailed
 		for _, p := range b.Problems {
 			addProblem(p)
