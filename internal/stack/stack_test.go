@@ -18,6 +18,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sfn"
 	sfntypes "github.com/aws/aws-sdk-go-v2/service/sfn/types"
 
+	"github.com/amirotate/amirotate/internal/ec2x"
+
 	"github.com/amirotate/amirotate/internal/ec2sim"
 	"github.com/amirotate/amirotate/internal/iamsim"
 	"github.com/amirotate/amirotate/internal/rotation"
@@ -40,8 +42,8 @@ func localTemplate(t *testing.T) *Template {
 
 func TestParseTemplate_TheSynthesizedStack(t *testing.T) {
 	tmpl := localTemplate(t)
-	if len(tmpl.Functions) != 8 || len(tmpl.Schedules) != 5 || len(tmpl.Rules) != 5 {
-		t.Fatalf("%d functions, %d schedules, %d rules; want 8, 5, 5", len(tmpl.Functions), len(tmpl.Schedules), len(tmpl.Rules))
+	if len(tmpl.Functions) != len(ec2x.Steps) || len(tmpl.Schedules) != 5 || len(tmpl.Rules) != 5 {
+		t.Fatalf("%d functions, %d schedules, %d rules; want %d, 5, 5", len(tmpl.Functions), len(tmpl.Schedules), len(tmpl.Rules), len(ec2x.Steps))
 	}
 	def := string(tmpl.StateMachine.Definition)
 	if tmpl.StateMachine.Stale {
@@ -60,7 +62,7 @@ func TestParseTemplate_TheSynthesizedStack(t *testing.T) {
 			t.Errorf("function %s: pins %q: %v", f.LogicalID, f.Env[rotation.PinsEnv], err)
 		}
 	}
-	if len(steps) != 8 {
+	if len(steps) != len(ec2x.Steps) {
 		t.Errorf("steps %v", steps)
 	}
 	if tmpl.Outputs["StateMachineArn"] != tmpl.StateMachine.ARN {
