@@ -218,3 +218,20 @@ func contains(s []string, v string) bool {
 	}
 	return false
 }
+
+func TestSharing_AnImageEncryptedWithTheAWSManagedKeyIsRefused(t *testing.T) {
+	w := newSharedWorld(t)
+	managed, err := w.sim.RunInstance(home, ec2sim.InstanceSpec{Tags: map[string]string{"amirotate:policy": "web"}, Encrypted: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, sum := w.run(w.r, scheduled(sharedPolicy(), w.clock.Now().Truncate(time.Minute)))
+	if len(sum.Problems) != 1 || sum.Problems[0].InstanceID != managed || sum.Problems[0].Outcome != steps.OutcomeRefused ||
+		!strings.Contains(sum.Problems[0].Reason, "AWS managed key aws/ebs") || !strings.Contains(sum.Problems[0].Reason, "copyTo[].kmsKeyId") {
+		t.Fatalf("execution %s; summary %+v", res.Status, sum)
+	}
+	t.Logf("%s: %s", managed, sum.Problems[0].Reason)
+	if n := len(w.images(home, "web")); n != 0 || w.sim.Stats().FirstAttempts().Calls[home]["CreateImage"] != 0 {
+		t.Fatalf("images were made for an instance encrypted with aws/ebs: %d", n)
+	}
+}

@@ -266,7 +266,7 @@ func (s *Sim) createImage(c *call) *apiError {
 		if excluded[v.device] {
 			continue
 		}
-		snap := s.newSnapshotLocked(c.r, v.id, v.size, v.encrypted, "", c.now, ready, failure != nil,
+		snap := s.newSnapshotLocked(c.r, v.id, v.size, v.encrypted, v.kmsKeyID, c.now, ready, failure != nil,
 			fmt.Sprintf("Created by CreateImage(%s) for %s", in.id, imgID), snapTags)
 		snap.usedBy[imgID] = true
 		d := v.deleteOnTermination
@@ -274,7 +274,7 @@ func (s *Sim) createImage(c *call) *apiError {
 			d = *o
 		}
 		img.bdm = append(img.bdm, imageBDM{deviceName: v.device, snapshotID: snap.id, volumeSize: v.size,
-			volumeType: v.volumeType, deleteOnTermination: d, encrypted: v.encrypted})
+			volumeType: v.volumeType, deleteOnTermination: d, encrypted: v.encrypted, kmsKeyID: snap.kmsKeyID})
 	}
 	c.r.addImageLocked(img)
 	c.w.el("imageId", imgID)
@@ -602,8 +602,8 @@ func copyFingerprint(p params) string {
 // kmsArn expands a key id, alias or ARN to the ARN EC2 reports.
 func kmsArn(regionName, key string) string {
 	switch {
-	case key == "":
-		return "arn:aws:kms:" + regionName + ":" + AccountID + ":alias/aws/ebs"
+	case key == "" || key == AWSManagedEBSAlias:
+		return "arn:aws:kms:" + regionName + ":" + AccountID + ":key/" + awsEBSKeyID(regionName)
 	case strings.HasPrefix(key, "arn:"):
 		return key
 	case strings.HasPrefix(key, "alias/"):

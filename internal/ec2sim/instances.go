@@ -52,6 +52,7 @@ type volume struct {
 	attachTime          time.Time
 	tags                map[string]string
 	encrypted           bool
+	kmsKeyID            string // key ARN when encrypted
 }
 
 var instanceStateCodes = map[string]int{
@@ -163,6 +164,10 @@ type InstanceSpec struct {
 	// Agent is its SSM Agent's state (see SetAgent); default AgentOnline:
 	// seeded instances are managed nodes.
 	Agent string
+	// Encrypted encrypts its volumes with KMSKeyID (a key id, ARN or alias;
+	// empty: the AWS managed key aws/ebs).
+	Encrypted bool
+	KMSKeyID  string
 }
 
 // RunInstance creates an instance directly (no request, not counted),
@@ -198,7 +203,8 @@ func (s *Sim) RunInstance(regionName string, spec InstanceSpec) (string, error) 
 	}
 	var bdms []requestedVolume
 	for i, size := range sizes {
-		bdms = append(bdms, requestedVolume{device: deviceName(img, i), size: size, volumeType: "gp3", deleteOnTermination: true})
+		bdms = append(bdms, requestedVolume{device: deviceName(img, i), size: size, volumeType: "gp3", deleteOnTermination: true,
+			encrypted: spec.Encrypted, kmsKeyID: spec.KMSKeyID})
 	}
 	if spec.ID != "" {
 		if !instanceIDPattern.MatchString(spec.ID) {
@@ -241,6 +247,7 @@ type requestedVolume struct {
 	deleteOnTermination bool
 	noDevice            bool
 	encrypted           bool
+	kmsKeyID            string
 }
 
 type launchSpec struct {
@@ -282,7 +289,7 @@ func (s *Sim) launchLocked(r *region, img *image, ls launchSpec, reservation str
 	vols := map[string]requestedVolume{}
 	var order []string
 	for _, m := range img.bdm {
-		vols[m.deviceName] = requestedVolume{device: m.deviceName, size: m.volumeSize, volumeType: m.volumeType, deleteOnTermination: m.deleteOnTermination, encrypted: m.encrypted}
+		vols[m.deviceName] = requestedVolume{device: m.deviceName, size: m.volumeSize, volumeType: m.volumeType, deleteOnTermination: m.deleteOnTermination, encrypted: m.encrypted, kmsKeyID: m.kmsKeyID}
 		order = append(order, m.deviceName)
 	}
 	for _, rv := range ls.volumes {
@@ -307,6 +314,9 @@ func (s *Sim) launchLocked(r *region, img *image, ls launchSpec, reservation str
 		}
 		v := &volume{id: s.newID("vol"), size: rv.size, volumeType: rv.volumeType, instanceID: in.id, device: dev,
 			deleteOnTermination: rv.deleteOnTermination, attachTime: now, tags: map[string]string{}, encrypted: rv.encrypted}
+		if v.encrypted {
+			v.kmsKeyID = s.resolveKMSKey(r.name, rv.kmsKeyID)
+		}
 		for _, t := range ls.volumeTags {
 			v.tags[t.Key] = t.Value
 		}
@@ -440,6 +450,9 @@ func (s *Sim) runInstances(c *call) *apiError {
 		}
 		if rv.encrypted, err = p.boolean(pre + "Ebs.Encrypted"); err != nil {
 			return err
+		}
+		if rv.kmsKeyID = p.str(pre + "Ebs.KmsKeyId"); rv.kmsKeyID != "" && !rv.encrypted {
+			return errorf("InvalidParameterDependency", "The parameter KmsKeyId requires the parameter Encrypted to be set.")
 		}
 		ls.volumes = append(ls.volumes, rv)
 	}

@@ -104,6 +104,8 @@ type Sim struct {
 	onTagChange func(TagChange)
 	// members: account → its organization and OUs (JoinOrganization).
 	members map[string][]string
+	// kmsKeys: customer managed keys by ARN (CreateKMSKey).
+	kmsKeys map[string]*kmsKey
 	// usageBehaviour shapes new image usage reports (SetUsageReports).
 	usageBehaviour UsageReportBehaviour
 	faults         []*faultRule
@@ -333,6 +335,10 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if regionName == "" {
 		regionName = s.regionNames[0]
 	}
+	if strings.HasPrefix(r.Header.Get("X-Amz-Target"), "TrentService.") || svc == "kms" {
+		s.serveKMS(w, r, regionName)
+		return
+	}
 	if strings.HasPrefix(r.Header.Get("X-Amz-Target"), "AmazonSSM.") || svc == "ssm" {
 		s.serveSSM(w, r, regionName)
 		return
@@ -420,6 +426,7 @@ var ec2Actions = map[string]queryHandler{
 	"DescribeImageUsageReportEntries":      (*Sim).describeImageUsageReportEntries,
 	"DeleteImageUsageReport":               (*Sim).deleteImageUsageReport,
 	"DescribeSnapshots":                    (*Sim).describeSnapshots,
+	"DescribeVolumes":                      (*Sim).describeVolumes,
 	"DeleteSnapshot":                       (*Sim).deleteSnapshot,
 	"ModifySnapshotAttribute":              (*Sim).modifySnapshotAttribute,
 	"DescribeSnapshotAttribute":            (*Sim).describeSnapshotAttribute,

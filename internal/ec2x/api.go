@@ -9,6 +9,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 )
 
@@ -25,6 +26,9 @@ type SnapshotEC2 interface {
 	DescribeInstances(ctx context.Context, params *ec2.DescribeInstancesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
 	CreateImage(ctx context.Context, params *ec2.CreateImageInput, optFns ...func(*ec2.Options)) (*ec2.CreateImageOutput, error)
 	DescribeImages(ctx context.Context, params *ec2.DescribeImagesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
+	// DescribeVolumes reads the encryption of the instances' volumes when
+	// the policy shares (the encryption pre-flight).
+	DescribeVolumes(ctx context.Context, params *ec2.DescribeVolumesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeVolumesOutput, error)
 }
 
 // PollEC2 reads image states and cleans up images that ended failed.
@@ -61,6 +65,12 @@ type PublishEC2 interface {
 	DescribeLaunchTemplateVersions(ctx context.Context, params *ec2.DescribeLaunchTemplateVersionsInput, optFns ...func(*ec2.Options)) (*ec2.DescribeLaunchTemplateVersionsOutput, error)
 	CreateLaunchTemplateVersion(ctx context.Context, params *ec2.CreateLaunchTemplateVersionInput, optFns ...func(*ec2.Options)) (*ec2.CreateLaunchTemplateVersionOutput, error)
 	ModifyLaunchTemplate(ctx context.Context, params *ec2.ModifyLaunchTemplateInput, optFns ...func(*ec2.Options)) (*ec2.ModifyLaunchTemplateOutput, error)
+}
+
+// SnapshotKMS tells an AWS managed key (aws/ebs), which no other account
+// can use, from a customer managed one.
+type SnapshotKMS interface {
+	DescribeKey(ctx context.Context, params *kms.DescribeKeyInput, optFns ...func(*kms.Options)) (*kms.DescribeKeyOutput, error)
 }
 
 // PublishSSM announces the new images in Parameter Store.
@@ -116,6 +126,7 @@ var (
 	_ TagEC2               = (*ec2.Client)(nil)
 	_ PublishEC2           = (*ec2.Client)(nil)
 	_ PublishSSM           = (*ssm.Client)(nil)
+	_ SnapshotKMS          = (*kms.Client)(nil)
 	_ RetentionEC2         = (*ec2.Client)(nil)
 	_ RetentionAutoScaling = (*autoscaling.Client)(nil)
 	_ RollAutoScaling      = (*autoscaling.Client)(nil)

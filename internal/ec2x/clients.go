@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 )
 
@@ -124,6 +125,7 @@ type Clients struct {
 	ec2 map[string]*ec2.Client
 	ssm map[string]*ssm.Client
 	asg map[string]*autoscaling.Client
+	kms map[string]*kms.Client
 }
 
 // NewClients returns the factory for cfg; cfg.Region is the home region.
@@ -134,6 +136,7 @@ func NewClients(cfg aws.Config, opts ...Option) *Clients {
 		ec2:  map[string]*ec2.Client{},
 		ssm:  map[string]*ssm.Client{},
 		asg:  map[string]*autoscaling.Client{},
+		kms:  map[string]*kms.Client{},
 	}
 	co := newClientOptions(opts)
 	if !co.noPacing {
@@ -154,7 +157,7 @@ func (c *Clients) As(step string) *Clients {
 	cfg.Credentials = credentials.NewStaticCredentialsProvider(LocalAccessKey(step), "local", "")
 	return &Clients{
 		cfg: cfg, opts: c.opts, pace: c.pace,
-		ec2: map[string]*ec2.Client{}, ssm: map[string]*ssm.Client{}, asg: map[string]*autoscaling.Client{},
+		ec2: map[string]*ec2.Client{}, ssm: map[string]*ssm.Client{}, asg: map[string]*autoscaling.Client{}, kms: map[string]*kms.Client{},
 	}
 }
 
@@ -212,4 +215,14 @@ func cached[T any](c *Clients, cache map[string]T, region string, newClient func
 	cl := newClient(region)
 	cache[region] = cl
 	return cl
+}
+
+// KMS returns the KMS client of region ("" = home).
+func (c *Clients) KMS(region string) *kms.Client {
+	return cached(c, c.kms, region, func(region string) *kms.Client {
+		return kms.NewFromConfig(c.cfg, func(o *kms.Options) {
+			o.Region = region
+			o.Retryer = NewRetryer(c.opts...)
+		})
+	})
 }

@@ -30,7 +30,7 @@ var Steps = []string{StepDiscover, StepSnapshot, StepPoll, StepCopy, StepTag, St
 // It is the single source of the IAM policy: infra grants exactly Actions(step).
 var Permissions = map[string][]reflect.Type{
 	StepDiscover:  {reflect.TypeFor[DiscoverEC2]()},
-	StepSnapshot:  {reflect.TypeFor[SnapshotEC2]()},
+	StepSnapshot:  {reflect.TypeFor[SnapshotEC2](), reflect.TypeFor[SnapshotKMS]()},
 	StepPoll:      {reflect.TypeFor[PollEC2]()},
 	StepCopy:      {reflect.TypeFor[CopyEC2]()},
 	StepTag:       {reflect.TypeFor[TagEC2]()},

@@ -38,7 +38,7 @@ func TestActions_DerivedFromInterfaces(t *testing.T) {
 		want []string
 	}{
 		{StepDiscover, []string{"ec2:DescribeImages", "ec2:DescribeInstances"}},
-		{StepSnapshot, []string{"ec2:CreateImage", "ec2:DescribeImages", "ec2:DescribeInstances"}},
+		{StepSnapshot, []string{"ec2:CreateImage", "ec2:DescribeImages", "ec2:DescribeInstances", "ec2:DescribeVolumes", "kms:DescribeKey"}},
 		{StepPoll, []string{"ec2:DeleteSnapshot", "ec2:DeregisterImage", "ec2:DescribeImages", "ec2:DescribeSnapshots"}},
 		{StepCopy, []string{"ec2:CopyImage", "ec2:DescribeImages"}},
 		{StepPublish, []string{

@@ -207,6 +207,10 @@ func (p Policy) validate(root string) error {
 		}
 		if c.KMSKeyID != "" {
 			checkKMSKey(&ps, field+".kmsKeyId", c.KMSKeyID, c.Region)
+			if awsManagedEBSKey(c.KMSKeyID) && len(p.ShareWith) > 0 {
+				ps.add(field+".kmsKeyId", "%q is the AWS managed key, which other accounts cannot use, so the copies shareWith names could not be launched by them; "+
+					"set a customer managed key of %s whose key policy lets the accounts, organization or OUs use it", c.KMSKeyID, c.Region)
+			}
 		}
 	}
 

@@ -303,3 +303,16 @@ func TestPolicy_ShareWithOrganizationsAndOUs(t *testing.T) {
 		}
 	}
 }
+
+func TestPolicy_SharedCopiesRefuseTheAWSManagedKey(t *testing.T) {
+	for _, key := range []string{"alias/aws/ebs", "arn:aws:kms:eu-west-1:111122223333:alias/aws/ebs"} {
+		_, err := DecodePolicy([]byte(`{"name":"p","retention":{"keep":1},"shareWith":["111122223333"],"copyTo":[{"region":"eu-west-1","kmsKeyId":"` + key + `"}]}`))
+		if err == nil || !strings.Contains(err.Error(), "policy.copyTo[0].kmsKeyId") || !strings.Contains(err.Error(), "customer managed key") {
+			t.Errorf("kmsKeyId %s with shareWith: %v", key, err)
+		}
+	}
+	// Without sharing the AWS managed key is a valid choice.
+	if _, err := DecodePolicy([]byte(`{"name":"p","retention":{"keep":1},"copyTo":[{"region":"eu-west-1","kmsKeyId":"alias/aws/ebs"}]}`)); err != nil {
+		t.Error(err)
+	}
+}

@@ -117,3 +117,11 @@ func checkShare(ps *problems, field, s string, allowPublic bool) {
 		}
 	}
 }
+
+// awsManagedEBSKey reports whether a kmsKeyId names the AWS managed key
+// for EBS (alias/aws/ebs, or its alias ARN): another account cannot be
+// given use of it, so images encrypted with it cannot be shared
+// (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/sharingamis-explicit.html).
+func awsManagedEBSKey(key string) bool {
+	return key == "alias/aws/ebs" || strings.HasPrefix(key, "arn:") && strings.HasSuffix(key, ":alias/aws/ebs")
+}

@@ -17,7 +17,11 @@ func NewDiscover(c *ec2x.Clients, env Env) *Discover {
 }
 
 func NewSnapshot(c *ec2x.Clients, env Env) *Snapshot {
-	return &Snapshot{EC2: ec2x.NewRegional(c.Home(), func(r string) ec2x.SnapshotEC2 { return c.EC2(r) }), Env: env}
+	return &Snapshot{
+		EC2: ec2x.NewRegional(c.Home(), func(r string) ec2x.SnapshotEC2 { return c.EC2(r) }),
+		KMS: ec2x.NewRegional(c.Home(), func(r string) ec2x.SnapshotKMS { return c.KMS(r) }),
+		Env: env,
+	}
 }
 
 func NewPoll(c *ec2x.Clients, env Env) *Poll {

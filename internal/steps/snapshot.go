@@ -3,12 +3,16 @@ package steps
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 
 	"github.com/amirotate/amirotate/internal/ec2x"
 	"github.com/amirotate/amirotate/internal/rotation"
@@ -20,6 +24,9 @@ import (
 // invocation finds it (InvalidAMIName.Duplicate) instead of making a second.
 type Snapshot struct {
 	EC2 ec2x.Regional[ec2x.SnapshotEC2]
+	// KMS tells the AWS managed key from customer managed ones (the
+	// encryption pre-flight of policies that share).
+	KMS ec2x.Regional[ec2x.SnapshotKMS]
 	Env
 }
 
@@ -56,6 +63,11 @@ func (s *Snapshot) handle(ctx context.Context, b Batch) (Batch, error) {
 		return Batch{}, err
 	}
 
+	unshareable, err := s.unshareable(ctx, bc.home, client, p, instances)
+	if err != nil {
+		return Batch{}, err
+	}
+
 	records := make([]rotation.Record, len(b.InstanceIDs))
 	var (
 		mu        sync.Mutex
@@ -69,6 +81,8 @@ func (s *Snapshot) handle(ctx context.Context, b Batch) (Batch, error) {
 			switch why := refusal(inst, ok, p); {
 			case why != "":
 				r.State, r.Error = rotation.StateRefused, why
+			case unshareable[id] != "":
+				r.State, r.Error = rotation.StateRefused, unshareable[id]
 			case newest[id].Tags[rotation.TagRotation] > b.Rotation.ID && !b.Rotation.Backfill:
 				r.State, r.Error = rotation.StateRefused, fmt.Sprintf("instance already has an image of a later rotation (%s, %s); "+
 					"a rotation never goes back in time: start it with a later time, or as a manual backfill", newest[id].Tags[rotation.TagRotation], newest[id].ID)
@@ -160,4 +174,64 @@ func (s *Snapshot) createImage(ctx context.Context, client ec2x.SnapshotEC2, p r
 		r.SnapshotIDs = ec2x.SnapshotIDs(*adopted)
 	}
 	return nil
+}
+
+// unshareable returns, for a policy that shares, why each instance whose
+// volumes are encrypted with the AWS managed key aws/ebs is not imaged:
+// another account can never be given use of that key, so the shared image
+// could not be launched by anyone it is shared with
+// (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/sharingamis-explicit.html).
+// It runs before anything is made. A key whose kind cannot be read refuses
+// the instance too: sharing must not depend on a guess.
+func (s *Snapshot) unshareable(ctx context.Context, region string, client ec2x.SnapshotEC2, p rotation.Policy, instances map[string]types.Instance) (map[string]string, error) {
+	if p.Shares().Empty() || len(instances) == 0 {
+		return nil, nil
+	}
+	ids := slices.Sorted(maps.Keys(instances))
+	why := map[string]string{}
+	managers := map[string]string{} // key → its KeyManager, or the error reading it
+	for chunk := range slices.Chunk(ids, filterChunk) {
+		pg := ec2.NewDescribeVolumesPaginator(client, &ec2.DescribeVolumesInput{
+			Filters: []types.Filter{ec2x.Filter("attachment.instance-id", chunk...)},
+		})
+		for pg.HasMorePages() {
+			page, err := pg.NextPage(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("reading the encryption of the batch's volumes in %s: %w", region, err)
+			}
+			for _, v := range page.Volumes {
+				if !aws.ToBool(v.Encrypted) || len(v.Attachments) == 0 {
+					continue
+				}
+				inst, key, vol := aws.ToString(v.Attachments[0].InstanceId), aws.ToString(v.KmsKeyId), aws.ToString(v.VolumeId)
+				if _, ours := instances[inst]; !ours || why[inst] != "" {
+					continue
+				}
+				m, ok := managers[key]
+				if !ok {
+					out, err := s.KMS.In(region).DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(key)})
+					switch {
+					case err != nil:
+						m = "unknown: " + err.Error()
+					case out.KeyMetadata == nil:
+						m = "unknown: DescribeKey returned no key"
+					default:
+						m = string(out.KeyMetadata.KeyManager)
+					}
+					managers[key] = m
+				}
+				switch {
+				case m == string(kmstypes.KeyManagerTypeAws):
+					why[inst] = fmt.Sprintf("volume %s is encrypted with the AWS managed key aws/ebs (%s), which other accounts cannot use: "+
+						"the accounts, organizations and OUs in shareWith could not launch its images, so none is made. "+
+						"Encrypt the instance's volumes with a customer managed key whose key policy lets them use it, "+
+						"and set copyTo[].kmsKeyId to such a key in each copy region", vol, key)
+				case m != string(kmstypes.KeyManagerTypeCustomer):
+					why[inst] = fmt.Sprintf("volume %s is encrypted with KMS key %s, and whether other accounts can use that key could not be read (%s); "+
+						"the policy shares its images, so none is made. Allow the snapshot function kms:DescribeKey on the key", vol, key, strings.TrimPrefix(m, "unknown: "))
+				}
+			}
+		}
+	}
+	return why, nil
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -272,5 +273,52 @@ func TestSnapshot_CreateImageCarriesNoRebootAndDescription(t *testing.T) {
 				t.Errorf("image %+v; want name %s and description %q", out.Images, rotation.ImageName(p.Name, id, rot.ID), wantDesc)
 			}
 		})
+	}
+}
+
+func TestSnapshot_SharingRefusesImagesEncryptedWithTheAWSManagedKey(t *testing.T) {
+	e := newSimEnv(t)
+	ctx := context.Background()
+	tags := map[string]string{rotation.TagPolicy: "nightly"}
+	managed, err := e.sim.RunInstance(testHome, ec2sim.InstanceSpec{Tags: tags, Volumes: []int{8, 20}, Encrypted: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmk := e.sim.CreateKMSKey(testHome, "alias/shared-images")
+	custom, err := e.sim.RunInstance(testHome, ec2sim.InstanceSpec{Tags: tags, Volumes: []int{8}, Encrypted: true, KMSKeyID: cmk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := e.run(testHome, 1, nil)[0]
+	ids := []string{managed, custom, plain}
+	slices.Sort(ids)
+	const ou = "arn:aws:organizations::111111111111:ou/o-abcdefghij/ou-ab12-cdef3456"
+
+	e.sim.ResetStats()
+	b, err := NewSnapshot(e.clients, Env{Now: e.now}).Handle(ctx, e.batch(testPolicy(t, `,"shareWith":["`+ou+`"]`), ids))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range b.Images {
+		switch r.InstanceID {
+		case managed:
+			if r.State != rotation.StateRefused || r.ImageID != "" || !strings.Contains(r.Error, "AWS managed key aws/ebs") ||
+				!strings.Contains(r.Error, "customer managed key") || !strings.Contains(r.Error, "copyTo[].kmsKeyId") {
+				t.Errorf("the aws/ebs instance: %+v", r)
+			}
+		default:
+			if r.State != rotation.StatePending || r.ImageID == "" {
+				t.Errorf("%s: %+v", r.InstanceID, r)
+			}
+		}
+	}
+	if n := e.sim.Stats().FirstAttempts().Calls[testHome]["CreateImage"]; n != 2 {
+		t.Errorf("CreateImage called %d times, want 2 (nothing made for the aws/ebs instance)", n)
+	}
+
+	// A policy that shares nothing images it: the key is this account's to use.
+	b, err = NewSnapshot(e.clients, Env{Now: e.now}).Handle(ctx, e.batch(testPolicy(t, ""), []string{managed}))
+	if err != nil || b.Images[0].State != rotation.StatePending {
+		t.Fatalf("without sharing: %+v %v", b.Images, err)
 	}
 }
