@@ -32,20 +32,23 @@ func TestIAM_RolesGrantExactlyTheCalledActions(t *testing.T) {
 		byStep := functionsByStep(t, tmpl.json)
 		for _, spec := range functionSpecs {
 			t.Run(tmpl.name+"/"+spec.Name, func(t *testing.T) {
-				granted := map[string]bool{}
-				for _, st := range roleStatements(tmpl.json, functionRole(tmpl.json, byStep[spec.Name])) {
-					for _, a := range st.Actions {
-						if !platformAction(a) {
-							granted[a] = true
-						}
-					}
-				}
 				want := map[string]bool{}
 				for _, a := range ec2x.Actions(spec.Name) {
 					want[a] = true
 				}
 				for _, a := range impliedActions[spec.Name] {
 					want[a] = true
+				}
+				granted := map[string]bool{}
+				for _, st := range roleStatements(tmpl.json, functionRole(tmpl.json, byStep[spec.Name])) {
+					for _, a := range st.Actions {
+						// A KMS action the handler calls itself (the snapshot
+						// step's DescribeKey) counts; those EC2 uses on the
+						// copy step's behalf are the platform's.
+						if !platformAction(a) || want[a] {
+							granted[a] = true
+						}
+					}
 				}
 				if got, w := sortedSet(granted), sortedSet(want); !slices.Equal(got, w) {
 					t.Errorf("role grants %v\nhandler calls %v", got, w)
