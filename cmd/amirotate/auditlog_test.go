@@ -39,11 +39,11 @@ func TestAudit_EveryMutatingCallWritesItsLine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	all := strings.Replace(string(raw), `"retention": {"keep": 1},`,
+	// The last rotation shares and deprecates: a policy that shares retires
+	// its expired images over days (usage reports) instead of deleting them,
+	// so the deletions come from the rotations before it.
+	shared := strings.Replace(string(raw), `"retention": {"keep": 1},`,
 		`"retention": {"keep": 1}, "shareWith": ["111122223333"], "deprecateAfterDays": 30,`, 1)
-	if err := os.WriteFile(w.policy, []byte(all), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	failing := w.fleet.InstanceIDs("web")[0]
 	if err := w.sim.Inject(ec2sim.Fault{Action: "CreateImage", InstanceID: failing, FailImage: true, Code: "Client.InternalError", Message: "disk read error", Count: 1}); err != nil {
 		t.Fatal(err)
@@ -51,13 +51,16 @@ func TestAudit_EveryMutatingCallWritesItsLine(t *testing.T) {
 	log := filepath.Join(w.dir, "audit.jsonl")
 	w.sim.ResetStats()
 	w.run("--rotation-time", day(3).Format("2006-01-02T15:04:05Z07:00"), "--audit", log) // fails: one image failed
-	w.rotateOK(day(2), "--audit", log)
 	// An image EC2 says is gone already: retention then deletes its
 	// snapshots one by one (DeleteSnapshot).
 	if err := w.sim.Inject(ec2sim.Fault{Action: "DeregisterImage", Code: "InvalidAMIID.NotFound", Count: 1}); err != nil {
 		t.Fatal(err)
 	}
-	w.run("--rotation-time", day(1).Format("2006-01-02T15:04:05Z07:00"), "--audit", log)
+	w.run("--rotation-time", day(2).Format("2006-01-02T15:04:05Z07:00"), "--audit", log)
+	if err := os.WriteFile(w.policy, []byte(shared), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w.rotateOK(day(1), "--audit", log)
 
 	st := w.sim.Stats().FirstAttempts()
 	called := map[string]int{}
