@@ -40,6 +40,9 @@ var functionSpecs = []functionSpec{
 	{ec2x.StepPoll, "Checks pending images, cleans up failed ones, decides the next wait", 256, 3 * time.Minute},
 	// CopyImage refills at 1/s per destination: 100 copies × regions.
 	{ec2x.StepCopy, "Starts cross-region copies of available images", 256, 10 * time.Minute},
+	// A RunInstances per new image, then one DescribeInstanceStatus per
+	// round and a TerminateInstances; the state machine does the waiting.
+	{ec2x.StepVerify, "Boots a test instance from each new image, checks it and terminates it", 256, 5 * time.Minute},
 	// Per-image deprecation and sharing calls (mutating bucket, 5/s).
 	{ec2x.StepTag, "Marks the latest images, deprecates and shares them", 256, 5 * time.Minute},
 	// SSM and launch template writes per instance and region.

@@ -34,6 +34,9 @@ type permissionContext struct {
 	// policies publish under.
 	ssmPrefixes []string
 	kmsKeys     []string
+	// The verify blocks' subnets, security groups, instance profiles and
+	// probe documents: where and how test instances may be launched.
+	verifySubnets, verifyGroups, verifyProfiles, verifyDocuments []string
 }
 
 func newPermissionContext(r *Rotation, p *RotationProps) *permissionContext {
@@ -56,6 +59,27 @@ func newPermissionContext(r *Rotation, p *RotationProps) *permissionContext {
 		if prefix := ssmPrefix(ps.Policy.Publish.SSMParameter, ps.Policy.Name); prefix != "" && !seenSSM[prefix] {
 			seenSSM[prefix] = true
 			pc.ssmPrefixes = append(pc.ssmPrefixes, prefix)
+		}
+	}
+	seen := map[string]bool{}
+	add := func(list *[]string, v string) {
+		if v != "" && !seen[v] {
+			seen[v] = true
+			*list = append(*list, v)
+		}
+	}
+	for _, ps := range p.Policies {
+		v := ps.Policy.Verify
+		if v == nil {
+			continue
+		}
+		add(&pc.verifySubnets, v.SubnetID)
+		for _, g := range v.SecurityGroupIDs {
+			add(&pc.verifyGroups, g)
+		}
+		add(&pc.verifyProfiles, v.InstanceProfile)
+		if v.Probe != nil {
+			add(&pc.verifyDocuments, v.Probe.Document)
 		}
 	}
 	sort.Strings(pc.ssmPrefixes)
@@ -101,6 +125,9 @@ var impliedActions = map[string][]string{
 	"snapshot": {"ec2:CreateTags"},
 	"copy":     {"ec2:CreateTags"},
 	"publish":  {"ec2:DescribeImages"},
+	// RunInstances with TagSpecifications and an instance profile is also
+	// authorized as ec2:CreateTags and iam:PassRole.
+	"verify": {"iam:PassRole"},
 	"retention": {"ec2:DescribeInstances", "ec2:DescribeLaunchTemplates", "imagebuilder:GetContainerRecipe",
 		"imagebuilder:ListContainerRecipes", "imagebuilder:ListImageRecipes", "ssm:DescribeParameters", "ssm:GetParameters"},
 }
@@ -160,6 +187,8 @@ func (pc *permissionContext) statements(step string) []awsiam.PolicyStatement {
 				[]string{"ec2:EnableImageDeprecation", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"},
 				pc.imagesAndSnapshots(), resourceTagged()),
 		)
+	case ec2x.StepVerify:
+		out = append(out, pc.verifyStatements()...)
 	case ec2x.StepRoll:
 		// Auto Scaling groups carry no amirotate mark: the step itself
 		// refreshes only groups that launch a template publish just moved
@@ -180,6 +209,69 @@ func (pc *permissionContext) statements(step string) []awsiam.PolicyStatement {
 			}
 			out = append(out, pc.statement("PublishParameters", []string{"ssm:GetParameters", "ssm:PutParameter"}, params, nil))
 		}
+	}
+	return out
+}
+
+// verifyStatements let the verify step launch test instances only from
+// amirotate's images, tagged as test instances, into the policies'
+// subnets and security groups with their instance profiles; terminate only
+// test instances; mark only amirotate's images as rejected; and run the
+// policies' probe documents only on test instances. Without a verify block
+// in any policy there is no subnet to launch into: RunInstances is denied.
+func (pc *permissionContext) verifyStatements() []awsiam.PolicyStatement {
+	testInstance := map[string]interface{}{
+		"StringEquals": map[string]interface{}{"aws:RequestTag/" + tagCreatedBy: createdByValue},
+		"Null":         map[string]interface{}{"aws:RequestTag/" + rotation.TagVerifies: "false"},
+	}
+	network := []string{pc.arn("ec2", "*", pc.account, "network-interface/*")}
+	for _, id := range pc.verifySubnets {
+		network = append(network, pc.arn("ec2", "*", pc.account, "subnet/"+id))
+	}
+	for _, id := range pc.verifyGroups {
+		network = append(network, pc.arn("ec2", "*", pc.account, "security-group/"+id))
+	}
+	out := []awsiam.PolicyStatement{
+		pc.statement("LaunchTestInstances", []string{"ec2:RunInstances"},
+			[]string{pc.arn("ec2", "*", pc.account, "instance/*"), pc.arn("ec2", "*", pc.account, "volume/*")}, testInstance),
+		pc.statement("LaunchFromAmirotateImages", []string{"ec2:RunInstances"}, []string{pc.arn("ec2", "*", "", "image/*")}, resourceTagged()),
+		pc.statement("LaunchIntoVerifySubnets", []string{"ec2:RunInstances"}, network, nil),
+		pc.statement("TagTestInstancesOnLaunch", []string{"ec2:CreateTags"},
+			[]string{pc.arn("ec2", "*", pc.account, "instance/*"), pc.arn("ec2", "*", pc.account, "volume/*")}, createAction("RunInstances")),
+		pc.statement("TerminateTestInstances", []string{"ec2:TerminateInstances"}, []string{pc.arn("ec2", "*", pc.account, "instance/*")},
+			map[string]interface{}{
+				"StringEquals": map[string]interface{}{"aws:ResourceTag/" + tagCreatedBy: createdByValue},
+				"Null":         map[string]interface{}{"aws:ResourceTag/" + rotation.TagVerifies: "false"},
+			}),
+		pc.statement("MarkRejectedImages", []string{"ec2:CreateTags"}, []string{pc.arn("ec2", "*", "", "image/*")},
+			func() map[string]interface{} {
+				c := resourceTagged()
+				c["ForAllValues:StringEquals"] = map[string]interface{}{"aws:TagKeys": []string{rotation.TagVerification}}
+				return c
+			}()),
+		pc.statement("ReadProbeResults", []string{"ssm:GetCommandInvocation"}, []string{"*"}, nil),
+	}
+	if len(pc.verifyProfiles) > 0 {
+		roles := make([]string, len(pc.verifyProfiles))
+		for i, name := range pc.verifyProfiles {
+			roles[i] = "arn:" + pc.partition + ":iam::" + pc.account + ":role/" + name
+		}
+		out = append(out, awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+			Sid:        jsii.String("PassTestInstanceRoles"),
+			Actions:    jsii.Strings("iam:PassRole"),
+			Resources:  jsii.Strings(roles...),
+			Conditions: &map[string]interface{}{"StringEquals": map[string]interface{}{"iam:PassedToService": "ec2.amazonaws.com"}},
+		}))
+	}
+	if len(pc.verifyDocuments) > 0 {
+		var docs []string
+		for _, d := range pc.verifyDocuments {
+			docs = append(docs, pc.arn("ssm", "*", "", "document/"+d), pc.arn("ssm", "*", pc.account, "document/"+d))
+		}
+		out = append(out,
+			pc.statement("RunProbeDocuments", []string{"ssm:SendCommand"}, docs, nil),
+			pc.statement("ProbeTestInstances", []string{"ssm:SendCommand"}, []string{pc.arn("ec2", "*", pc.account, "instance/*")},
+				map[string]interface{}{"Null": map[string]interface{}{"aws:ResourceTag/" + rotation.TagVerifies: "false"}}))
 	}
 	return out
 }

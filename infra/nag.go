@@ -30,6 +30,10 @@ const (
 	reasonGroups = "Auto Scaling groups carry no amirotate mark; the roll step starts or cancels an instance refresh only on a group " +
 		"that launches a launch template publish just moved (tracked with amirotate:track, of the instance's lineage), and only " +
 		"for policies with a roll block. Limited to the account's groups in the deployment's regions."
+	reasonTestInstances = "Test instances and their volumes and network interfaces get their ids at launch: RunInstances is allowed " +
+		"only with amirotate's tags on the instance and volumes (aws:RequestTag), only from amirotate's images, only into the verify " +
+		"blocks' subnets and security groups (listed by id, in the deployment's regions); TerminateInstances and SendCommand only on " +
+		"instances tagged as test instances (aws:ResourceTag); the probe documents are listed by name."
 	reasonXRay = "xray:PutTraceSegments and xray:PutTelemetryRecords (added by CDK for active tracing) do not support " +
 		"resource-level permissions."
 	reasonStateMachine = "Added by CDK for the state machine's logging and tracing: CloudWatch Logs log-delivery actions " +
@@ -56,6 +60,9 @@ func addSuppressions(r *Rotation) {
 				iam5(reasonLaunchTemplates, `^Resource::arn:`+partitionRE+`:ec2:\*:`+accountRE+`:launch-template/\*$`),
 				iam5(reasonUsageReports, `^Resource::arn:`+partitionRE+`:ec2:\*:`+accountRE+`:image-usage-report/\*$`),
 				iam5(reasonParameters, `^Resource::arn:`+partitionRE+`:ssm:\*:`+accountRE+`:parameter/[^*]+\*$`),
+				iam5(reasonTestInstances, `^Resource::arn:`+partitionRE+`:ec2:\*:`+accountRE+`:(instance|volume|network-interface)/\*$`),
+				iam5(reasonTestInstances, `^Resource::arn:`+partitionRE+`:ec2:\*:`+accountRE+`:(subnet|security-group)/[^*]+$`),
+				iam5(reasonTestInstances, `^Resource::arn:`+partitionRE+`:ssm:\*:(`+accountRE+`)?:document/[^*]+$`),
 				iam5(reasonGroups, `^Resource::arn:`+partitionRE+`:autoscaling:\*:`+accountRE+`:autoScalingGroup:\*:autoScalingGroupName/\*$`),
 				iam5(reasonReferences, `^Resource::arn:`+partitionRE+`:(ssm:\*:`+accountRE+`:parameter|imagebuilder:\*:`+accountRE+`:container-recipe)/\*$`),
 			)

@@ -45,7 +45,7 @@ func TestSCP_ReservesExactlyTheTagsAmirotateWrites(t *testing.T) {
 		t.Fatalf("aws:TagKeys: %v", err)
 	}
 	written := []string{rotation.TagCreatedBy, rotation.TagPolicy, rotation.TagInstanceID, rotation.TagRotation,
-		rotation.TagSourceImage, rotation.TagSourceRegion, rotation.TagLatest, rotation.TagTrigger}
+		rotation.TagSourceImage, rotation.TagSourceRegion, rotation.TagLatest, rotation.TagTrigger, rotation.TagVerifies, rotation.TagVerification}
 	if !slices.Equal(slices.Sorted(slices.Values(keys)), slices.Sorted(slices.Values(written))) {
 		t.Errorf("reserved keys %v; want the tags amirotate writes %v", keys, written)
 	}

@@ -159,5 +159,5 @@ func (d PerImageDesign) Usage(w Work) PerImageCost {
 // (infra's functionSpecs; a test in infra holds the two together).
 var FunctionMemoryMB = map[string]float64{
 	"discover": 256, "snapshot": 256, "poll": 256, "copy": 256,
-	"tag": 256, "publish": 256, "roll": 256, "retention": 512, "report": 128,
+	"verify": 256, "tag": 256, "publish": 256, "roll": 256, "retention": 512, "report": 128,
 }

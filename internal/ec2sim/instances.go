@@ -456,6 +456,35 @@ func (s *Sim) runInstances(c *call) *apiError {
 		}
 		ls.volumes = append(ls.volumes, rv)
 	}
+	// "If you repeat the request with the same client token, the same
+	// response is returned" (Ensuring idempotency in Amazon EC2 API
+	// requests, https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html):
+	// a retried launch gets the instances the first one made.
+	if ls.clientToken != "" {
+		var same []*instance
+		for _, in := range c.r.instanceList {
+			if in.clientToken == ls.clientToken {
+				same = append(same, in)
+			}
+		}
+		if len(same) > 0 {
+			if same[0].imageID != img.id {
+				return errorf("IdempotentParameterMismatch", "The client token you have provided is associated with a resource that is already created with different parameters.")
+			}
+			c.w.el("reservationId", same[0].reservationID)
+			c.w.el("ownerId", AccountID)
+			c.w.empty("groupSet")
+			c.w.open("instancesSet")
+			for i, in := range same {
+				in.refresh(c.now)
+				c.w.open("item")
+				writeInstance(c.w, in, i, in.state)
+				c.w.close("item")
+			}
+			c.w.close("instancesSet")
+			return nil
+		}
+	}
 	img.lastLaunched = c.now
 	reservation := s.newID("r")
 	var insts []*instance

@@ -108,6 +108,24 @@ type RetentionAutoScaling interface {
 	DescribeLaunchConfigurations(ctx context.Context, params *autoscaling.DescribeLaunchConfigurationsInput, optFns ...func(*autoscaling.Options)) (*autoscaling.DescribeLaunchConfigurationsOutput, error)
 }
 
+// VerifyEC2 boots a test instance from each new image, reads its status
+// checks, terminates it, and marks the images that failed; it also finds
+// the test instances earlier runs left behind.
+type VerifyEC2 interface {
+	RunInstances(ctx context.Context, params *ec2.RunInstancesInput, optFns ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error)
+	DescribeInstances(ctx context.Context, params *ec2.DescribeInstancesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
+	DescribeInstanceStatus(ctx context.Context, params *ec2.DescribeInstanceStatusInput, optFns ...func(*ec2.Options)) (*ec2.DescribeInstanceStatusOutput, error)
+	DescribeImages(ctx context.Context, params *ec2.DescribeImagesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
+	TerminateInstances(ctx context.Context, params *ec2.TerminateInstancesInput, optFns ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
+	CreateTags(ctx context.Context, params *ec2.CreateTagsInput, optFns ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
+}
+
+// VerifySSM runs the verify probe on a test instance.
+type VerifySSM interface {
+	SendCommand(ctx context.Context, params *ssm.SendCommandInput, optFns ...func(*ssm.Options)) (*ssm.SendCommandOutput, error)
+	GetCommandInvocation(ctx context.Context, params *ssm.GetCommandInvocationInput, optFns ...func(*ssm.Options)) (*ssm.GetCommandInvocationOutput, error)
+}
+
 // RollAutoScaling finds the groups that launch a moved launch template and
 // refreshes them onto the new version.
 type RollAutoScaling interface {
@@ -130,4 +148,6 @@ var (
 	_ RetentionEC2         = (*ec2.Client)(nil)
 	_ RetentionAutoScaling = (*autoscaling.Client)(nil)
 	_ RollAutoScaling      = (*autoscaling.Client)(nil)
+	_ VerifyEC2            = (*ec2.Client)(nil)
+	_ VerifySSM            = (*ssm.Client)(nil)
 )

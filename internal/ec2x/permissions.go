@@ -14,6 +14,7 @@ const (
 	StepSnapshot  = "snapshot"
 	StepPoll      = "poll"
 	StepCopy      = "copy"
+	StepVerify    = "verify"
 	StepTag       = "tag"
 	StepPublish   = "publish"
 	StepRoll      = "roll"
@@ -24,7 +25,7 @@ const (
 // Steps lists every step once, in the order a rotation runs them. The
 // state machine's placeholders, the CDK functions, the local run's handlers
 // and the Makefile's builds (functions/ checked against it) all follow it.
-var Steps = []string{StepDiscover, StepSnapshot, StepPoll, StepCopy, StepTag, StepPublish, StepRoll, StepRetention, StepReport}
+var Steps = []string{StepDiscover, StepSnapshot, StepPoll, StepCopy, StepVerify, StepTag, StepPublish, StepRoll, StepRetention, StepReport}
 
 // Permissions maps each step to the client interfaces its handler uses.
 // It is the single source of the IAM policy: infra grants exactly Actions(step).
@@ -33,6 +34,7 @@ var Permissions = map[string][]reflect.Type{
 	StepSnapshot:  {reflect.TypeFor[SnapshotEC2](), reflect.TypeFor[SnapshotKMS]()},
 	StepPoll:      {reflect.TypeFor[PollEC2]()},
 	StepCopy:      {reflect.TypeFor[CopyEC2]()},
+	StepVerify:    {reflect.TypeFor[VerifyEC2](), reflect.TypeFor[VerifySSM]()},
 	StepTag:       {reflect.TypeFor[TagEC2]()},
 	StepPublish:   {reflect.TypeFor[PublishEC2](), reflect.TypeFor[PublishSSM]()},
 	StepRoll:      {reflect.TypeFor[RollAutoScaling]()},

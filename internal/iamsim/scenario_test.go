@@ -36,7 +36,9 @@ import (
 // deploy.json (each has its own instance selector) rotates one instance once.
 const auditPolicy = `{"name":"audit","retention":{"keep":1},"copyInstanceTags":["Name"],"tags":{"Environment":"audit"},` +
 	`"copyTo":[{"region":"eu-west-1"},{"region":"ap-southeast-2"}],"deprecateAfterDays":7,"shareWith":["111122223333"],` +
-	`"publish":{"ssmParameter":"/amirotate/{policy}/{instanceId}/latest","launchTemplates":true},"roll":{"instanceWarmupSeconds":0},"batchSize":2,` +
+	`"publish":{"ssmParameter":"/amirotate/{policy}/{instanceId}/latest","launchTemplates":true},"roll":{"instanceWarmupSeconds":0},` +
+	`"verify":{"subnetId":"subnet-0a1b2c3d4e5f60718","securityGroupIds":["sg-0a1b2c3d4e5f60718"],"instanceProfile":"amirotate-verify",` +
+	`"probe":{"document":"AmirotateProbe","parameters":{"commands":["systemctl is-system-running --wait"]}}},"batchSize":2,` +
 	`"pollIntervalSeconds":60,"timeoutMinutes":30}`
 
 // scenarioRegions: every region deploy.json copies to.
@@ -149,7 +151,18 @@ func runScenario(t *testing.T, roles iamsim.Roles) scenarioResult {
 	for _, name := range sortedKeys(others) {
 		rotate(string(others[name].(json.RawMessage)), start, false, false)
 	}
-	rotate(auditPolicy, start, false, false)
+	// Day 1: every new image is booted and probed; the first probe fails,
+	// so one image is rejected (marked, never published).
+	// The probe is the account's own document: IAM names an Amazon-owned
+	// document by an ARN without account, which the IAM reference's
+	// document resource type does not take.
+	if err := w.sim.AddDocument(home, ec2sim.Document{Name: "AmirotateProbe", Parameters: []ec2sim.DocumentParameter{{Name: "commands"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.sim.ScriptCommands(ec2sim.CommandScript{Document: "AmirotateProbe", Outcome: ec2sim.ScriptFail, ExitCode: 1, Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	rotate(auditPolicy, start, false, true)
 	// A launch template that launches instance 0's first image: publish
 	// moves a template only from an image of the same lineage.
 	first, err := seed.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"},

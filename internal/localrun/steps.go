@@ -17,6 +17,7 @@ func StepHandlers(c *ec2x.Clients, env steps.Env) map[string]any {
 		ec2x.StepSnapshot:  steps.NewSnapshot(c.As(ec2x.StepSnapshot), env).Handle,
 		ec2x.StepPoll:      steps.NewPoll(c.As(ec2x.StepPoll), env).Handle,
 		ec2x.StepCopy:      steps.NewCopy(c.As(ec2x.StepCopy), env).Handle,
+		ec2x.StepVerify:    steps.NewVerify(c.As(ec2x.StepVerify), env).Handle,
 		ec2x.StepTag:       steps.NewTag(c.As(ec2x.StepTag), env).Handle,
 		ec2x.StepPublish:   steps.NewPublish(c.As(ec2x.StepPublish), env).Handle,
 		ec2x.StepRoll:      steps.NewRoll(c.As(ec2x.StepRoll), env).Handle,

@@ -108,6 +108,7 @@ func (p Policy) WithDefaults() Policy {
 	if p.Rebuild.Keep == 0 {
 		p.Rebuild.Keep = DefaultRebuildKeep
 	}
+	p.Verify = withVerifyDefaults(p.Verify)
 	if p.Roll != nil && p.Roll.TimeoutMinutes == 0 {
 		r := *p.Roll // a copy: the caller's policy is not changed
 		r.TimeoutMinutes = DefaultRollTimeoutMinutes
@@ -290,6 +291,7 @@ func (p Policy) validate(root string) error {
 		ps.add(f("rebuild.keep"), "is %d; set 1 to %d", p.Rebuild.Keep, MaxKeep)
 	}
 	checkRoll(&ps, f("roll"), p)
+	checkVerify(&ps, f("verify"), p.Verify)
 	for i, id := range p.Publish.AdoptLaunchTemplates {
 		if !launchTemplateIDRE.MatchString(id) {
 			ps.add(fmt.Sprintf("%s[%d]", f("publish.adoptLaunchTemplates"), i), "%q is not a launch template id (lt- and 17 hex digits)", id)

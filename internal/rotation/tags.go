@@ -24,6 +24,13 @@ const (
 	// TagTrigger = "tag-change" marks a rebuild's image: retention ranks
 	// rebuilds apart (rebuild.keep), so they never evict scheduled images.
 	TagTrigger = "amirotate:trigger"
+	// TagVerifies = <image id> marks a test instance amirotate launched to
+	// verify that image; TagVerification = "failed" marks an image that
+	// failed verification.
+	TagVerifies     = "amirotate:verifies"
+	TagVerification = "amirotate:verification"
+	// VerificationFailed is TagVerification's value on a rejected image.
+	VerificationFailed = "failed"
 
 	// Tags users write. TagKeep on an image (any value but "false") means
 	// never delete it; TagTrack on a launch template names the instance whose

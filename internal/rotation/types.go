@@ -38,6 +38,9 @@ type Policy struct {
 	// Roll refreshes the Auto Scaling groups that launch the templates
 	// publish moved (nil: groups are not touched).
 	Roll *Roll `json:"roll,omitempty"`
+	// Verify boots each new image before it is published (nil: images are
+	// published unverified).
+	Verify *Verify `json:"verify,omitempty"`
 }
 
 // Rebuild governs the rotations an instance's amirotate:rebuild tag starts.
@@ -113,6 +116,7 @@ const (
 	StateDeferred  = "deferred"  // copy not started yet: destination at its concurrent-copy limit
 	StateError     = "error"     // an EC2 call for this item failed for good
 	StatePlanned   = "planned"   // dry run: would be created
+	StateRejected  = "rejected"  // failed verification (or its source did): never published
 )
 
 // Record is one image of one instance in one region, the unit that flows

@@ -58,6 +58,14 @@ type Batch struct {
 	WaitSeconds int `json:"waitSeconds"`
 	Polls       int `json:"polls"`
 
+	// Verifications are the test boots of the batch's new images (the
+	// policy's verify block); Verifying counts those not finished, and
+	// Swept names test instances of earlier runs this one terminated.
+	Verifications []ImageVerification `json:"verifications,omitempty"`
+	Verifying     int                 `json:"verifying"`
+	VerifyPolls   int                 `json:"verifyPolls,omitempty"`
+	Swept         []string            `json:"swept,omitempty"`
+
 	Published []Publication `json:"published,omitempty"`
 	// Rolls are the Auto Scaling groups the roll step refreshes onto the
 	// published launch template versions; Rolling counts those not finished.
@@ -92,6 +100,21 @@ type Publication struct {
 type LaunchTemplateUsed struct {
 	ID      string `json:"id"`
 	Version int64  `json:"version"`
+}
+
+// ImageVerification is the test boot of one new source image.
+type ImageVerification struct {
+	InstanceID     string    `json:"instanceId"` // the instance the image was made from
+	ImageID        string    `json:"imageId"`
+	TestInstanceID string    `json:"testInstanceId,omitempty"`
+	State          string    `json:"state"` // Verify*
+	Reason         string    `json:"reason,omitempty"`
+	CommandID      string    `json:"commandId,omitempty"` // the probe's
+	StartedAt      time.Time `json:"startedAt"`
+	Terminated     bool      `json:"terminated,omitempty"`
+	// TerminateError is the last failure to terminate the test instance.
+	TerminateError    string `json:"terminateError,omitempty"`
+	TerminateAttempts int    `json:"terminateAttempts,omitempty"`
 }
 
 // GroupRoll is one Auto Scaling group's instance refresh onto the launch

@@ -32,6 +32,14 @@ func NewCopy(c *ec2x.Clients, env Env) *Copy {
 	return &Copy{EC2: ec2x.NewRegional(c.Home(), func(r string) ec2x.CopyEC2 { return c.EC2(r) }), Env: env}
 }
 
+func NewVerify(c *ec2x.Clients, env Env) *Verify {
+	return &Verify{
+		EC2: ec2x.NewRegional(c.Home(), func(r string) ec2x.VerifyEC2 { return c.EC2(r) }),
+		SSM: ec2x.NewRegional(c.Home(), func(r string) ec2x.VerifySSM { return c.SSM(r) }),
+		Env: env,
+	}
+}
+
 func NewTag(c *ec2x.Clients, env Env) *Tag {
 	return &Tag{EC2: ec2x.NewRegional(c.Home(), func(r string) ec2x.TagEC2 { return c.EC2(r) }), Env: env}
 }

@@ -101,6 +101,12 @@ func InstanceOutcome(b Batch, instanceID string) (outcome string, region string,
 			return OutcomeError, pub.Region, "publishing " + pub.ImageID + ": " + pub.Error
 		}
 	}
+	for _, vr := range b.Verifications {
+		if vr.InstanceID == instanceID && vr.TestInstanceID != "" && !vr.Terminated {
+			return OutcomeError, b.Rotation.Home, "test instance " + vr.TestInstanceID + " of " + vr.ImageID + " was not terminated (" +
+				orDefault(vr.TerminateError, "the verification did not finish") + "); the next run's sweep terminates it"
+		}
+	}
 	for _, r := range b.Rolls {
 		if r.InstanceID == instanceID && !RollOK(r) {
 			return OutcomeError, r.Region, "rolling Auto Scaling group " + r.Group + " onto " + r.LaunchTemplateID +
@@ -132,6 +138,8 @@ func recordOutcome(r rotation.Record) (string, string) {
 		return OutcomeTimedOut, orDefault(why, "image still pending at the timeout")
 	case rotation.StateRefused:
 		return OutcomeRefused, orDefault(why, "instance refused")
+	case rotation.StateRejected:
+		return OutcomeFailed, orDefault(why, "failed verification")
 	case rotation.StatePending, rotation.StateDeferred:
 		return OutcomeError, "image still " + r.State + " when the batch ended"
 	default:
@@ -165,7 +173,7 @@ func BatchResultOf(b Batch) BatchResult {
 			} else {
 				res.ImagesCreated++
 			}
-		case rotation.StateFailed, rotation.StateTimedOut, rotation.StateError:
+		case rotation.StateFailed, rotation.StateTimedOut, rotation.StateError, rotation.StateRejected:
 			if copied {
 				res.CopiesFailed++
 			} else {
