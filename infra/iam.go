@@ -19,6 +19,7 @@ const (
 	createdByValue = rotation.CreatedBy
 	tagLatest      = rotation.TagLatest
 	tagTrack       = rotation.TagTrack
+	tagRolledBack  = rotation.TagRolledBack
 )
 
 // permissionContext holds what the statements are scoped with.
@@ -198,6 +199,12 @@ func (pc *permissionContext) statements(step string) []awsiam.PolicyStatement {
 		out = append(out, pc.statement("RefreshGroups", []string{"autoscaling:StartInstanceRefresh", "autoscaling:CancelInstanceRefresh"},
 			[]string{pc.arn("autoscaling", "*", pc.account, "autoScalingGroup:*:autoScalingGroupName/*")}, nil))
 	case "publish":
+		// amirotate rollback, with this role: amirotate:latest and the
+		// rolled-back mark, on amirotate's images only.
+		rollbackTags := resourceTagged()
+		rollbackTags["ForAllValues:StringEquals"] = map[string]interface{}{"aws:TagKeys": []string{tagLatest, tagRolledBack}}
+		out = append(out, pc.statement("RollBackManagedImages", []string{"ec2:CreateTags", "ec2:DeleteTags"},
+			[]string{pc.arn("ec2", "*", "", "image/*")}, rollbackTags))
 		out = append(out, pc.statement("UpdateTrackedLaunchTemplates",
 			[]string{"ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate"},
 			[]string{pc.arn("ec2", "*", pc.account, "launch-template/*")},

@@ -62,6 +62,25 @@ func TestAudit_EveryMutatingCallWritesItsLine(t *testing.T) {
 	}
 	w.rotateOK(day(1), "--audit", log)
 
+	actions := auditMatchesCalls(t, w, log)
+	t.Logf("region and action: calls = audit lines\n%s", strings.Join(actions, "\n"))
+	for _, want := range []string{"CreateImage", "CopyImage", "CreateTags", "DeleteTags", "EnableImageDeprecation", "ModifyImageAttribute",
+		"ModifySnapshotAttribute", "ssm:PutParameter", "CreateLaunchTemplateVersion", "ModifyLaunchTemplate", "DeregisterImage", "DeleteSnapshot"} {
+		found := false
+		for _, k := range actions {
+			found = found || strings.HasSuffix(k, " "+want)
+		}
+		if !found {
+			t.Errorf("the scenario made no %s call: it no longer exercises every change", want)
+		}
+	}
+}
+
+// auditMatchesCalls checks that the audit log at path has one complete line
+// per mutating call the simulator counted since its stats were reset, and
+// returns the regions and actions seen.
+func auditMatchesCalls(t *testing.T, w *runWorld, path string) []string {
+	t.Helper()
 	st := w.sim.Stats().FirstAttempts()
 	called := map[string]int{}
 	for region, calls := range st.Calls {
@@ -76,7 +95,7 @@ func TestAudit_EveryMutatingCallWritesItsLine(t *testing.T) {
 		}
 	}
 	logged := map[string]int{}
-	f, err := os.Open(log)
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,15 +127,5 @@ func TestAudit_EveryMutatingCallWritesItsLine(t *testing.T) {
 		}
 	}
 	sort.Strings(actions)
-	t.Logf("region and action: calls = audit lines\n%s", strings.Join(actions, "\n"))
-	for _, want := range []string{"CreateImage", "CopyImage", "CreateTags", "DeleteTags", "EnableImageDeprecation", "ModifyImageAttribute",
-		"ModifySnapshotAttribute", "ssm:PutParameter", "CreateLaunchTemplateVersion", "ModifyLaunchTemplate", "DeregisterImage", "DeleteSnapshot"} {
-		found := false
-		for _, k := range actions {
-			found = found || strings.HasSuffix(k, " "+want)
-		}
-		if !found {
-			t.Errorf("the scenario made no %s call: it no longer exercises every change", want)
-		}
-	}
+	return actions
 }

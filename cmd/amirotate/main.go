@@ -1,6 +1,6 @@
 // Command amirotate rotates EC2 AMIs: the local simulator, a local run of
-// the real state machine, the read-only inventory (plan), the demo and the
-// fleet benchmark.
+// the real state machine, the read-only inventory (plan), rollback, the demo
+// and the fleet benchmark.
 package main
 
 import (
@@ -19,6 +19,7 @@ Usage:
   amirotate sim   [--addr 127.0.0.1:4566] [--regions r1,r2] [--image-delay 3s] [--seed-demo] [--stack cdk.out/Amirotate.template.json]
   amirotate run   --policy FILE [--rotation-time RFC3339] [--instance ID]... [--dry-run] [--json FILE] [--audit FILE]
   amirotate plan  --policy FILE [--json FILE]
+  amirotate rollback --policy FILE --instance ID [--region R] [--to IMAGE] [--dry-run] [--clear]
   amirotate demo
   amirotate bench [--instances 1000] [--regions 3] [--json FILE]
 
@@ -32,14 +33,15 @@ Run 'amirotate <command> -h' for a command's flags.
 
 // commands maps each subcommand to its entry point; each lives in its own file.
 var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
-	"sim":    runSim,
-	"run":    runRotation,
-	"plan":   runPlan,
-	"demo":   runDemo,
-	"bench":  runBench,
-	"start":  runStart,
-	"status": runStatus,
-	"watch":  runWatch,
+	"sim":      runSim,
+	"run":      runRotation,
+	"plan":     runPlan,
+	"rollback": runRollback,
+	"demo":     runDemo,
+	"bench":    runBench,
+	"start":    runStart,
+	"status":   runStatus,
+	"watch":    runWatch,
 }
 
 func main() {

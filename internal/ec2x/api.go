@@ -58,8 +58,12 @@ type TagEC2 interface {
 
 // PublishEC2 points tracked launch templates at the new images, after
 // reading the images they and the parameters launch now (only an image of
-// the same lineage is replaced).
+// the same lineage is replaced). A rollback (`amirotate rollback`, with
+// the publish role) also moves amirotate:latest and writes or lifts the
+// rolled-back mark: CreateTags and DeleteTags.
 type PublishEC2 interface {
+	CreateTags(ctx context.Context, params *ec2.CreateTagsInput, optFns ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
+	DeleteTags(ctx context.Context, params *ec2.DeleteTagsInput, optFns ...func(*ec2.Options)) (*ec2.DeleteTagsOutput, error)
 	DescribeImages(ctx context.Context, params *ec2.DescribeImagesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
 	DescribeLaunchTemplates(ctx context.Context, params *ec2.DescribeLaunchTemplatesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeLaunchTemplatesOutput, error)
 	DescribeLaunchTemplateVersions(ctx context.Context, params *ec2.DescribeLaunchTemplateVersionsInput, optFns ...func(*ec2.Options)) (*ec2.DescribeLaunchTemplateVersionsOutput, error)

@@ -42,7 +42,7 @@ func TestActions_DerivedFromInterfaces(t *testing.T) {
 		{StepPoll, []string{"ec2:DeleteSnapshot", "ec2:DeregisterImage", "ec2:DescribeImages", "ec2:DescribeSnapshots"}},
 		{StepCopy, []string{"ec2:CopyImage", "ec2:DescribeImages"}},
 		{StepPublish, []string{
-			"ec2:CreateLaunchTemplateVersion", "ec2:DescribeImages", "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeLaunchTemplates",
+			"ec2:CreateLaunchTemplateVersion", "ec2:CreateTags", "ec2:DeleteTags", "ec2:DescribeImages", "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeLaunchTemplates",
 			"ec2:ModifyLaunchTemplate", "ssm:GetParameters", "ssm:PutParameter",
 		}},
 		{StepRetention, []string{

@@ -3,6 +3,7 @@ package iamsim_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"strings"
@@ -189,6 +190,20 @@ func runScenario(t *testing.T, roles iamsim.Roles) scenarioResult {
 	if _, err := seed.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: []string{ids[3]}, Tags: []types.Tag{{Key: aws.String(rotation.TagPolicy)}}}); err != nil {
 		t.Fatal(err)
 	}
+	// Instance 0's first images stay (amirotate:keep), for the rollback
+	// below to go back to.
+	for _, region := range []string{home, "eu-west-1", "ap-southeast-2"} {
+		cl := w.clients.EC2(region)
+		imgs, err := cl.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"},
+			Filters: []types.Filter{{Name: aws.String("tag:" + rotation.TagInstanceID), Values: []string{ids[0]}}}})
+		if err != nil || len(imgs.Images) != 1 {
+			t.Fatalf("instance %s's first image in %s: %v %v", ids[0], region, imgs, err)
+		}
+		if _, err := cl.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{aws.ToString(imgs.Images[0].ImageId)},
+			Tags: []types.Tag{{Key: aws.String(rotation.TagKeep), Value: aws.String("rollback")}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	w.sim.FailNextImage(home, ids[1], "scenario: injected failure")
 	rotate(auditPolicy, start.Add(24*time.Hour), false, true)
 	// The audit policy shares its images, so its retention retires them over
@@ -196,6 +211,19 @@ func runScenario(t *testing.T, roles iamsim.Roles) scenarioResult {
 	// shares nothing deletes its expired images the next day.
 	rotate(string(others["fleet"].(json.RawMessage)), start.Add(24*time.Hour), false, false)
 	rotate(auditPolicy, start.Add(48*time.Hour), true, false)
+	// amirotate rollback of instance 0 to its first images, as the publish
+	// role: marks, parameter, launch template and latest; then --clear.
+	policy, err := rotation.DecodePolicy([]byte(auditPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb := steps.NewRollback(w.clients.As(ec2x.StepPublish), steps.Env{})
+	for _, clear := range []bool{false, true} {
+		out, err := rb.Handle(ctx, steps.RollbackIn{Policy: policy, InstanceID: ids[0], Clear: clear})
+		if err != nil || out.Failed || !out.Changed {
+			res.failed = append(res.failed, fmt.Sprintf("rollback (clear %v): %v %+v", clear, err, out))
+		}
+	}
 	res.requests, res.denials = w.enf.Requests(), w.enf.Denials()
 	return res
 }

@@ -16,19 +16,21 @@ const (
 	// unprotected, not among the newest `keep` and not younger than maxAgeDays.
 	ReasonExpired = "expired"
 
-	ReasonNotManaged   = "not-managed"               // not provably this policy's image (see Unproven)
-	ReasonOutOfScope   = "out-of-scope"              // its instance is not in this pass's scope
-	ReasonHold         = "new-image-missing"         // its instance's new image failed or timed out
-	ReasonNotOlder     = "not-older"                 // made by this rotation or a later one: a run never deletes what it made
-	ReasonKeepTag      = "keep-tag"                  // tagged amirotate:keep
-	ReasonProtected    = "deregistration-protection" // EC2 would refuse; a person chose to protect it
-	ReasonNotAvailable = "not-available"             // pending, failed, ...: not a usable image
-	ReasonInUse        = "in-use"                    // an instance, launch template, SSM parameter or ASG uses it
-	ReasonNewest       = "newest"                    // the newest available image of its scope
-	ReasonWithinKeep   = "within-keep"               // among the newest `keep`
-	ReasonWithinAge    = "within-max-age"            // younger than maxAgeDays
-	ReasonDuplicate    = "duplicate-listing"         // listed more than once: the listing cannot be trusted
-	ReasonNoRule       = "no-retention-rule"         // keep and maxAgeDays both 0: nothing says what may go
+	ReasonNotManaged     = "not-managed"               // not provably this policy's image (see Unproven)
+	ReasonOutOfScope     = "out-of-scope"              // its instance is not in this pass's scope
+	ReasonHold           = "new-image-missing"         // its instance's new image failed or timed out
+	ReasonNotOlder       = "not-older"                 // made by this rotation or a later one: a run never deletes what it made
+	ReasonKeepTag        = "keep-tag"                  // tagged amirotate:keep
+	ReasonProtected      = "deregistration-protection" // EC2 would refuse; a person chose to protect it
+	ReasonNotAvailable   = "not-available"             // pending, failed, ...: not a usable image
+	ReasonInUse          = "in-use"                    // an instance, launch template, SSM parameter or ASG uses it
+	ReasonNewest         = "newest"                    // the newest available image of its scope
+	ReasonWithinKeep     = "within-keep"               // among the newest `keep`
+	ReasonWithinAge      = "within-max-age"            // younger than maxAgeDays
+	ReasonDuplicate      = "duplicate-listing"         // listed more than once: the listing cannot be trusted
+	ReasonNoRule         = "no-retention-rule"         // keep and maxAgeDays both 0: nothing says what may go
+	ReasonRolledBack     = "rolled-back"               // marked amirotate:rolled-back: kept while the mark stands
+	ReasonRollbackTarget = "rollback-target"           // the image a rollback went back to, while a mark names it
 )
 
 // ReasonCode returns the constant part of a reason, without its detail.
@@ -73,6 +75,8 @@ type planned struct {
 //   - it is older than this rotation (in.Now): a run never deletes an image
 //     it made, nor one of a later rotation;
 //   - it is not tagged amirotate:keep and not deregistration-protected;
+//   - it is not marked amirotate:rolled-back, nor the rollback target a
+//     mark on a provable image of its instance in its region names;
 //   - it is available and nothing references it;
 //   - it is not the newest available image of its scope (instance, region,
 //     source or copy, scheduled or rebuild), nor among the newest `keep` of
@@ -113,6 +117,7 @@ func PlanRetention(in PlanInput) []Decision {
 		}
 	}
 
+	targets := rollbackTargets(in, seen)
 	items := make([]planned, n)
 	groups := make(map[scopeKey][]*planned)
 	for i := range in.Images {
@@ -121,7 +126,7 @@ func PlanRetention(in PlanInput) []Decision {
 		it.img = img
 		it.scope = scopeKey{region: img.Region, instance: img.Tags[TagInstanceID], copy: IsCopy(img.Tags), rebuild: IsRebuild(img.Tags)}
 		it.when = imageTime(img)
-		it.reason, it.ranked = standingReason(in, img, it.when, seen[img.ID] > 1)
+		it.reason, it.ranked = standingReason(in, img, it.when, seen[img.ID] > 1, targets)
 		if it.ranked {
 			groups[it.scope] = append(groups[it.scope], it)
 		}
@@ -190,7 +195,7 @@ func PlanRetention(in PlanInput) []Decision {
 // ranked says whether the image competes for the newest/keep slots of its
 // scope: every available image of ours does, including one another rule
 // keeps anyway.
-func standingReason(in PlanInput, img *Image, made time.Time, duplicate bool) (reason string, ranked bool) {
+func standingReason(in PlanInput, img *Image, made time.Time, duplicate bool, targets map[targetKey]string) (reason string, ranked bool) {
 	instance := img.Tags[TagInstanceID]
 	if duplicate {
 		return ReasonDuplicate, false
@@ -210,6 +215,10 @@ func standingReason(in PlanInput, img *Image, made time.Time, duplicate bool) (r
 		return ReasonKeepTag, ranked
 	case img.DeregistrationProtected:
 		return ReasonProtected, ranked
+	case RolledBack(img.Tags):
+		return ReasonRolledBack, ranked
+	case targets[targetKey{img.Region, instance, img.Tags[TagRotation]}] != "":
+		return withDetail(ReasonRollbackTarget, "named by the mark on "+targets[targetKey{img.Region, instance, img.Tags[TagRotation]}]), ranked
 	case img.State != StateAvailable:
 		return withDetail(ReasonNotAvailable, img.State), false
 	}
@@ -222,6 +231,30 @@ func standingReason(in PlanInput, img *Image, made time.Time, duplicate bool) (r
 		return withDetail(ReasonInUse, describeReferences(refs)), true
 	}
 	return "", true
+}
+
+// targetKey names the image of one instance and rotation in one region.
+type targetKey struct{ region, instance, rotation string }
+
+// rollbackTargets maps the rotations that rolled-back marks name to the
+// marked images naming them. Only marks on provable images listed once
+// count: a mark forged onto a foreign image keeps nothing, and a mark only
+// ever names images of its own instance and region. Either way a mark only
+// adds reasons to keep.
+func rollbackTargets(in PlanInput, seen map[string]int) map[targetKey]string {
+	targets := map[targetKey]string{}
+	for i := range in.Images {
+		img := &in.Images[i]
+		rot, ok := RollbackTarget(img.Tags)
+		if !ok || seen[img.ID] > 1 || Unproven(*img, in.Policy.Name) != "" {
+			continue
+		}
+		k := targetKey{img.Region, img.Tags[TagInstanceID], rot}
+		if prev := targets[k]; prev == "" || img.ID < prev {
+			targets[k] = img.ID
+		}
+	}
+	return targets
 }
 
 func withDetail(reason, detail string) string {

@@ -40,6 +40,16 @@ const (
 	TagTrack   = "amirotate:track"
 	TagRebuild = "amirotate:rebuild"
 
+	// TagRolledBack marks an image rolled back from: `amirotate rollback`
+	// writes it, with the rotation rolled back to as its value, onto the
+	// instance's images newer than that rotation; `rollback --clear` lifts
+	// it. While it stands, no rotation publishes the image or marks it
+	// latest again, and retention keeps it and, on a provable image, the
+	// rollback target its value names. Anyone can write a tag, so the mark
+	// only ever makes amirotate publish less or keep more: it never makes
+	// anything deleted, shared or published.
+	TagRolledBack = "amirotate:rolled-back"
+
 	// CreatedBy is the value of TagCreatedBy.
 	CreatedBy = "amirotate"
 	// LatestValue is the value of TagLatest.
@@ -140,6 +150,25 @@ func Managed(tags map[string]string) bool {
 func KeepTagged(tags map[string]string) bool {
 	v, ok := tags[TagKeep]
 	return ok && !strings.EqualFold(strings.TrimSpace(v), "false")
+}
+
+// RolledBack reports whether tags mark an image rolled back from, whatever
+// the mark's value: a mark with a value nobody can read still says "do not
+// publish this again".
+func RolledBack(tags map[string]string) bool {
+	_, ok := tags[TagRolledBack]
+	return ok
+}
+
+// RollbackTarget returns the rotation a rolled-back mark names, if its value
+// is one.
+func RollbackTarget(tags map[string]string) (string, bool) {
+	v, ok := tags[TagRolledBack]
+	if !ok {
+		return "", false
+	}
+	_, valid := parseRotationID(v)
+	return v, valid
 }
 
 // IsCopy reports whether tags mark a copy made by CopyImage.

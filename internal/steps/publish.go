@@ -78,6 +78,13 @@ func (p *Publish) handle(ctx context.Context, b Batch) (Batch, error) {
 		byRegion[rec.Region] = append(byRegion[rec.Region], pub)
 	}
 	regions := slices.Sorted(maps.Keys(byRegion))
+	mv := move{
+		policy:      pol,
+		rotationID:  b.Rotation.ID,
+		tokenKey:    b.Rotation.ID,
+		why:         "publish the newest image of %s",
+		description: fmt.Sprintf("amirotate %s %s", pol.Name, b.Rotation.ID),
+	}
 	var g errgroup.Group
 	for _, region := range regions {
 		g.Go(func() error {
@@ -85,12 +92,7 @@ func (p *Publish) handle(ctx context.Context, b Batch) (Batch, error) {
 			if !pol.DryRun {
 				pubs = p.provenNew(ctx, region, b, pubs)
 			}
-			if pol.Publish.SSMParameter != "" {
-				p.publishSSM(ctx, region, b, pubs)
-			}
-			if pol.Publish.LaunchTemplates {
-				p.publishLaunchTemplates(ctx, region, b, pubs)
-			}
+			p.point(ctx, region, mv, pubs)
 			return nil
 		})
 	}
@@ -111,9 +113,37 @@ func (p *Publish) handle(ctx context.Context, b Batch) (Batch, error) {
 	return b, nil
 }
 
+// move is what a publication points consumers at and what it may replace:
+// publish moves forward to a rotation's new images, a rollback back to an
+// earlier image of the same lineage.
+type move struct {
+	policy rotation.Policy
+	// rotationID is the rotation of the images moved to. Publish never
+	// replaces an image of a later rotation; backwards (a rollback) does.
+	rotationID string
+	backwards  bool
+	// tokenKey goes into launch template versions' idempotency tokens.
+	tokenKey string
+	// why is the audit reason, with %s for the instance; description the
+	// launch template versions' description.
+	why, description string
+}
+
+// point moves each publication's SSM parameter and tracked launch templates
+// in region to its image, as the policy publishes.
+func (p *Publish) point(ctx context.Context, region string, mv move, pubs []*Publication) {
+	if mv.policy.Publish.SSMParameter != "" {
+		p.publishSSM(ctx, region, mv, pubs)
+	}
+	if mv.policy.Publish.LaunchTemplates {
+		p.publishLaunchTemplates(ctx, region, mv, pubs)
+	}
+}
+
 // provenNew returns the publications whose new image is provably this
 // rotation's image of its instance; the others get an error and publish
 // nothing (a hand-made input must not point consumers at a foreign image).
+// An image marked rolled back is never published again.
 func (p *Publish) provenNew(ctx context.Context, region string, b Batch, pubs []*Publication) []*Publication {
 	ids := make([]string, len(pubs))
 	for i, pub := range pubs {
@@ -127,6 +157,8 @@ func (p *Publish) provenNew(ctx context.Context, region string, b Batch, pubs []
 			addError(pub, fmt.Errorf("reading the new image: %w", err))
 		case !seen || !rotationImage(img, b.Policy, b.Rotation, pub.InstanceID):
 			addError(pub, fmt.Errorf("image %s is not provably this rotation's image of %s; nothing published", pub.ImageID, pub.InstanceID))
+		case rotation.RolledBack(ec2x.TagMap(img.Tags)):
+			addError(pub, errRolledBack(pub.ImageID, ec2x.TagMap(img.Tags)))
 		default:
 			ok = append(ok, pub)
 		}
@@ -134,12 +166,21 @@ func (p *Publish) provenNew(ctx context.Context, region string, b Batch, pubs []
 	return ok
 }
 
+// errRolledBack is why an image marked rolled back is not published or
+// marked latest.
+func errRolledBack(imageID string, tags map[string]string) error {
+	return fmt.Errorf("image %s is marked %s=%s (rolled back from): it is never published or marked latest again while the mark stands; "+
+		"amirotate rollback --clear lifts the mark", imageID, rotation.TagRolledBack, tags[rotation.TagRolledBack])
+}
+
 // sameLineage says why current, the image a parameter or launch template
-// launches now, may not be replaced by pub's new image, or "" when it may:
-// it must be provably one of the same instance's earlier images of this
-// policy. A tag on a template, or a parameter someone else wrote, is not
-// enough to hand it over to amirotate.
-func sameLineage(current types.Image, found bool, pol rotation.Policy, rot rotation.Rotation, pub *Publication) string {
+// launches now, may not be replaced by pub's image, or "" when it may:
+// it must be provably one of the same instance's images of this policy,
+// and (unless the move goes backwards) of an earlier rotation. A tag on a
+// template, or a parameter someone else wrote, is not enough to hand it
+// over to amirotate.
+func sameLineage(current types.Image, found bool, mv move, pub *Publication) string {
+	pol := mv.policy
 	if !found {
 		return "it launches an image that is gone or not this account's"
 	}
@@ -150,7 +191,7 @@ func sameLineage(current types.Image, found bool, pol rotation.Policy, rot rotat
 	if inst := img.Tags[rotation.TagInstanceID]; inst != pub.InstanceID {
 		return fmt.Sprintf("it launches %s, an image of %s, not of %s", img.ID, inst, pub.InstanceID)
 	}
-	if r := img.Tags[rotation.TagRotation]; r > rot.ID {
+	if r := img.Tags[rotation.TagRotation]; r > mv.rotationID && !mv.backwards {
 		return fmt.Sprintf("it launches %s of a later rotation (%s); never moved backwards", img.ID, r)
 	}
 	return ""
@@ -166,8 +207,8 @@ func addError(pub *Publication, err error) {
 
 // publishSSM reads the current values (10 names per call) and writes only
 // the parameters that do not hold their new image yet.
-func (p *Publish) publishSSM(ctx context.Context, region string, b Batch, pubs []*Publication) {
-	dryRun := b.Policy.DryRun
+func (p *Publish) publishSSM(ctx context.Context, region string, mv move, pubs []*Publication) {
+	dryRun := mv.policy.DryRun
 	cl := p.SSM.In(region)
 	// Two instances rendering the same name would overwrite each other.
 	byName := map[string][]*Publication{}
@@ -226,7 +267,7 @@ func (p *Publish) publishSSM(ctx context.Context, region string, b Batch, pubs [
 			if err != nil {
 				why = fmt.Sprintf("its current image could not be read: %v", err)
 			} else {
-				why = sameLineage(img, found, b.Policy, b.Rotation, pub)
+				why = sameLineage(img, found, mv, pub)
 			}
 			if why != "" {
 				addError(pub, fmt.Errorf("SSM parameter %s left as it is: %s", name, why))
@@ -245,7 +286,7 @@ func (p *Publish) publishSSM(ctx context.Context, region string, b Batch, pubs [
 			Overwrite:   aws.Bool(true),
 			Description: aws.String("Newest image of " + pub.InstanceID + ", published by amirotate"),
 		})
-		audit(ctx, "ssm:PutParameter", region, []string{name, pub.ImageID}, "publish the newest image of "+pub.InstanceID, err)
+		audit(ctx, "ssm:PutParameter", region, []string{name, pub.ImageID}, fmt.Sprintf(mv.why, pub.InstanceID), err)
 		if err != nil {
 			pub.Changed = false
 			addError(pub, fmt.Errorf("writing SSM parameter %s: %w", name, err))
@@ -313,7 +354,7 @@ func confirmSSM(ctx context.Context, cl ec2x.PublishSSM, pubs []*Publication) {
 // batch's instances (one paginated DescribeLaunchTemplates) and makes a
 // version with the new image the default of each whose default version
 // launches another image.
-func (p *Publish) publishLaunchTemplates(ctx context.Context, region string, b Batch, pubs []*Publication) {
+func (p *Publish) publishLaunchTemplates(ctx context.Context, region string, mv move, pubs []*Publication) {
 	cl := p.EC2.In(region)
 	byInstance := map[string]*Publication{}
 	ids := make([]string, 0, len(pubs))
@@ -336,7 +377,7 @@ func (p *Publish) publishLaunchTemplates(ctx context.Context, region string, b B
 	}
 	sort.Slice(lts, func(i, j int) bool { return lts[i].id < lts[j].id })
 	for _, lt := range lts {
-		used, changed, err := p.updateTemplate(ctx, cl, b, lt.id, lt.pub)
+		used, changed, err := p.updateTemplate(ctx, cl, mv, lt.id, lt.pub)
 		if err != nil {
 			addError(lt.pub, fmt.Errorf("launch template %s (%s): %w", lt.id, lt.name, err))
 			continue
@@ -355,7 +396,7 @@ func (p *Publish) publishLaunchTemplates(ctx context.Context, region string, b B
 // (resolve:ssm:…): it follows the parameter, not us. Returns the version
 // that is (or, in a dry run, would be: 0) the default, and whether anything
 // changed.
-func (p *Publish) updateTemplate(ctx context.Context, cl ec2x.PublishEC2, b Batch, id string, pub *Publication) (LaunchTemplateUsed, bool, error) {
+func (p *Publish) updateTemplate(ctx context.Context, cl ec2x.PublishEC2, mv move, id string, pub *Publication) (LaunchTemplateUsed, bool, error) {
 	image := pub.ImageID
 	out, err := cl.DescribeLaunchTemplateVersions(ctx, &ec2.DescribeLaunchTemplateVersionsInput{
 		LaunchTemplateId: aws.String(id),
@@ -379,30 +420,30 @@ func (p *Publish) updateTemplate(ctx context.Context, cl ec2x.PublishEC2, b Batc
 	if current == image && image != "" {
 		return LaunchTemplateUsed{ID: id, Version: defNumber}, false, nil
 	}
-	if !slices.Contains(b.Policy.Publish.AdoptLaunchTemplates, id) {
+	if !slices.Contains(mv.policy.Publish.AdoptLaunchTemplates, id) {
 		found, err := describeImagesByID(ctx, cl, []string{current})
 		if err != nil {
 			return LaunchTemplateUsed{}, false, fmt.Errorf("reading the image it launches: %w", err)
 		}
 		img, ok := found[current]
-		if why := sameLineage(img, ok, b.Policy, b.Rotation, pub); why != "" {
+		if why := sameLineage(img, ok, mv, pub); why != "" {
 			return LaunchTemplateUsed{}, false, fmt.Errorf("left as it is: %s; list it in publish.adoptLaunchTemplates to hand it to amirotate", why)
 		}
 	}
-	if b.Policy.DryRun {
+	if mv.policy.DryRun {
 		return LaunchTemplateUsed{ID: id}, true, nil
 	}
 	created, err := cl.CreateLaunchTemplateVersion(ctx, &ec2.CreateLaunchTemplateVersionInput{
 		LaunchTemplateId:   aws.String(id),
 		SourceVersion:      aws.String(strconv.FormatInt(defNumber, 10)),
 		LaunchTemplateData: &types.RequestLaunchTemplateData{ImageId: aws.String(image)},
-		VersionDescription: aws.String(fmt.Sprintf("amirotate %s %s", b.Policy.Name, b.Rotation.ID)),
-		// The same rotation, template and image always give the same token,
-		// so a retry after a lost response gets the version it already made
-		// instead of another one.
-		ClientToken: aws.String(publishToken(b.Rotation.ID, id, image)),
+		VersionDescription: aws.String(mv.description),
+		// The same move, template, image and source version always give the
+		// same token, so a retry after a lost response gets the version it
+		// already made instead of another one.
+		ClientToken: aws.String(publishToken(mv.tokenKey, id, image, defNumber)),
 	})
-	audit(ctx, "CreateLaunchTemplateVersion", pub.Region, []string{id, image}, "publish the newest image of "+pub.InstanceID, err)
+	audit(ctx, "CreateLaunchTemplateVersion", pub.Region, []string{id, image}, fmt.Sprintf(mv.why, pub.InstanceID), err)
 	if err != nil {
 		return LaunchTemplateUsed{}, false, fmt.Errorf("creating a version with %s: %w", image, err)
 	}
@@ -423,8 +464,8 @@ func (p *Publish) updateTemplate(ctx context.Context, cl ec2x.PublishEC2, b Batc
 
 // publishToken is CreateLaunchTemplateVersion's idempotency token (≤ 128
 // ASCII characters).
-func publishToken(rotationID, templateID, image string) string {
-	sum := sha256.Sum256([]byte(strings.Join([]string{"amirotate-publish", rotationID, templateID, image}, "\x00")))
+func publishToken(key, templateID, image string, sourceVersion int64) string {
+	sum := sha256.Sum256([]byte(strings.Join([]string{"amirotate-publish", key, templateID, image, strconv.FormatInt(sourceVersion, 10)}, "\x00")))
 	return hex.EncodeToString(sum[:])
 }
 

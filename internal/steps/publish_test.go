@@ -338,3 +338,47 @@ func TestPublish_NeverPublishesAnImageItCannotProve(t *testing.T) {
 		t.Errorf("publication %+v; want the refusal", pub)
 	}
 }
+
+// TestPublish_NeverPublishesAnImageMarkedRolledBack: a rerun of a rotation
+// rolled back from (or a mark someone wrote on the new image) publishes
+// nothing, and the tag step does not mark the image latest: a mark only
+// ever publishes less.
+func TestPublish_NeverPublishesAnImageMarkedRolledBack(t *testing.T) {
+	w := newRTWorld(t, publishPolicyJSON)
+	old, _ := w.mk(img{instance: "i-0000000a", daysAgo: 1})
+	lt := w.template(rtHome, "web-a", []string{old}, 1, track("i-0000000a"))
+	if err := w.sim.PutParameter(rtHome, paramA, old, "aws:ec2:image"); err != nil {
+		t.Fatal(err)
+	}
+	recs := w.rotated("i-0000000a")
+	for _, r := range recs {
+		if _, err := w.ec2(r.Region).CreateTags(w.ctx, &ec2.CreateTagsInput{Resources: []string{r.ImageID},
+			Tags: ec2Tags(map[string]string{rotation.TagRolledBack: w.policy.Name})}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := w.batchOf(recs)
+	w.sim.ResetStats()
+	tagged, err := NewTag(w.clients, Env{Now: w.clock.Now}).Handle(w.ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := w.runPublish(tagged)
+	if m := mutations(w.sim.Stats()); len(m) > 0 {
+		t.Errorf("a marked image was published or marked latest: %v", m)
+	}
+	for _, r := range tagged.Images {
+		if !strings.Contains(r.Error, rotation.TagRolledBack) {
+			t.Errorf("tag step record %+v; want the refusal naming the mark", r)
+		}
+	}
+	if pub := pubOf(out.Published, "i-0000000a", rtHome); !strings.Contains(pub.Error, rotation.TagRolledBack) || pub.Changed {
+		t.Errorf("publication %+v; want the refusal naming the mark", pub)
+	}
+	if v, _ := w.parameter(rtHome, paramA); v != old {
+		t.Errorf("parameter moved to %s", v)
+	}
+	if _, image, _ := w.defaultImage(rtHome, lt); image != old {
+		t.Errorf("template moved to %s", image)
+	}
+}

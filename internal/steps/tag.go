@@ -106,13 +106,21 @@ func (s *Tag) tagRegion(ctx context.Context, b *Batch, p rotation.Policy, region
 	own := map[string][]string{} // image → its snapshots
 	for _, i := range idx {
 		r := &b.Images[i]
-		if img, ok := found[r.ImageID]; ok && rotationImage(img, p, b.Rotation, r.InstanceID) {
+		img, ok := found[r.ImageID]
+		switch {
+		case !ok || !rotationImage(img, p, b.Rotation, r.InstanceID):
+			mu.Lock()
+			r.Error = fmt.Sprintf("image %s is not provably this rotation's image of %s; not marked latest, shared or deprecated", r.ImageID, r.InstanceID)
+			mu.Unlock()
+		case rotation.RolledBack(ec2x.TagMap(img.Tags)):
+			// A rerun of a rotation rolled back from: its image stays
+			// unpublished (and unshared).
+			mu.Lock()
+			r.Error = errRolledBack(r.ImageID, ec2x.TagMap(img.Tags)).Error()
+			mu.Unlock()
+		default:
 			own[r.ImageID] = ec2x.SnapshotIDs(img)
-			continue
 		}
-		mu.Lock()
-		r.Error = fmt.Sprintf("image %s is not provably this rotation's image of %s; not marked latest, shared or deprecated", r.ImageID, r.InstanceID)
-		mu.Unlock()
 	}
 
 	// The previous latest images of these instances in this region. Only
