@@ -46,7 +46,11 @@ func addDashboard(r *Rotation, p *RotationProps) {
 			graph("instances targeted", metric(rotation.MetricInstancesTargeted, "Maximum", day)),
 			graph("images and copies", metric(rotation.MetricImagesCreated, "Sum", day), metric(rotation.MetricImagesFailed, "Sum", day),
 				metric(rotation.MetricCopiesCreated, "Sum", day), metric(rotation.MetricCopiesFailed, "Sum", day)),
-			graph("deleted", metric(rotation.MetricImagesDeleted, "Sum", day), metric(rotation.MetricSnapshotsDeleted, "Sum", day)),
+			awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{
+				Title: jsii.String(name + ": deleted (right: snapshot bytes freed, at most)"), Width: jsii.Number(6),
+				Left:  &[]awscloudwatch.IMetric{metric(rotation.MetricImagesDeleted, "Sum", day), metric(rotation.MetricSnapshotsDeleted, "Sum", day)},
+				Right: &[]awscloudwatch.IMetric{metric(rotation.MetricSnapshotBytesFreed, "Sum", day)},
+			}),
 			graph("rotation duration (s)", metric(rotation.MetricRotationDuration, "Maximum", day)),
 		)
 

@@ -353,7 +353,7 @@ func TestRotation_DashboardAndMetricAlarms(t *testing.T) {
 	}
 	for _, name := range []string{rotation.MetricInstancesTargeted, rotation.MetricImagesCreated, rotation.MetricImagesFailed,
 		rotation.MetricCopiesCreated, rotation.MetricCopiesFailed, rotation.MetricImagesDeleted, rotation.MetricSnapshotsDeleted,
-		rotation.MetricRotationDuration, "nightly", "weekly-web"} {
+		rotation.MetricRotationDuration, rotation.MetricSnapshotBytesFreed, "nightly", "weekly-web"} {
 		if !strings.Contains(body, name) {
 			t.Errorf("the dashboard lacks %s", name)
 		}

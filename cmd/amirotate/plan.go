@@ -66,7 +66,8 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func printInventory(w io.Writer, inv steps.Inventory) {
 	t := inv.Totals
 	fmt.Fprintf(w, "Policy %q at %s: %d images, %d GiB of volumes\n", inv.Policy, inv.At.Format(time.RFC3339), t.Images, t.SizeGiB)
-	fmt.Fprintf(w, "The next rotation deletes %d images with %d snapshots (%d GiB)\n\n", t.ImagesDeleted, t.SnapshotsDeleted, t.GiBFreed)
+	fmt.Fprintf(w, "The next rotation deletes %d images with %d snapshots (%d GiB)\n", t.ImagesDeleted, t.SnapshotsDeleted, t.GiBFreed)
+	fmt.Fprintf(w, "Snapshot storage of the next rotation: %s\n\n", costText(t.Cost))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  INSTANCE\tREGION\tIMAGE\tROTATION\tAGE\tSTATE\tSIZE\tSNAPSHOTS\tUSED BY\tNEXT ROTATION")
 	for _, im := range inv.Images {

@@ -220,6 +220,7 @@ func printReport(w io.Writer, rep *rotationReport, maxRows int) {
 	fmt.Fprintf(w, "\n  instances %d: %s\n", s.Instances, outcomesText(s.Outcomes))
 	fmt.Fprintf(w, "  images created %d, copies %d, published %d, images deleted %d (snapshots %d, orphan snapshots %d)\n",
 		s.ImagesCreated, s.CopiesCreated, s.Published, s.ImagesDeleted, s.SnapshotsDeleted, s.OrphansDeleted)
+	fmt.Fprintf(w, "  snapshot storage: %s\n", costText(s.Cost))
 	if e := rep.Execution; e != nil {
 		lambda := ""
 		if e.Lambda.Invocations != nil { // unknown when read from a history
@@ -231,6 +232,20 @@ func printReport(w io.Writer, rep *rotationReport, maxRows int) {
 			fmt.Fprintf(w, "  failed: %s\n", causeText(e.Error, e.Cause))
 		}
 	}
+}
+
+// costText says what snapshot storage a rotation adds and frees and what
+// that changes a month, naming the regions without a known price.
+func costText(c rotation.CostEstimate) string {
+	text := fmt.Sprintf("+%d GiB, -%d GiB at most", c.GiBAdded, c.GiBFreed)
+	if len(c.Priced) > 0 {
+		text += fmt.Sprintf("; in %s about +$%.2f, -$%.2f a month at list prices (%s, %s)",
+			strings.Join(c.Priced, ", "), c.MonthlyUSDAdded, c.MonthlyUSDFreed, c.PriceDate, c.PriceSource)
+	}
+	if len(c.Unpriced) > 0 {
+		text += "; no list price known for " + strings.Join(c.Unpriced, ", ") + " (its GiB are not priced)"
+	}
+	return text
 }
 
 func retentionText(r summaryRow, dryRun bool) string {

@@ -17,6 +17,7 @@ import (
 	"github.com/amirotate/amirotate/internal/demofleet"
 	"github.com/amirotate/amirotate/internal/ec2sim"
 	"github.com/amirotate/amirotate/internal/iamsim"
+	"github.com/amirotate/amirotate/internal/rotation"
 )
 
 // These tests drive `amirotate run` (runRotation, the command's entry point)
@@ -137,15 +138,16 @@ func (w *runWorld) ownImages(region string) map[string][]types.Image {
 
 type auditReport struct {
 	Summary struct {
-		Policy        string         `json:"policy"`
-		Rotation      string         `json:"rotation"`
-		DryRun        bool           `json:"dryRun"`
-		Instances     int            `json:"instances"`
-		Outcomes      map[string]int `json:"outcomes"`
-		ImagesCreated int            `json:"imagesCreated"`
-		CopiesCreated int            `json:"copiesCreated"`
-		ImagesDeleted int            `json:"imagesDeleted"`
-		Failed        bool           `json:"failed"`
+		Policy        string                `json:"policy"`
+		Rotation      string                `json:"rotation"`
+		DryRun        bool                  `json:"dryRun"`
+		Instances     int                   `json:"instances"`
+		Outcomes      map[string]int        `json:"outcomes"`
+		ImagesCreated int                   `json:"imagesCreated"`
+		CopiesCreated int                   `json:"copiesCreated"`
+		ImagesDeleted int                   `json:"imagesDeleted"`
+		Failed        bool                  `json:"failed"`
+		Cost          rotation.CostEstimate `json:"cost"`
 	} `json:"summary"`
 	Rows []struct {
 		InstanceID string            `json:"instanceId"`

@@ -21,5 +21,9 @@ const (
 	MetricCopiesFailed      = "CopiesFailed"
 	MetricImagesDeleted     = "ImagesDeleted"
 	MetricSnapshotsDeleted  = "SnapshotsDeleted"
-	MetricRotationDuration  = "RotationDuration"
+	// MetricSnapshotBytesFreed: the volume size of the deleted images all of
+	// whose snapshots went, in bytes (an upper bound: EBS stores snapshots
+	// incrementally).
+	MetricSnapshotBytesFreed = "SnapshotBytesFreed"
+	MetricRotationDuration   = "RotationDuration"
 )

@@ -130,6 +130,9 @@ type Record struct {
 	SnapshotIDs   []string `json:"snapshotIds,omitempty"`
 	SourceImageID string   `json:"sourceImageId,omitempty"`
 	Error         string   `json:"error,omitempty"`
+	// SizeGiB is the image's EBS volume size, read when it became
+	// available: the most its snapshots add to storage.
+	SizeGiB int `json:"sizeGiB,omitempty"`
 }
 
 // Image is a managed image as the retention planner sees it: plain data
@@ -206,6 +209,9 @@ type ScopeReport struct {
 	Kept             map[string]string `json:"kept,omitempty"`   // image id → reason
 	Failed           map[string]string `json:"failed,omitempty"` // image id → error
 	SnapshotsDeleted int               `json:"snapshotsDeleted,omitempty"`
+	// GiBFreed is the volume size of the deleted images all of whose
+	// snapshots were deleted: the most the deletions freed.
+	GiBFreed int `json:"gibFreed,omitempty"`
 	// KeptByRule counts the images kept only because the retention rule
 	// keeps them (newest, within keep, within max age) and left out of Kept
 	// to keep a large batch's state under Step Functions' 256 KiB.

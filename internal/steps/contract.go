@@ -194,6 +194,10 @@ type BatchResult struct {
 	Published        int            `json:"published"`
 	GroupsRolled     int            `json:"groupsRolled,omitempty"` // Auto Scaling groups refreshed onto the new version
 	RetentionFailed  int            `json:"retentionFailed"`
+	// GiBAdded and GiBFreed: region → snapshot storage the new images added
+	// and the deletions freed, at most (volume sizes).
+	GiBAdded map[string]int `json:"gibAdded,omitempty"`
+	GiBFreed map[string]int `json:"gibFreed,omitempty"`
 	// Problems names every instance whose outcome is not ok, up to MaxProblems.
 	Problems []Problem `json:"problems,omitempty"`
 	Error    string    `json:"error,omitempty"`
@@ -226,10 +230,13 @@ type Summary struct {
 	Published        int            `json:"published"`
 	GroupsRolled     int            `json:"groupsRolled,omitempty"`
 	RetentionFailed  int            `json:"retentionFailed"`
-	Problems         []Problem      `json:"problems,omitempty"`
-	MoreProblems     int            `json:"moreProblems,omitempty"`
-	Failed           bool           `json:"failed"`
-	Cause            string         `json:"cause,omitempty"`
+	// Cost is the snapshot storage the rotation added and freed (GiB, at
+	// most) and its monthly estimate at list prices.
+	Cost         rotation.CostEstimate `json:"cost"`
+	Problems     []Problem             `json:"problems,omitempty"`
+	MoreProblems int                   `json:"moreProblems,omitempty"`
+	Failed       bool                  `json:"failed"`
+	Cause        string                `json:"cause,omitempty"`
 }
 
 // ReportOut wraps the rotation summary so the state machine finds it at $.summary.

@@ -44,6 +44,7 @@ func writeMetrics(w io.Writer, s Summary, duration time.Duration, at time.Time) 
 		{rotation.MetricCopiesFailed, "Count", float64(s.CopiesFailed)},
 		{rotation.MetricImagesDeleted, "Count", float64(s.ImagesDeleted)},
 		{rotation.MetricSnapshotsDeleted, "Count", float64(s.SnapshotsDeleted + s.OrphansDeleted)},
+		{rotation.MetricSnapshotBytesFreed, "Bytes", float64(s.Cost.GiBFreed) * (1 << 30)},
 		{rotation.MetricRotationDuration, "Seconds", duration.Seconds()},
 	}
 	line := map[string]any{

@@ -128,6 +128,7 @@ func TestMetrics_RotationSummaryIsOneValidEMFLine(t *testing.T) {
 	want := map[string]float64{
 		rotation.MetricInstancesTargeted: 4, rotation.MetricImagesCreated: 3, rotation.MetricImagesFailed: 1, rotation.MetricCopiesCreated: 1,
 		rotation.MetricCopiesFailed: 1, rotation.MetricImagesDeleted: 1, rotation.MetricSnapshotsDeleted: 2, rotation.MetricRotationDuration: 17 * 60,
+		rotation.MetricSnapshotBytesFreed: 28 << 30,
 	}
 	for name, v := range want {
 		if f, _ := got[name].(float64); math.Abs(f-v) > 1e-9 {

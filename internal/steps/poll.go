@@ -98,6 +98,7 @@ func (s *Poll) handle(ctx context.Context, b Batch) (Batch, error) {
 		case imageState(img) == rotation.StateAvailable:
 			r.State, r.Error = rotation.StateAvailable, ""
 			r.SnapshotIDs = ec2x.SnapshotIDs(img)
+			r.SizeGiB = toImage(img, r.Region).SizeGiB
 		case img.State == types.ImageStateDisabled:
 			// A person disabled it after it became available, which keeps
 			// it on purpose: it is neither a usable new image nor a failed

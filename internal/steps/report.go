@@ -168,6 +168,7 @@ func BatchResultOf(b Batch) BatchResult {
 		copied := r.SourceImageID != ""
 		switch r.State {
 		case rotation.StateAvailable:
+			addGiB(&res.GiBAdded, r.Region, r.SizeGiB)
 			if copied {
 				res.CopiesCreated++
 			} else {
@@ -194,6 +195,7 @@ func BatchResultOf(b Batch) BatchResult {
 	for _, s := range b.Retention {
 		res.ImagesDeleted += len(s.Deleted)
 		res.SnapshotsDeleted += s.SnapshotsDeleted
+		addGiB(&res.GiBFreed, s.Region, s.GiBFreed)
 		// A snapshot that could not be deleted is a leak until the orphan
 		// sweep gets it: it fails the rotation visibly too.
 		res.RetentionFailed += len(s.Failed) + len(s.SnapshotsFailed)
@@ -202,6 +204,16 @@ func BatchResultOf(b Batch) BatchResult {
 		res.Error = b.Error.Error + ": " + b.Error.Cause
 	}
 	return res
+}
+
+func addGiB(m *map[string]int, region string, gib int) {
+	if gib == 0 {
+		return
+	}
+	if *m == nil {
+		*m = map[string]int{}
+	}
+	(*m)[region] += gib
 }
 
 // Summarize adds up a rotation's batch results. The rotation failed when
@@ -228,7 +240,14 @@ func Summarize(in ReportIn) Summary {
 		addProblem(Problem{InstanceID: r.InstanceID, Region: r.Region, Outcome: OutcomeRefused, Reason: r.Error})
 	}
 	var batchErrors []string
+	var added, freed map[string]int
 	for _, b := range in.Results {
+		for r, g := range b.GiBAdded {
+			addGiB(&added, r, g)
+		}
+		for r, g := range b.GiBFreed {
+			addGiB(&freed, r, g)
+		}
 		s.Instances += b.Instances
 		for o, n := range b.Outcomes {
 			s.Outcomes[o] += n
@@ -258,6 +277,7 @@ func Summarize(in ReportIn) Summary {
 		for _, r := range in.Others.Retention {
 			s.ImagesDeleted += len(r.Deleted)
 			s.SnapshotsDeleted += r.SnapshotsDeleted
+			addGiB(&freed, r.Region, r.GiBFreed)
 			s.RetentionFailed += len(r.Failed) + len(r.SnapshotsFailed)
 		}
 		for _, ids := range in.Others.Orphans {
@@ -265,6 +285,7 @@ func Summarize(in ReportIn) Summary {
 		}
 		s.RetentionFailed += len(in.Others.OrphansFailed)
 	}
+	s.Cost = rotation.SnapshotPrices.EstimateCost(added, freed)
 	if e := in.OthersError; e != nil {
 		batchErrors = append(batchErrors, "retention of other instances: "+e.Error+": "+e.Cause)
 	}

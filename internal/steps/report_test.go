@@ -3,6 +3,7 @@ package steps
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -15,14 +16,14 @@ func reportBatch() Batch {
 		Rotation:    rotation.Rotation{ID: "20261125T0300Z", Home: "us-east-1", Trigger: rotation.TriggerSchedule},
 		InstanceIDs: []string{"i-ok", "i-failed", "i-nocopy", "i-copyfailed"},
 		Images: []rotation.Record{
-			{InstanceID: "i-ok", Region: "us-east-1", ImageID: "ami-1", State: rotation.StateAvailable},
-			{InstanceID: "i-ok", Region: "eu-west-1", ImageID: "ami-2", SourceImageID: "ami-1", State: rotation.StateAvailable},
-			{InstanceID: "i-failed", Region: "us-east-1", ImageID: "ami-3", State: rotation.StateFailed, Error: "Client.InternalError: snapshot failed"},
-			{InstanceID: "i-nocopy", Region: "us-east-1", ImageID: "ami-4", State: rotation.StateAvailable},
-			{InstanceID: "i-copyfailed", Region: "us-east-1", ImageID: "ami-5", State: rotation.StateAvailable},
+			{InstanceID: "i-ok", Region: "us-east-1", ImageID: "ami-1", State: rotation.StateAvailable, SizeGiB: 28},
+			{InstanceID: "i-ok", Region: "eu-west-1", ImageID: "ami-2", SourceImageID: "ami-1", State: rotation.StateAvailable, SizeGiB: 28},
+			{InstanceID: "i-failed", Region: "us-east-1", ImageID: "ami-3", State: rotation.StateFailed, Error: "Client.InternalError: snapshot failed", SizeGiB: 100},
+			{InstanceID: "i-nocopy", Region: "us-east-1", ImageID: "ami-4", State: rotation.StateAvailable, SizeGiB: 8},
+			{InstanceID: "i-copyfailed", Region: "us-east-1", ImageID: "ami-5", State: rotation.StateAvailable, SizeGiB: 8},
 			{InstanceID: "i-copyfailed", Region: "eu-west-1", ImageID: "ami-6", SourceImageID: "ami-5", State: rotation.StateTimedOut},
 		},
-		Retention: []rotation.ScopeReport{{InstanceID: "i-ok", Region: "us-east-1", Deleted: []string{"ami-old"}, SnapshotsDeleted: 2}},
+		Retention: []rotation.ScopeReport{{InstanceID: "i-ok", Region: "us-east-1", Deleted: []string{"ami-old"}, SnapshotsDeleted: 2, GiBFreed: 28}},
 		Published: []Publication{{InstanceID: "i-ok", Region: "us-east-1", ImageID: "ami-1", Changed: true}},
 	}
 }
@@ -177,5 +178,27 @@ func TestReport_OthersPassErrorAfterDeletionsIsCountedAndFails(t *testing.T) {
 	s := Summarize(ReportIn{Rotation: &b.Rotation, Policy: &b.Policy, Results: []BatchResult{BatchResultOf(b)}, Others: others})
 	if s.ImagesDeleted != 3 || !s.Failed || !strings.Contains(s.Cause, "orphan sweep") {
 		t.Errorf("summary deleted %d failed=%v cause %q; want 3 deleted (1 + 2) and failed", s.ImagesDeleted, s.Failed, s.Cause)
+	}
+}
+
+// TestReport_CostOfTheStorageAddedAndFreed: the summary adds up the new
+// images' sizes (available ones only) and the storage retention freed, per
+// region, and prices the regions whose list price is known; the others are
+// named, not guessed.
+func TestReport_CostOfTheStorageAddedAndFreed(t *testing.T) {
+	b := reportBatch()
+	others := &RetentionOthersOut{Retention: []rotation.ScopeReport{{InstanceID: "i-gone", Region: "eu-west-1", Deleted: []string{"ami-x"}, GiBFreed: 50}}}
+	s := Summarize(ReportIn{Rotation: &b.Rotation, Policy: &b.Policy, Results: []BatchResult{BatchResultOf(b)}, Others: others})
+	c := s.Cost
+	if c.GiBAdded != 28+28+8+8 || c.GiBFreed != 28+50 {
+		t.Errorf("added %d GiB, freed %d; want 72 and 78", c.GiBAdded, c.GiBFreed)
+	}
+	// us-east-1 at $0.05/GB-month: 44 GiB added, 28 freed; eu-west-1 has no
+	// price in the table.
+	if c.MonthlyUSDAdded != 2.2 || c.MonthlyUSDFreed != 1.4 || !slices.Equal(c.Priced, []string{"us-east-1"}) || !slices.Equal(c.Unpriced, []string{"eu-west-1"}) {
+		t.Errorf("cost %+v", c)
+	}
+	if c.PriceSource == "" || c.PriceDate == "" {
+		t.Errorf("the estimate does not cite its prices: %+v", c)
 	}
 }

@@ -313,6 +313,10 @@ func (r *Retention) planRegion(ctx context.Context, region string, job retention
 func (r *Retention) prune(ctx context.Context, rp regionPlan, job retentionJob) []rotation.ScopeReport {
 	region, decisions := rp.region, rp.decisions
 	outcomes := r.execute(ctx, r.EC2.In(region), job, rp, decisions)
+	listed := map[string]rotation.Image{}
+	for _, img := range rp.images {
+		listed[img.ID] = img
+	}
 	reports := map[string]*rotation.ScopeReport{}
 	for i, d := range decisions {
 		if rp.synthetic[d.ImageID] || job.exclude[d.InstanceID] {
@@ -336,6 +340,11 @@ func (r *Retention) prune(ctx context.Context, rp regionPlan, job retentionJob) 
 		default:
 			rep.Deleted = append(rep.Deleted, d.ImageID)
 			rep.SnapshotsDeleted += len(o.deleted)
+			// Snapshots another image still uses stay, and so does their
+			// storage.
+			if img := listed[d.ImageID]; len(o.deleted) == len(img.SnapshotIDs) {
+				rep.GiBFreed += img.SizeGiB
+			}
 		}
 		for snap, why := range o.inUse {
 			setReason(&rep.SnapshotsKept, snap, why)

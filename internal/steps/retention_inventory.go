@@ -55,6 +55,10 @@ type InventoryTotals struct {
 	ImagesDeleted    int `json:"imagesToDelete"`
 	SnapshotsDeleted int `json:"snapshotsToDelete"`
 	GiBFreed         int `json:"sizeGiBToDelete"`
+	// Cost is the next rotation's snapshot storage: added (each instance's
+	// new image in each region it has images in, as large as its newest)
+	// and freed (what it deletes), at most, with the monthly estimate.
+	Cost rotation.CostEstimate `json:"cost"`
 }
 
 // Inspect answers `amirotate plan`: retention's listing, references and
@@ -107,6 +111,8 @@ func (i *Inspect) Inventory(ctx context.Context, policy rotation.Policy, now tim
 		return Inventory{}, ec2x.Classify(err)
 	}
 	inv := Inventory{Policy: policy.Name, At: now, Images: []InventoryImage{}, LookAlikes: []InventoryImage{}}
+	added, freed := map[string]int{}, map[string]int{}
+	newest := map[[2]string]bool{} // region, instance → its newest available image seen
 	for _, ri := range per {
 		byID := map[string]rotation.Image{}
 		for _, img := range ri.plan.images {
@@ -134,17 +140,24 @@ func (i *Inspect) Inventory(ctx context.Context, policy rotation.Policy, now tim
 			}
 			inv.Images = append(inv.Images, item)
 			inv.Totals.SizeGiB += item.SizeGiB
+			// Decisions come newest first per instance and region.
+			if key := [2]string{item.Region, item.InstanceID}; item.State == rotation.StateAvailable && !newest[key] {
+				newest[key] = true
+				added[item.Region] += item.SizeGiB
+			}
 			if item.Delete {
 				inv.Totals.ImagesDeleted++
 				inv.Totals.SnapshotsDeleted += len(item.DeleteSnapshots)
 				if len(item.DeleteSnapshots) == len(item.Snapshots) {
 					// Snapshots another image shares stay, and so does their storage.
 					inv.Totals.GiBFreed += item.SizeGiB
+					freed[item.Region] += item.SizeGiB
 				}
 			}
 		}
 	}
 	inv.Totals.Images, inv.Totals.LookAlikes = len(inv.Images), len(inv.LookAlikes)
+	inv.Totals.Cost = rotation.SnapshotPrices.EstimateCost(added, freed)
 	slices.SortStableFunc(inv.LookAlikes, func(a, b InventoryImage) int {
 		return cmp.Or(cmp.Compare(a.Region, b.Region), cmp.Compare(a.ImageID, b.ImageID))
 	})
