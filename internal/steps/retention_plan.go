@@ -186,13 +186,25 @@ func (r *Retention) plan(ctx context.Context, region string, in rotation.PlanInp
 }
 
 // withoutMoved returns refs without those that name a resource in moved
-// ("launch-template lt-1" also drops "launch-template lt-1 version 3 (default)").
+// ("launch-template lt-1" also drops "launch-template lt-1 version 3
+// (default)"), nor the Auto Scaling groups that follow a moved template
+// through $Default or $Latest: publish's new version is both, so those
+// groups move with it. A group pinned to a version number stays.
 func withoutMoved(refs, moved []string) []string {
 	if len(moved) == 0 {
 		return refs
 	}
 	return slices.DeleteFunc(slices.Clone(refs), func(ref string) bool {
-		return slices.ContainsFunc(moved, func(m string) bool { return ref == m || strings.HasPrefix(ref, m+" ") })
+		return slices.ContainsFunc(moved, func(m string) bool {
+			if ref == m || strings.HasPrefix(ref, m+" ") {
+				return true
+			}
+			template, ok := strings.CutPrefix(m, "launch-template ")
+			// The last parenthesis is amirotate's (a group's name may hold one).
+			use := ref[max(strings.LastIndex(ref, " (launch template "), 0):]
+			return ok && strings.HasPrefix(ref, "auto-scaling-group ") && strings.HasPrefix(use, " (launch template "+template+" version ") &&
+				(strings.HasSuffix(use, " via $Default)") || strings.HasSuffix(use, " via $Latest)"))
+		})
 	})
 }
 

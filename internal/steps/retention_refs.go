@@ -260,6 +260,9 @@ func (r *Retention) autoScalingReferences(ctx context.Context, region string, cl
 			label = k.name
 		}
 		head := heads.find(k.id, k.name)
+		if head != nil {
+			label = head.id
+		}
 		var numbers []string
 		for _, u := range uses[k] {
 			var v ltVersion
@@ -278,7 +281,7 @@ func (r *Retention) autoScalingReferences(ctx context.Context, region string, cl
 				}
 				continue
 			}
-			add(v.imageID, fmt.Sprintf("auto-scaling-group %s (launch template %s version %d)", u.group, label, v.number))
+			add(v.imageID, groupReference(u, label, v.number))
 		}
 		if len(numbers) == 0 {
 			continue
@@ -312,7 +315,7 @@ func (r *Retention) autoScalingReferences(ctx context.Context, region string, cl
 		}
 		for _, u := range uses[k] {
 			for _, v := range versions[u.version] {
-				add(v.imageID, fmt.Sprintf("auto-scaling-group %s (launch template %s version %d)", u.group, label, v.number))
+				add(v.imageID, groupReference(u, label, v.number))
 			}
 		}
 	}
@@ -329,6 +332,17 @@ func (r *Retention) autoScalingReferences(ctx context.Context, region string, cl
 		}
 	}
 	return nil
+}
+
+// groupReference names a group's use of a launch template version: "via
+// $Default" or "via $Latest" when the group follows the template (a new
+// default version moves the group too), nothing when it pins the number.
+func groupReference(u asgUse, template string, number int64) string {
+	via := ""
+	if strings.HasPrefix(u.version, "$") {
+		via = " via " + u.version
+	}
+	return fmt.Sprintf("auto-scaling-group %s (launch template %s version %d%s)", u.group, template, number, via)
 }
 
 // templateVersions reads the given versions of one launch template, keyed
