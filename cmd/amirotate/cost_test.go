@@ -104,6 +104,22 @@ func TestCost_PlanAndSummaryAgreeWithTheImages(t *testing.T) {
 	if planned.GiBFreed != c.GiBFreed || planned.GiBAdded != c.GiBAdded {
 		t.Errorf("plan said +%d/-%d GiB, the rotation did +%d/-%d", planned.GiBAdded, planned.GiBFreed, c.GiBAdded, c.GiBFreed)
 	}
+	// The event the rotation publishes carries the same figures.
+	if len(rep.Execution.Events) != 1 {
+		t.Fatalf("%d events published, want 1", len(rep.Execution.Events))
+	}
+	detail := rep.Execution.Events[0].Detail
+	var text string
+	if json.Unmarshal(detail, &text) == nil {
+		detail = json.RawMessage(text) // the Detail as EventBridge takes it: a JSON string
+	}
+	var event struct {
+		Cost rotation.CostEstimate `json:"cost"`
+	}
+	if err := json.Unmarshal(detail, &event); err != nil || event.Cost.GiBAdded != c.GiBAdded || event.Cost.GiBFreed != c.GiBFreed ||
+		event.Cost.MonthlyUSDAdded != c.MonthlyUSDAdded || event.Cost.PriceSource != c.PriceSource {
+		t.Errorf("the event's cost %+v (%v), want the summary's %+v", event.Cost, err, c)
+	}
 	if !strings.Contains(out, "snapshot storage: +") {
 		t.Errorf("the run's summary does not give the cost:\n%s", out)
 	}

@@ -162,6 +162,10 @@ type auditReport struct {
 	} `json:"instances"`
 	Execution struct {
 		Status string `json:"status"`
+		Events []struct {
+			DetailType string          `json:"DetailType"`
+			Detail     json.RawMessage `json:"Detail"`
+		} `json:"events"`
 	} `json:"execution"`
 }
 
