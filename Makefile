@@ -22,7 +22,7 @@ export AWS_EC2_METADATA_DISABLED := true
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-setup: $(NODE_LOCAL)/node_modules/.installed $(IAM_EVALUATOR)/node_modules/.installed node_modules/.installed /usr/bin/aws ## Install what runs and tests need: npm packages, the AWS CLI v2
+setup: node_modules/.installed $(NODE_LOCAL)/node_modules/.installed $(IAM_EVALUATOR)/node_modules/.installed /usr/bin/aws ## Install what runs and tests need: npm packages, the AWS CLI v2
 
 # The conformance tests drive the simulator with Debian's AWS CLI v2 as well
 # as the v1 that comes with the machine's Python.
@@ -31,12 +31,13 @@ setup: $(NODE_LOCAL)/node_modules/.installed $(IAM_EVALUATOR)/node_modules/.inst
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends awscli; \
 	else echo "the tests need Debian's AWS CLI v2: sudo apt-get install awscli"; exit 1; fi
 
-$(NODE_LOCAL)/node_modules/.installed: $(NODE_LOCAL)/package-lock.json
+# After the root packages: npm then runs on their Node 24.
+$(NODE_LOCAL)/node_modules/.installed: $(NODE_LOCAL)/package-lock.json | node_modules/.installed
 	npm ci --prefix $(NODE_LOCAL) --no-audit --no-fund
 	@touch $@
 
 # The IAM evaluator the local EC2 enforces the synthesized roles with.
-$(IAM_EVALUATOR)/node_modules/.installed: $(IAM_EVALUATOR)/package-lock.json
+$(IAM_EVALUATOR)/node_modules/.installed: $(IAM_EVALUATOR)/package-lock.json | node_modules/.installed
 	npm ci --prefix $(IAM_EVALUATOR) --no-audit --no-fund
 	@touch $@
 
