@@ -33,6 +33,9 @@ var functionSpecs = []functionSpec{
 	// pages for 10,000 instances, each of which may wait out throttling);
 	// holds all targets in memory to cut them into batches.
 	{ec2x.StepDiscover, "Validates the execution input and finds the policy's instances in batches", 256, 5 * time.Minute},
+	// Run Command calls per batch: a sweep listing, SendCommand per 50
+	// instances, one ListCommandInvocations per command and poll.
+	{ec2x.StepScripts, "Runs the policy's pre and post scripts (SSM Run Command) around CreateImage", 256, 3 * time.Minute},
 	// CreateImage per instance of a batch, 5/s bucket: 100 calls take ~20 s,
 	// storms of throttling stretch it.
 	{ec2x.StepSnapshot, "Starts CreateImage for each instance of a batch", 256, 5 * time.Minute},

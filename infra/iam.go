@@ -1,6 +1,7 @@
 package infra
 
 import (
+	"slices"
 	"sort"
 	"strings"
 
@@ -38,6 +39,10 @@ type permissionContext struct {
 	// The verify blocks' subnets, security groups, instance profiles and
 	// probe documents: where and how test instances may be launched.
 	verifySubnets, verifyGroups, verifyProfiles, verifyDocuments []string
+	// scriptDocuments and scriptSelectors: the SSM documents the policies'
+	// pre and post scripts send, and the selectors of those policies.
+	scriptDocuments []string
+	scriptSelectors []map[string]string
 }
 
 func newPermissionContext(r *Rotation, p *RotationProps) *permissionContext {
@@ -56,6 +61,16 @@ func newPermissionContext(r *Rotation, p *RotationProps) *permissionContext {
 		if !seenSel[key] {
 			seenSel[key] = true
 			pc.selectors = append(pc.selectors, sel)
+		}
+		if sc := ps.Policy.WithDefaults().Scripts; sc != nil {
+			for _, d := range sc.Documents() {
+				if !slices.Contains(pc.scriptDocuments, d) {
+					pc.scriptDocuments = append(pc.scriptDocuments, d)
+				}
+			}
+			if !slices.ContainsFunc(pc.scriptSelectors, func(s map[string]string) bool { return selectorKey(s) == key }) {
+				pc.scriptSelectors = append(pc.scriptSelectors, sel)
+			}
 		}
 		if prefix := ssmPrefix(ps.Policy.Publish.SSMParameter, ps.Policy.Name); prefix != "" && !seenSSM[prefix] {
 			seenSSM[prefix] = true
@@ -84,6 +99,7 @@ func newPermissionContext(r *Rotation, p *RotationProps) *permissionContext {
 		}
 	}
 	sort.Strings(pc.ssmPrefixes)
+	sort.Strings(pc.scriptDocuments)
 	return pc
 }
 
@@ -149,6 +165,20 @@ func (pc *permissionContext) statements(step string) []awsiam.PolicyStatement {
 			pc.statement("CreateTaggedImage", []string{"ec2:CreateImage"}, pc.imagesAndSnapshots(), requestTagged()),
 			pc.statement("TagOnCreateImage", []string{"ec2:CreateTags"}, pc.imagesAndSnapshots(), createAction("CreateImage")),
 		)
+	case ec2x.StepScripts:
+		if len(pc.scriptDocuments) == 0 {
+			break // no policy has scripts: the function only reads
+		}
+		out = append(out,
+			// No resource-level permissions exist for these (Service Authorization Reference).
+			pc.statement("FollowCommands", []string{"ssm:CancelCommand", "ssm:ListCommandInvocations", "ssm:ListCommands"}, []string{"*"}, nil),
+			pc.statement("SendScriptDocuments", []string{"ssm:SendCommand"}, pc.documentARNs(), nil))
+		for i, sel := range pc.scriptSelectors {
+			// SendCommand is authorized on the document and on each
+			// instance apart: the tag condition goes on the instances only.
+			out = append(out, pc.statement(sid("SendScriptsToSelectedInstances", i), []string{"ssm:SendCommand"},
+				[]string{pc.arn("ec2", "*", pc.account, "instance/*")}, selectorConditionOn("ssm:resourceTag/", sel)))
+		}
 	case "poll", "retention":
 		out = append(out, pc.statement("DeleteManagedImages", []string{"ec2:DeregisterImage", "ec2:DeleteSnapshot"},
 			pc.imagesAndSnapshots(), resourceTagged()))
@@ -355,6 +385,20 @@ func (pc *permissionContext) arn(service, region, account, resource string) stri
 	return "arn:" + pc.partition + ":" + service + ":" + region + ":" + account + ":" + resource
 }
 
+// documentARNs are the script documents' ARNs in the home region: AWS's
+// own documents (AWS-*, AWSEC2-*) carry no account.
+func (pc *permissionContext) documentARNs() []string {
+	out := make([]string, len(pc.scriptDocuments))
+	for i, d := range pc.scriptDocuments {
+		account := pc.account
+		if strings.HasPrefix(d, "AWS") {
+			account = ""
+		}
+		out[i] = pc.arn("ssm", pc.regions[0], account, "document/"+d)
+	}
+	return out
+}
+
 // imagesAndSnapshots are AMI and snapshot ARNs in any region: neither carries
 // an account in its ARN.
 func (pc *permissionContext) imagesAndSnapshots() []string {
@@ -386,13 +430,20 @@ func createAction(action string) map[string]interface{} {
 // selectorCondition: the instance carries the selector's tags ("*" = any
 // value, i.e. the tag exists).
 func selectorCondition(sel map[string]string) map[string]interface{} {
+	return selectorConditionOn("aws:ResourceTag/", sel)
+}
+
+// selectorConditionOn is selectorCondition with the tag key prefix a
+// service reads (SSM's SendCommand documents ssm:resourceTag/ on instances:
+// https://docs.aws.amazon.com/systems-manager/latest/userguide/sysman-rc-setting-up-cmdsec.html).
+func selectorConditionOn(prefix string, sel map[string]string) map[string]interface{} {
 	eq := map[string]interface{}{}
 	null := map[string]interface{}{}
 	for _, k := range sortedKeys(sel) {
 		if sel[k] == "*" {
-			null["aws:ResourceTag/"+k] = "false"
+			null[prefix+k] = "false"
 		} else {
-			eq["aws:ResourceTag/"+k] = sel[k]
+			eq[prefix+k] = sel[k]
 		}
 	}
 	out := map[string]interface{}{"StringEquals": eq}

@@ -2,6 +2,7 @@ package statemachine
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -175,14 +176,22 @@ func TestDefinition_RetriesAndCatches(t *testing.T) {
 	}
 	check("", m)
 
+	// Every batch Task catches everything into the batch's report; from
+	// the pre scripts to the snapshot step, through the post script first:
+	// it runs once the pre script started, whatever failed.
 	batches := m.States["Batches"].Processor()
+	viaPost := map[string]string{"PreScripts": "PostScripts", "PollPreScripts": "PostScripts", "Snapshot": "PostScripts?"}
 	for name, s := range batches.States {
 		if s.Type != "Task" || name == "BatchReport" {
 			continue
 		}
-		if len(s.Catch) != 1 || s.Catch[0].Next != "BatchReport" || !slices.Equal(s.Catch[0].ErrorEquals, []string{"States.ALL"}) {
-			t.Errorf("Batches/%s: Catch %+v, want States.ALL → BatchReport", name, s.Catch)
+		want := cmp.Or(viaPost[name], "BatchReport")
+		if len(s.Catch) != 1 || s.Catch[0].Next != want || !slices.Equal(s.Catch[0].ErrorEquals, []string{"States.ALL"}) {
+			t.Errorf("Batches/%s: Catch %+v, want States.ALL → %s", name, s.Catch, want)
 		}
+	}
+	if post := batches.States["PostScripts?"]; post.Type != "Choice" {
+		t.Errorf("PostScripts? is %q, want the Choice that sends the post script", post.Type)
 	}
 	d := m.States["Discover"]
 	if len(d.Catch) == 0 || d.Catch[0].ErrorEquals[0] != "InvalidInputError" || m.States[d.Catch[0].Next].Type != "Fail" {

@@ -174,6 +174,11 @@ func amazonDocuments() map[string]*Document {
 		}}
 	}
 	return map[string]*Document{
+		// Pauses (Freeze) or resumes (Thaw) I/O through VSS; VSS allows at
+		// most ten seconds between the two
+		// (https://docs.aws.amazon.com/AWSEC2/latest/WindowsGuide/application-consistent-snapshots.html).
+		"AWSEC2-ManageVssIO": {Name: "AWSEC2-ManageVssIO", Platforms: []string{"Windows"}, Plugin: "manageVssIO", owner: "Amazon",
+			Parameters: []DocumentParameter{{Name: "Action", AllowedPattern: "Freeze|Thaw"}}},
 		"AWS-RunShellScript":      runScript("AWS-RunShellScript", "aws:runShellScript", "Linux", "MacOS"),
 		"AWS-RunPowerShellScript": runScript("AWS-RunPowerShellScript", "aws:runPowerShellScript", "Windows", "Linux", "MacOS"),
 	}

@@ -83,6 +83,17 @@ type PublishSSM interface {
 	PutParameter(ctx context.Context, params *ssm.PutParameterInput, optFns ...func(*ssm.Options)) (*ssm.PutParameterOutput, error)
 }
 
+// ScriptsSSM runs the policy's pre and post scripts with Run Command:
+// which instances are managed nodes and online, the commands of earlier
+// rotations (the sweep), sending, following and cancelling commands.
+type ScriptsSSM interface {
+	DescribeInstanceInformation(ctx context.Context, params *ssm.DescribeInstanceInformationInput, optFns ...func(*ssm.Options)) (*ssm.DescribeInstanceInformationOutput, error)
+	ListCommands(ctx context.Context, params *ssm.ListCommandsInput, optFns ...func(*ssm.Options)) (*ssm.ListCommandsOutput, error)
+	ListCommandInvocations(ctx context.Context, params *ssm.ListCommandInvocationsInput, optFns ...func(*ssm.Options)) (*ssm.ListCommandInvocationsOutput, error)
+	SendCommand(ctx context.Context, params *ssm.SendCommandInput, optFns ...func(*ssm.Options)) (*ssm.SendCommandOutput, error)
+	CancelCommand(ctx context.Context, params *ssm.CancelCommandInput, optFns ...func(*ssm.Options)) (*ssm.CancelCommandOutput, error)
+}
+
 // RetentionEC2 lists managed images, their references and snapshots, and
 // deletes what the plan says.
 type RetentionEC2 interface {
@@ -149,6 +160,7 @@ var (
 	_ PublishEC2           = (*ec2.Client)(nil)
 	_ PublishSSM           = (*ssm.Client)(nil)
 	_ SnapshotKMS          = (*kms.Client)(nil)
+	_ ScriptsSSM           = (*ssm.Client)(nil)
 	_ RetentionEC2         = (*ec2.Client)(nil)
 	_ RetentionAutoScaling = (*autoscaling.Client)(nil)
 	_ RollAutoScaling      = (*autoscaling.Client)(nil)

@@ -11,6 +11,7 @@ import (
 // machine's ${<Name>FunctionArn} and an IAM role.
 const (
 	StepDiscover  = "discover"
+	StepScripts   = "scripts"
 	StepSnapshot  = "snapshot"
 	StepPoll      = "poll"
 	StepCopy      = "copy"
@@ -25,12 +26,13 @@ const (
 // Steps lists every step once, in the order a rotation runs them. The
 // state machine's placeholders, the CDK functions, the local run's handlers
 // and the Makefile's builds (functions/ checked against it) all follow it.
-var Steps = []string{StepDiscover, StepSnapshot, StepPoll, StepCopy, StepVerify, StepTag, StepPublish, StepRoll, StepRetention, StepReport}
+var Steps = []string{StepDiscover, StepScripts, StepSnapshot, StepPoll, StepCopy, StepVerify, StepTag, StepPublish, StepRoll, StepRetention, StepReport}
 
 // Permissions maps each step to the client interfaces its handler uses.
 // It is the single source of the IAM policy: infra grants exactly Actions(step).
 var Permissions = map[string][]reflect.Type{
 	StepDiscover:  {reflect.TypeFor[DiscoverEC2]()},
+	StepScripts:   {reflect.TypeFor[ScriptsSSM]()},
 	StepSnapshot:  {reflect.TypeFor[SnapshotEC2](), reflect.TypeFor[SnapshotKMS]()},
 	StepPoll:      {reflect.TypeFor[PollEC2]()},
 	StepCopy:      {reflect.TypeFor[CopyEC2]()},

@@ -195,6 +195,7 @@ func (f *fakeFleet) handlers() map[string]any {
 	return map[string]any{
 		ec2x.StepDiscover: f.discover, ec2x.StepSnapshot: f.snapshot, ec2x.StepPoll: f.poll, ec2x.StepCopy: f.copy,
 		ec2x.StepTag: f.tag, ec2x.StepPublish: f.passBatch, ec2x.StepRoll: f.passBatch, ec2x.StepVerify: f.passBatch, ec2x.StepRetention: f.retention, ec2x.StepReport: steps.Report{}.Handle,
+		ec2x.StepScripts: f.passBatch, // its policies have no scripts: the Scripts? Choice skips it
 	}
 }
 

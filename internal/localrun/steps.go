@@ -14,6 +14,7 @@ import (
 func StepHandlers(c *ec2x.Clients, env steps.Env) map[string]any {
 	return map[string]any{
 		ec2x.StepDiscover:  steps.NewDiscover(c.As(ec2x.StepDiscover), env).Handle,
+		ec2x.StepScripts:   steps.NewScripts(c.As(ec2x.StepScripts), env).Handle,
 		ec2x.StepSnapshot:  steps.NewSnapshot(c.As(ec2x.StepSnapshot), env).Handle,
 		ec2x.StepPoll:      steps.NewPoll(c.As(ec2x.StepPoll), env).Handle,
 		ec2x.StepCopy:      steps.NewCopy(c.As(ec2x.StepCopy), env).Handle,

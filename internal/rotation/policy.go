@@ -114,6 +114,7 @@ func (p Policy) WithDefaults() Policy {
 		r.TimeoutMinutes = DefaultRollTimeoutMinutes
 		p.Roll = &r
 	}
+	p.Scripts = p.Scripts.withDefaults()
 	return p
 }
 
@@ -239,9 +240,13 @@ func (p Policy) validate(root string) error {
 			ps.add(field, "%q is also set in policy.tags; keep it in one of the two so the image's value is unambiguous", k)
 		}
 	}
-	if n := len(p.Tags) + len(seenCopy); n > MaxTags-ReservedTagCount {
+	reserved := ReservedTagCount
+	if p.Scripts != nil {
+		reserved++ // amirotate:consistency
+	}
+	if n := len(p.Tags) + len(seenCopy); n > MaxTags-reserved {
 		ps.add(f("tags"), "tags and copyInstanceTags add %d tags; at most %d fit (EC2 allows %d per image and amirotate needs %d)",
-			n, MaxTags-ReservedTagCount, MaxTags, ReservedTagCount)
+			n, MaxTags-reserved, MaxTags, reserved)
 	}
 
 	if p.DeprecateAfterDays < 0 || p.DeprecateAfterDays > MaxDeprecate {
@@ -292,6 +297,7 @@ func (p Policy) validate(root string) error {
 	}
 	checkRoll(&ps, f("roll"), p)
 	checkVerify(&ps, f("verify"), p.Verify)
+	p.Scripts.validate(&ps, f("scripts"), !p.Reboots())
 	for i, id := range p.Publish.AdoptLaunchTemplates {
 		if !launchTemplateIDRE.MatchString(id) {
 			ps.add(fmt.Sprintf("%s[%d]", f("publish.adoptLaunchTemplates"), i), "%q is not a launch template id (lt- and 17 hex digits)", id)

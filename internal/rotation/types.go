@@ -41,6 +41,8 @@ type Policy struct {
 	// Verify boots each new image before it is published (nil: images are
 	// published unverified).
 	Verify *Verify `json:"verify,omitempty"`
+	// Scripts run before and after CreateImage (application-consistent images).
+	Scripts *Scripts `json:"scripts,omitempty"`
 }
 
 // Rebuild governs the rotations an instance's amirotate:rebuild tag starts.

@@ -74,8 +74,39 @@ type Batch struct {
 	RollPolls int                    `json:"rollPolls,omitempty"`
 	Retention []rotation.ScopeReport `json:"retention,omitempty"`
 	Cleanup   []rotation.Record      `json:"cleanup,omitempty"` // failed images deregistered by poll
+	// Scripts is the state of the policy's pre and post scripts (scripts.go).
+	Scripts *ScriptsState `json:"scripts,omitempty"`
 	// Error is set by the state machine's Catch: {"Error": name, "Cause": message}.
 	Error *StepError `json:"error,omitempty"`
+}
+
+// ScriptsState is where the pre and post scripts of a batch are.
+type ScriptsState struct {
+	// Phase: "pre" until the snapshot step, then "post".
+	Phase string `json:"phase"`
+	// Pending is how many runs of the phase have not ended (the Choice reads it).
+	Pending     int              `json:"pending"`
+	WaitSeconds int              `json:"waitSeconds"`
+	Instances   []ScriptInstance `json:"instances"`
+}
+
+// ScriptInstance is one instance's scripts.
+type ScriptInstance struct {
+	InstanceID string `json:"instanceId"`
+	// Sweep is the post script of an earlier rotation that left the
+	// instance frozen; the pre script waits for it.
+	Sweep *ScriptRun `json:"sweep,omitempty"`
+	Pre   ScriptRun  `json:"pre"`
+	Post  ScriptRun  `json:"post"`
+}
+
+// ScriptRun is one script on one instance.
+type ScriptRun struct {
+	Status    string    `json:"status,omitempty"`
+	CommandID string    `json:"commandId,omitempty"`
+	Sent      time.Time `json:"sent,omitzero"`
+	Attempts  int       `json:"attempts,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
 }
 
 // StepError is what a Catch with ResultPath $.error stores.
@@ -177,6 +208,9 @@ const (
 	OutcomeTimedOut = "timed-out" // an image still pending at timeoutMinutes
 	OutcomeRefused  = "refused"   // not rotated: no longer matches the policy, or gone
 	OutcomeError    = "error"     // an EC2 call or a step failed for good
+	// OutcomeCrashConsistent: imaged although the pre script failed, as the
+	// policy's scripts.onPreFailure asked (tagged amirotate:consistency=crash).
+	OutcomeCrashConsistent = "crash-consistent"
 )
 
 // BatchResult is one Map iteration's compact output. Details stay in the

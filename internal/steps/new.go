@@ -16,6 +16,10 @@ func NewDiscover(c *ec2x.Clients, env Env) *Discover {
 	return &Discover{EC2: ec2x.NewRegional(c.Home(), func(r string) ec2x.DiscoverEC2 { return c.EC2(r) }), Env: env}
 }
 
+func NewScripts(c *ec2x.Clients, env Env) *Scripts {
+	return &Scripts{SSM: ec2x.NewRegional(c.Home(), func(r string) ec2x.ScriptsSSM { return c.SSM(r) }), Env: env}
+}
+
 func NewSnapshot(c *ec2x.Clients, env Env) *Snapshot {
 	return &Snapshot{
 		EC2: ec2x.NewRegional(c.Home(), func(r string) ec2x.SnapshotEC2 { return c.EC2(r) }),

@@ -59,6 +59,40 @@ func (r Report) Handle(_ context.Context, in ReportIn) (json.RawMessage, error) 
 // InstanceOutcome decides how one instance of a batch fared, from its
 // records: the source image in the home region and a copy per copyTo region.
 func InstanceOutcome(b Batch, instanceID string) (outcome string, region string, reason string) {
+	outcome, region, reason = imageOutcome(b, instanceID)
+	if b.Policy.Scripts == nil {
+		return outcome, region, reason
+	}
+	in, _ := b.Scripts.Instance(instanceID)
+	home := b.Rotation.Home
+	for _, x := range []struct {
+		what string
+		run  *ScriptRun
+	}{{"post script", &in.Post}, {"post script of an earlier rotation (sweep)", in.Sweep}} {
+		if x.run == nil || x.run.Status == ScriptOK || x.run.CommandID == "" && x.run.Status == "" {
+			continue
+		}
+		if x.what == "post script" && in.Pre.CommandID == "" {
+			continue
+		}
+		why := fmt.Sprintf("%s %s: %s; the instance may still be frozen or quiesced (the next rotation's sweep sends it again)",
+			x.what, orDefault(x.run.Status, "not sent"), x.run.Reason)
+		if outcome != OutcomeOK {
+			why += "; " + reason
+		}
+		return OutcomeError, home, why
+	}
+	if outcome == OutcomeOK && !b.Policy.DryRun {
+		if why := in.PreFailed(); why != "" {
+			return OutcomeCrashConsistent, home, why + " (scripts.onPreFailure: crash-consistent; image tagged " +
+				rotation.TagConsistency + "=" + rotation.ConsistencyCrash + ")"
+		}
+	}
+	return outcome, region, reason
+}
+
+// imageOutcome is how the instance's images fared.
+func imageOutcome(b Batch, instanceID string) (outcome string, region string, reason string) {
 	var source *rotation.Record
 	copies := map[string]*rotation.Record{}
 	for i := range b.Images {
@@ -160,7 +194,7 @@ func BatchResultOf(b Batch) BatchResult {
 	for _, id := range b.InstanceIDs {
 		o, region, why := InstanceOutcome(b, id)
 		res.Outcomes[o]++
-		if o != OutcomeOK && o != OutcomePlanned && len(res.Problems) < MaxProblems {
+		if o != OutcomeOK && o != OutcomePlanned && len(res.Problems) < MaxProblems { // crash-consistent included: reported, not failed
 			res.Problems = append(res.Problems, Problem{InstanceID: id, Region: region, Outcome: o, Reason: why})
 		}
 	}
@@ -298,7 +332,7 @@ func Summarize(in ReportIn) Summary {
 		batchErrors = append(batchErrors, fmt.Sprintf("NoInstances: policy %s's selector %s matched no instance; nothing was imaged or pruned",
 			in.Policy.Name, selectorText(in.Policy.WithDefaults().Selector)))
 	}
-	notOK := s.Instances - s.Outcomes[OutcomeOK] - s.Outcomes[OutcomePlanned]
+	notOK := s.Instances - s.Outcomes[OutcomeOK] - s.Outcomes[OutcomePlanned] - s.Outcomes[OutcomeCrashConsistent]
 	s.Failed = notOK > 0 || s.RetentionFailed > 0 || len(batchErrors) > 0
 	if s.Failed {
 		s.Cause = cause(s, notOK, batchErrors)

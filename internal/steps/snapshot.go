@@ -88,8 +88,13 @@ func (s *Snapshot) handle(ctx context.Context, b Batch) (Batch, error) {
 					"a rotation never goes back in time: start it with a later time, or as a manual backfill", newest[id].Tags[rotation.TagRotation], newest[id].ID)
 			case p.DryRun:
 				r.State = rotation.StatePlanned
+			case p.Scripts != nil && preRefusal(b.Scripts, p, id) != "":
+				r.State, r.Error = rotation.StateRefused, preRefusal(b.Scripts, p, id)
 			default:
 				tags := rotation.ImageTags(p, b.Rotation, id, ec2x.TagMap(inst.Tags))
+				if p.Scripts != nil {
+					tags[rotation.TagConsistency] = consistency(b.Scripts, id)
+				}
 				if err := s.createImage(ctx, client, p, b.Rotation, &r, tags); err != nil {
 					if ec2x.IsRetryable(err) {
 						mu.Lock()
@@ -234,4 +239,25 @@ func (s *Snapshot) unshareable(ctx context.Context, region string, client ec2x.S
 		}
 	}
 	return why, nil
+}
+
+// preRefusal: with onPreFailure skip, an instance whose pre script did not
+// succeed gets no image this rotation ("" = image it).
+func preRefusal(st *ScriptsState, p rotation.Policy, id string) string {
+	in, _ := st.Instance(id)
+	why := in.PreFailed()
+	if why == "" || p.Scripts.OnPreFailure == rotation.OnPreFailureCrashConsistent {
+		return ""
+	}
+	return why + " (scripts.onPreFailure: skip, so no image this rotation)"
+}
+
+// consistency is the image's amirotate:consistency tag: application when
+// its pre script succeeded before CreateImage.
+func consistency(st *ScriptsState, id string) string {
+	in, _ := st.Instance(id)
+	if in.PreFailed() == "" {
+		return rotation.ConsistencyApplication
+	}
+	return rotation.ConsistencyCrash
 }

@@ -56,7 +56,15 @@ async function evaluate(msg) {
   for (const req of msg.requests) {
     const shape = shapeOf(req)
     if (!shapes.has(shape)) {
-      const checked = await runSimulation(simulation(policies, msg.principal, msg.account, req, req.context), {})
+      // AWS-owned SSM documents (AWS-RunShellScript) have ARNs without an
+      // account (arn:aws:ssm:us-east-1::document/AWS-RunShellScript), which
+      // the Service Authorization Reference's document pattern does not
+      // spell; validate the shape with the account filled in, evaluate the
+      // real ARN.
+      const validated = /^arn:[^:]+:ssm:[^:]+::document\//.test(req.resource)
+        ? { ...req, resource: req.resource.replace('::document/', `:${msg.account}:document/`) }
+        : req
+      const checked = await runSimulation(simulation(policies, msg.principal, msg.account, validated, req.context), {})
       if (checked.resultType === 'error') {
         throw new Error(`${req.action} on ${req.resource}: ${JSON.stringify(checked.errors)}`)
       }
