@@ -158,6 +158,6 @@ func (d PerImageDesign) Usage(w Work) PerImageCost {
 // FunctionMemoryMB is each step's Lambda memory as the stack deploys it
 // (infra's functionSpecs; a test in infra holds the two together).
 var FunctionMemoryMB = map[string]float64{
-	"discover": 256, "snapshot": 256, "poll": 256, "copy": 256,
+	"discover": 256, "scripts": 256, "snapshot": 256, "poll": 256, "copy": 256,
 	"verify": 256, "tag": 256, "publish": 256, "roll": 256, "retention": 512, "report": 128,
 }

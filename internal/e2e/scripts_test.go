@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/amirotate/amirotate/internal/ec2sim"
+	"github.com/amirotate/amirotate/internal/lambdahost"
 	"github.com/amirotate/amirotate/internal/localrun"
 	"github.com/amirotate/amirotate/internal/rotation"
 	"github.com/amirotate/amirotate/internal/steps"
@@ -326,4 +327,62 @@ func TestScripts_WindowsVSSFreezesAndThaws(t *testing.T) {
 	w.expectNothingFrozen(ids)
 	raw, _ := json.Marshal(w.sim.Commands(home))
 	t.Logf("%s", raw)
+}
+
+// TestScripts_ThousandInstancesStayUnderThePayloadLimit: with scripts, a
+// batch's state carries each instance's pre and post runs; 1,000 instances
+// in batches of 100 stay far below Step Functions' 256 KiB, and the
+// scripts add a few transitions per batch, not per instance.
+func TestScripts_ThousandInstancesStayUnderThePayloadLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1,000 instances")
+	}
+	const n = 1000
+	w := newScriptsWorld(t)
+	w.instances(n, "appdb")
+	p := appdb(rotation.OnPreFailureSkip)
+	p.BatchSize = 100
+	res, sum := w.run(w.scriptsRunner(), scheduled(p, t0))
+	if err := res.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if sum.Outcomes[steps.OutcomeOK] != n {
+		t.Fatalf("summary %+v", sum)
+	}
+	if res.MaxPayloadBytes >= payloadLimit {
+		t.Fatalf("largest payload %d bytes (%s)", res.MaxPayloadBytes, res.MaxPayloadState)
+	}
+	perImage := float64(res.Transitions) / n
+	t.Logf("scripts at %d instances: %d transitions (%.3f per image), largest payload %d bytes in %s, %d SSM commands",
+		n, res.Transitions, perImage, res.MaxPayloadBytes, res.MaxPayloadState, len(w.sim.Commands(home)))
+	if perImage > 1 {
+		t.Errorf("%.2f state transitions per image, want at most 1", perImage)
+	}
+}
+
+// TestScripts_PreStepCrashStillSendsThePost: the scripts function dies
+// after sending the pre scripts, every time the state machine retries it;
+// its Catch leads to the post script, which finds the pre scripts by their
+// comment and thaws every instance.
+func TestScripts_PreStepCrashStillSendsThePost(t *testing.T) {
+	w := newScriptsWorld(t)
+	ids := w.instances(2, "appdb")
+	r := w.scriptsRunner()
+	// The first call and both retries of PreScripts (Runtime.ExitError is
+	// retried twice) crash after the handler ran.
+	r.Host.Inject(lambdahost.Fault{Function: "amirotate-scripts", Count: 3, AfterHandler: true})
+	res, sum := w.run(r, scheduled(appdb(rotation.OnPreFailureSkip), t0))
+	if res.Succeeded() || sum.Outcomes[steps.OutcomeError] != 2 {
+		t.Fatalf("status %s, summary %+v", res.Status, sum)
+	}
+	for _, id := range ids {
+		cmds := w.commandsOn(id)
+		if len(cmds) != 2 || cmds[0].stage != "pre" || cmds[1].stage != "post" || cmds[1].inv.Status != "Success" {
+			t.Errorf("%s: %+v; want one pre script (not sent again by the retries) and its post script", id, cmds)
+		}
+		if _, imaged := w.image(id); imaged {
+			t.Errorf("%s was imaged although its batch failed before CreateImage", id)
+		}
+	}
+	w.expectNothingFrozen(ids)
 }

@@ -42,8 +42,8 @@ func localTemplate(t *testing.T) *Template {
 
 func TestParseTemplate_TheSynthesizedStack(t *testing.T) {
 	tmpl := localTemplate(t)
-	if len(tmpl.Functions) != len(ec2x.Steps) || len(tmpl.Schedules) != 5 || len(tmpl.Rules) != 5 {
-		t.Fatalf("%d functions, %d schedules, %d rules; want %d, 5, 5", len(tmpl.Functions), len(tmpl.Schedules), len(tmpl.Rules), len(ec2x.Steps))
+	if len(tmpl.Functions) != len(ec2x.Steps) || len(tmpl.Schedules) != 7 || len(tmpl.Rules) != 7 {
+		t.Fatalf("%d functions, %d schedules, %d rules; want %d, 7, 7", len(tmpl.Functions), len(tmpl.Schedules), len(tmpl.Rules), len(ec2x.Steps))
 	}
 	def := string(tmpl.StateMachine.Definition)
 	if tmpl.StateMachine.Stale {

@@ -92,6 +92,7 @@ func (s *Scripts) handle(ctx context.Context, in ScriptsIn) (Batch, error) {
 	}
 	ctx = s.auditing(ctx, p.Name, b.Rotation.ID)
 	r := &scriptRunner{ssm: s.SSM.In(bc.home), region: bc.home, p: p, rot: b.Rotation, now: s.now()}
+	fresh := b.Scripts == nil
 	if b.Scripts == nil || in.Phase == PhasePre && b.Scripts.Phase == "" {
 		b.Scripts = &ScriptsState{Phase: PhasePre}
 		for _, id := range b.InstanceIDs {
@@ -113,6 +114,13 @@ func (s *Scripts) handle(ctx context.Context, in ScriptsIn) (Batch, error) {
 			return Batch{}, err
 		}
 	case PhasePost:
+		if fresh && !p.DryRun {
+			// The pre phase failed before it returned its state (its Catch
+			// leads here): find the pre scripts it sent by their comment.
+			if err := r.sweep(ctx, st); err != nil {
+				return Batch{}, err
+			}
+		}
 		st.Phase = PhasePost
 		if err := r.sendPost(ctx, st); err != nil {
 			return Batch{}, err
