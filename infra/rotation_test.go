@@ -25,8 +25,8 @@ func TestRotation_ResourceCounts(t *testing.T) {
 		want  map[string]float64
 	}{
 		{"Full", synthed.fullTmpl, map[string]float64{
-			"AWS::Lambda::Function":            10,
-			"AWS::Logs::LogGroup":              11, // one per function + the state machine's
+			"AWS::Lambda::Function":            float64(len(ec2x.Steps)),
+			"AWS::Logs::LogGroup":              float64(len(ec2x.Steps) + 1), // one per function + the state machine's
 			"AWS::StepFunctions::StateMachine": 1,
 			"AWS::Scheduler::Schedule":         2,
 			"AWS::Events::Rule":                2,
@@ -39,7 +39,7 @@ func TestRotation_ResourceCounts(t *testing.T) {
 			"AWS::Lambda::EventInvokeConfig":   0,
 		}},
 		{"Agnostic", synthed.agnoTmpl, map[string]float64{
-			"AWS::Lambda::Function":      10,
+			"AWS::Lambda::Function":      float64(len(ec2x.Steps)),
 			"AWS::Scheduler::Schedule":   1,
 			"AWS::Events::Rule":          1,
 			"AWS::CloudWatch::Alarm":     4,
