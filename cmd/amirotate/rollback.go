@@ -10,8 +10,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/aws/aws-sdk-go-v2/config"
-
 	"github.com/amirotate/amirotate/internal/ec2x"
 	"github.com/amirotate/amirotate/internal/rotation"
 	"github.com/amirotate/amirotate/internal/steps"
@@ -70,16 +68,8 @@ func runRollback(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	cfg, err := config.LoadDefaultConfig(ctx)
+	clients, err := checkedClients(ctx)
 	if err != nil {
-		return fmt.Errorf("loading the AWS configuration: %w", err)
-	}
-	var opts []ec2x.Option
-	if localEndpoint(os.Getenv) {
-		opts = append(opts, ec2x.WithLocalIdentities())
-	}
-	clients := ec2x.NewClients(cfg, opts...)
-	if err := ec2x.CheckAccess(ctx, clients); err != nil {
 		return err
 	}
 	var auditLog io.Writer

@@ -98,16 +98,8 @@ func runRotation(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	policy.DryRun = policy.DryRun || c.dryRun
-	cfg, err := config.LoadDefaultConfig(ctx)
+	clients, err := checkedClients(ctx)
 	if err != nil {
-		return fmt.Errorf("loading the AWS configuration: %w", err)
-	}
-	var opts []ec2x.Option
-	if localEndpoint(os.Getenv) {
-		opts = append(opts, ec2x.WithLocalIdentities())
-	}
-	clients := ec2x.NewClients(cfg, opts...)
-	if err := ec2x.CheckAccess(ctx, clients); err != nil {
 		return err
 	}
 	var auditLog io.Writer
@@ -143,6 +135,25 @@ func writeJSON(path string, v any) error {
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// checkedClients are the clients of the AWS configuration, signing as each
+// step's own local identity when the endpoint is a local simulator, after
+// a first read proves the endpoint and credentials answer.
+func checkedClients(ctx context.Context) (*ec2x.Clients, error) {
+	cfg, err := config.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("loading the AWS configuration: %w", err)
+	}
+	var opts []ec2x.Option
+	if localEndpoint(os.Getenv) {
+		opts = append(opts, ec2x.WithLocalIdentities())
+	}
+	clients := ec2x.NewClients(cfg, opts...)
+	if err := ec2x.CheckAccess(ctx, clients); err != nil {
+		return nil, err
+	}
+	return clients, nil
 }
 
 // localEndpoint tells whether EC2 calls go to this machine (a loopback

@@ -70,7 +70,18 @@ func TestPlan_RolledBackMarkCannotBeAbused(t *testing.T) {
 // inventories with random values: no image the plan kept before is
 // deleted after, whatever is marked (the newest one included).
 func TestPlan_RolledBackMarksOnlyEverKeepMore(t *testing.T) {
-	rng := rand.New(rand.NewPCG(18, 2))
+	marksOnlyEverKeepMore(t, rand.New(rand.NewPCG(18, 2)), func(rng *rand.Rand, img Image, in []Image) {
+		other := in[rng.IntN(len(in))]
+		values := []string{other.Tags[TagRotation], "", "not-a-rotation", img.Tags[TagRotation]}
+		img.Tags[TagRolledBack] = values[rng.IntN(len(values))]
+	})
+}
+
+// marksOnlyEverKeepMore marks a third of the images of 500 random
+// inventories with mark and fails if any image the plan kept before is
+// deleted after.
+func marksOnlyEverKeepMore(t *testing.T, rng *rand.Rand, mark func(rng *rand.Rand, img Image, in []Image)) {
+	t.Helper()
 	for range 500 {
 		in := randomInventory(rng)
 		if len(in.Images) == 0 {
@@ -85,9 +96,7 @@ func TestPlan_RolledBackMarksOnlyEverKeepMore(t *testing.T) {
 		for i, img := range in.Images {
 			img.Tags = clone(img.Tags)
 			if rng.IntN(3) == 0 {
-				other := in.Images[rng.IntN(len(in.Images))]
-				values := []string{other.Tags[TagRotation], "", "not-a-rotation", img.Tags[TagRotation]}
-				img.Tags[TagRolledBack] = values[rng.IntN(len(values))]
+				mark(rng, img, in.Images)
 			}
 			marked.Images[i] = img
 		}
