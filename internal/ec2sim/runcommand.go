@@ -707,26 +707,33 @@ func ssmPageLimit(n, max int) (int, *apiError) {
 	return n, nil
 }
 
-func (s *Sim) ssmListCommands(r *region, body []byte, now time.Time) (any, *apiError) {
-	var in ssmListIn
-	if err := decodeSSM(body, &in); err != nil {
-		return nil, err
+// commandListQuery decodes and checks what ListCommands and
+// ListCommandInvocations share: page size, filters, command and instance.
+func (r *region) commandListQuery(body []byte) (in ssmListIn, limit int, match func(c *command, status string) bool, err *apiError) {
+	if err = decodeSSM(body, &in); err != nil {
+		return in, 0, nil, err
 	}
-	limit, err := ssmPageLimit(in.MaxResults, 50)
-	if err != nil {
-		return nil, err
+	if limit, err = ssmPageLimit(in.MaxResults, 50); err != nil {
+		return in, 0, nil, err
 	}
-	match, err := commandFilter(in.Filters)
-	if err != nil {
-		return nil, err
+	if match, err = commandFilter(in.Filters); err != nil {
+		return in, 0, nil, err
 	}
 	if in.CommandId != "" {
-		if _, err := r.commandByID(in.CommandId); err != nil {
-			return nil, err
+		if _, err = r.commandByID(in.CommandId); err != nil {
+			return in, 0, nil, err
 		}
 	}
 	if in.InstanceId != "" && !reInstanceID.MatchString(in.InstanceId) {
-		return nil, errorf("InvalidInstanceId", "Instances [[%s]] not in a valid state for account %s", in.InstanceId, AccountID)
+		return in, 0, nil, errorf("InvalidInstanceId", "Instances [[%s]] not in a valid state for account %s", in.InstanceId, AccountID)
+	}
+	return in, limit, match, nil
+}
+
+func (s *Sim) ssmListCommands(r *region, body []byte, now time.Time) (any, *apiError) {
+	in, limit, match, err := r.commandListQuery(body)
+	if err != nil {
+		return nil, err
 	}
 	// Newest first, as Run Command lists them.
 	cmds := slices.Clone(r.commands)
@@ -753,25 +760,9 @@ func (s *Sim) ssmListCommands(r *region, body []byte, now time.Time) (any, *apiE
 }
 
 func (s *Sim) ssmListCommandInvocations(r *region, body []byte, now time.Time) (any, *apiError) {
-	var in ssmListIn
-	if err := decodeSSM(body, &in); err != nil {
-		return nil, err
-	}
-	limit, err := ssmPageLimit(in.MaxResults, 50)
+	in, limit, match, err := r.commandListQuery(body)
 	if err != nil {
 		return nil, err
-	}
-	match, err := commandFilter(in.Filters)
-	if err != nil {
-		return nil, err
-	}
-	if in.CommandId != "" {
-		if _, err := r.commandByID(in.CommandId); err != nil {
-			return nil, err
-		}
-	}
-	if in.InstanceId != "" && !reInstanceID.MatchString(in.InstanceId) {
-		return nil, errorf("InvalidInstanceId", "Instances [[%s]] not in a valid state for account %s", in.InstanceId, AccountID)
 	}
 	var invs []*invocation
 	for i := len(r.commands) - 1; i >= 0; i-- {
