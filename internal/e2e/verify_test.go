@@ -84,3 +84,38 @@ func TestVerify_OnlyVerifiedImagesArePublishedThroughTheStateMachine(t *testing.
 		t.Errorf("the state machine never waited for a verification: %v", res.StatesEntered)
 	}
 }
+
+// TestVerify_ThousandInstancesStayUnderThePayloadLimit: with verification
+// on, 1,000 instances in batches of 100 each get a test instance; the
+// verdicts ride in the batches' state far below Step Functions' 256 KiB,
+// and the waits add transitions per batch, not per image.
+func TestVerify_ThousandInstancesStayUnderThePayloadLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1,000 instances")
+	}
+	const n = 1000
+	w := newWorld(t, ec2sim.Options{StatusCheckDelay: 50 * time.Millisecond})
+	w.instances(n, "audit")
+	p := policy("audit")
+	p.BatchSize = 100
+	p.Verify = &rotation.Verify{SubnetID: "subnet-0a1b2c3d4e5f60718", SecurityGroupIDs: []string{"sg-0a1b2c3d4e5f60718"}}
+	res, sum := w.run(w.runner(), scheduled(p, time.Now().UTC().Truncate(time.Minute).Add(-time.Hour)))
+	if err := res.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if sum.Outcomes[steps.OutcomeOK] != n {
+		t.Fatalf("summary %+v", sum)
+	}
+	if res.StatesEntered["Verify"] == 0 {
+		t.Fatalf("nothing was verified: %v", res.StatesEntered)
+	}
+	if res.MaxPayloadBytes >= payloadLimit {
+		t.Fatalf("largest payload %d bytes (%s)", res.MaxPayloadBytes, res.MaxPayloadState)
+	}
+	perImage := float64(res.Transitions) / n
+	t.Logf("verification at %d instances: %d transitions (%.3f per image), largest payload %d bytes in %s",
+		n, res.Transitions, perImage, res.MaxPayloadBytes, res.MaxPayloadState)
+	if perImage > 1 {
+		t.Errorf("%.2f state transitions per image, want at most 1", perImage)
+	}
+}
