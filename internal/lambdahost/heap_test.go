@@ -9,6 +9,11 @@ import (
 
 const mib = 1 << 20
 
+// slack is how far below what a function holds a reading may fall: a
+// collection during the call may free what stood on the heap when it
+// started (the race detector's own allocations, the test's garbage).
+const slack = 4 * mib
+
 // hold allocates n bytes and keeps them reachable until it returns.
 func hold(n int) []byte {
 	b := make([]byte, n)
@@ -23,7 +28,7 @@ func TestHeapDuring_SeesWhatTheFunctionHolds(t *testing.T) {
 		b := hold(32 * mib)
 		runtime.KeepAlive(b)
 	})
-	if got < 32*mib || got > 64*mib {
+	if got < 32*mib-slack || got > 64*mib {
 		t.Errorf("holding 32 MiB raised the heap by %d MiB", got/mib)
 	}
 	if idle := HeapDuring(func() {}); idle > 4*mib {
@@ -52,7 +57,7 @@ func TestHost_MeasuresHeapPerFunction(t *testing.T) {
 	post(t, srv.URL, "big", "{}")
 	post(t, srv.URL, "small", "{}")
 	st := h.Stats()
-	if st.PeakHeapBytes["big"] < 24*mib || st.PeakHeapBytes["small"] > 4*mib {
+	if st.PeakHeapBytes["big"] < 24*mib-slack || st.PeakHeapBytes["small"] > 4*mib {
 		t.Errorf("peak heap: big %d MiB, small %d MiB", st.PeakHeapBytes["big"]/mib, st.PeakHeapBytes["small"]/mib)
 	}
 	if st.Invocations["big"] != 2 || st.Seconds["small"] <= 0 {
