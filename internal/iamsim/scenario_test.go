@@ -210,7 +210,11 @@ func runScenario(t *testing.T, roles iamsim.Roles) scenarioResult {
 	// days (usage reports, grace period) rather than deleting; a policy that
 	// shares nothing deletes its expired images the next day.
 	rotate(string(others["fleet"].(json.RawMessage)), start.Add(24*time.Hour), false, false)
-	rotate(auditPolicy, start.Add(48*time.Hour), true, false)
+	// Day 3: the day-before images are expired and shared, so retention
+	// asks EC2 for their usage reports (whichever instance's day-1 image
+	// was rejected); then a dry run of the same day.
+	rotate(auditPolicy, start.Add(48*time.Hour), false, false)
+	rotate(auditPolicy, start.Add(49*time.Hour), true, false)
 	// amirotate rollback of instance 0 to its first images, as the publish
 	// role: marks, parameter, launch template and latest; then --clear.
 	policy, err := rotation.DecodePolicy([]byte(auditPolicy))
