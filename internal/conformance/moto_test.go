@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -46,17 +48,25 @@ type endpoint struct {
 }
 
 // config is a plain aws.Config (not LoadDefaultConfig): no environment
-// variable or config file can redirect the clients elsewhere. One attempt
-// per call, so an answer is compared as given, not after retries; and a new
-// connection per call, because moto's development server may close an idle
-// keep-alive connection just as the client reuses it.
+// variable or config file can redirect the clients elsewhere. An answer is
+// compared as given: the only retry is the SDK's own for a connection reset
+// before the answer was read (a TCP RST on a loaded machine shows as "use of
+// closed network connection", aws-sdk-go-v2#2737), never for an error the
+// service returned. A new connection per call, because moto's development
+// server may close an idle keep-alive connection just as the client reuses it.
 func (e *endpoint) config(region string) aws.Config {
 	return aws.Config{
-		Region:           region,
-		Credentials:      credentials.NewStaticCredentialsProvider("test", "test", ""),
-		BaseEndpoint:     aws.String(e.url),
-		RetryMaxAttempts: 1,
-		HTTPClient:       &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
+		Region:       region,
+		Credentials:  credentials.NewStaticCredentialsProvider("test", "test", ""),
+		BaseEndpoint: aws.String(e.url),
+		Retryer: func() aws.Retryer {
+			return retry.NewStandard(func(o *retry.StandardOptions) {
+				o.MaxAttempts = 3
+				o.Retryables = []retry.IsErrorRetryable{retry.RetryableConnectionError{}}
+				o.RateLimiter = ratelimit.None
+			})
+		},
+		HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
 	}
 }
 
