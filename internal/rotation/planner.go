@@ -31,6 +31,7 @@ const (
 	ReasonNoRule         = "no-retention-rule"         // keep and maxAgeDays both 0: nothing says what may go
 	ReasonRolledBack     = "rolled-back"               // marked amirotate:rolled-back: kept while the mark stands
 	ReasonRollbackTarget = "rollback-target"           // the image a rollback went back to, while a mark names it
+	ReasonRejected       = "verification-failed"       // failed its verification: kept for a person to look at, never counted among the newest
 )
 
 // ReasonCode returns the constant part of a reason, without its detail.
@@ -77,6 +78,9 @@ type planned struct {
 //   - it is not tagged amirotate:keep and not deregistration-protected;
 //   - it is not marked amirotate:rolled-back, nor the rollback target a
 //     mark on a provable image of its instance in its region names;
+//   - it did not fail its verification (amirotate:verification=failed):
+//     such an image is kept until a person deregisters it, and takes no
+//     newest/keep slot, so it never pushes a verified image out;
 //   - it is available and nothing references it;
 //   - it is not the newest available image of its scope (instance, region,
 //     source or copy, scheduled or rebuild), nor among the newest `keep` of
@@ -219,6 +223,11 @@ func standingReason(in PlanInput, img *Image, made time.Time, duplicate bool, ta
 		return ReasonRolledBack, ranked
 	case targets[targetKey{img.Region, instance, img.Tags[TagRotation]}] != "":
 		return withDetail(ReasonRollbackTarget, "named by the mark on "+targets[targetKey{img.Region, instance, img.Tags[TagRotation]}]), ranked
+	case Rejected(img.Tags):
+		// Unranked: the verified images behind it keep their slots. Kept,
+		// not deleted: the mark is a tag, and a forged one must only ever
+		// make retention keep more.
+		return ReasonRejected, false
 	case img.State != StateAvailable:
 		return withDetail(ReasonNotAvailable, img.State), false
 	}

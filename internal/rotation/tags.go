@@ -152,6 +152,11 @@ func KeepTagged(tags map[string]string) bool {
 	return ok && !strings.EqualFold(strings.TrimSpace(v), "false")
 }
 
+// Rejected tells an image marked as having failed its verification.
+func Rejected(tags map[string]string) bool {
+	return tags[TagVerification] == VerificationFailed
+}
+
 // RolledBack reports whether tags mark an image rolled back from, whatever
 // the mark's value: a mark with a value nobody can read still says "do not
 // publish this again".
