@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
@@ -84,29 +85,46 @@ func (s *Discover) handle(ctx context.Context, in DiscoverIn) (DiscoverOut, erro
 	if len(explicit) > 0 {
 		filters = append(filters, ec2x.Filter("instance-id", explicit...))
 	}
-	matched, err := describeInstances(ctx, client, &ec2.DescribeInstancesInput{Filters: filters})
+	// Pages of EC2's largest size, of which only the ids are kept: a fleet of
+	// 10,000 instances is never held whole.
+	err = eachInstance(ctx, client, &ec2.DescribeInstancesInput{Filters: filters, MaxResults: aws.Int32(1000)}, func(inst types.Instance) {
+		// EC2 filtered already; matching again guards against a filter
+		// reading a value differently (wildcards) than the selector means it.
+		tags := ec2x.TagMap(inst.Tags)
+		if !p.Selector.Matches(tags) {
+			return
+		}
+		id := aws.ToString(inst.InstanceId)
+		if image, ok := tags[rotation.TagVerifies]; ok {
+			// A test instance amirotate launched from a new image is no
+			// source of images; a selector that matches it says so.
+			out.Refused = append(out.Refused, rotation.Record{InstanceID: id, Region: home, State: rotation.StateRefused,
+				Error: fmt.Sprintf("a verification instance (%s=%s), not imaged: narrow the policy's selector %s", rotation.TagVerifies, image, selectorText(p.Selector))})
+			return
+		}
+		out.Targets = append(out.Targets, id)
+	})
 	if err != nil {
 		return DiscoverOut{}, fmt.Errorf("listing the instances of policy %s in %s: %w", p.Name, home, err)
 	}
-	for id, inst := range matched {
-		// EC2 filtered already; matching again guards against a filter
-		// reading a value differently (wildcards) than the selector means it.
-		if p.Selector.Matches(ec2x.TagMap(inst.Tags)) {
-			out.Targets = append(out.Targets, id)
-		}
-	}
 	slices.Sort(out.Targets)
+	// An instance listed on two pages (one that changed while being listed)
+	// is one target.
+	out.Targets = slices.Compact(out.Targets)
 
 	if len(explicit) > 0 {
 		var missing []string
 		for _, id := range explicit {
-			if !slices.Contains(out.Targets, id) {
+			refused := slices.ContainsFunc(out.Refused, func(r rotation.Record) bool { return r.InstanceID == id })
+			if !refused && !slices.Contains(out.Targets, id) {
 				missing = append(missing, id)
 			}
 		}
-		if out.Refused, err = s.refusals(ctx, client, p, home, missing); err != nil {
+		others, err := s.refusals(ctx, client, p, home, missing)
+		if err != nil {
 			return DiscoverOut{}, err
 		}
+		out.Refused = append(out.Refused, others...)
 	}
 	if rot.Trigger == rotation.TriggerTagChange && len(out.Targets) > 0 {
 		if err := s.coolDown(ctx, client, p, rot, home, &out); err != nil {

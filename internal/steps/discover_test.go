@@ -77,6 +77,48 @@ func TestDiscover_ResolvesTheSelectorIntoBatches(t *testing.T) {
 	}
 }
 
+// A fleet is listed in pages of EC2's largest size, never in one answer of
+// every instance (which a function would have to hold whole).
+func TestDiscover_ListsTheFleetInPages(t *testing.T) {
+	e := newSimEnv(t)
+	want := e.run(testHome, 1001, nil)
+	slices.Sort(want)
+	e.sim.ResetStats()
+	out, err := e.discover().Handle(context.Background(), scheduleInput(`,"batchSize":100`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(out.Targets, want) || len(out.Batches) != 11 {
+		t.Errorf("got %d targets in %d batches, want the %d instances in 11", len(out.Targets), len(out.Batches), len(want))
+	}
+	if n := e.sim.Stats().FirstAttempts().Calls[testHome]["DescribeInstances"]; n != 2 {
+		t.Errorf("DescribeInstances called %d times, want 2 pages of at most 1,000", n)
+	}
+}
+
+// A test instance amirotate launched to verify an image is never imaged,
+// even when the selector matches it: it is refused with the reason, on a
+// schedule and when named.
+func TestDiscover_RefusesVerificationInstances(t *testing.T) {
+	e := newSimEnv(t)
+	ctx := context.Background()
+	fleet := e.run(testHome, 2, nil)
+	probe := e.run(testHome, 1, map[string]string{rotation.TagVerifies: "ami-0123456789abcdef0"})[0]
+	for name, in := range map[string]DiscoverIn{"schedule": scheduleInput(""), "manual": manualInput(probe, fleet[0])} {
+		out, err := e.discover().Handle(ctx, in)
+		if err != nil {
+			t.Fatal(name, err)
+		}
+		if slices.Contains(out.Targets, probe) || !slices.Contains(out.Targets, fleet[0]) {
+			t.Errorf("%s: targets = %v, want the fleet without %s", name, out.Targets, probe)
+		}
+		if len(out.Refused) != 1 || out.Refused[0].InstanceID != probe || !strings.Contains(out.Refused[0].Error, "verification instance") ||
+			!strings.Contains(out.Refused[0].Error, "narrow the policy's selector") {
+			t.Errorf("%s: refused = %+v, want %s refused as a verification instance", name, out.Refused, probe)
+		}
+	}
+}
+
 func TestDiscover_ExplicitInstancesMustStillMatch(t *testing.T) {
 	e := newSimEnv(t)
 	ctx := context.Background()

@@ -65,19 +65,28 @@ func imageState(img types.Image) string {
 // describeInstances lists instances (paginated) by id.
 func describeInstances(ctx context.Context, client ec2.DescribeInstancesAPIClient, in *ec2.DescribeInstancesInput) (map[string]types.Instance, error) {
 	found := map[string]types.Instance{}
+	err := eachInstance(ctx, client, in, func(inst types.Instance) {
+		found[aws.ToString(inst.InstanceId)] = inst
+	})
+	return found, err
+}
+
+// eachInstance hands every listed instance to fn, one page at a time, so
+// that a listing of a whole fleet holds one page, not the fleet.
+func eachInstance(ctx context.Context, client ec2.DescribeInstancesAPIClient, in *ec2.DescribeInstancesInput, fn func(types.Instance)) error {
 	pages := ec2.NewDescribeInstancesPaginator(client, in)
 	for pages.HasMorePages() {
 		page, err := pages.NextPage(ctx)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for _, res := range page.Reservations {
 			for _, inst := range res.Instances {
-				found[aws.ToString(inst.InstanceId)] = inst
+				fn(inst)
 			}
 		}
 	}
-	return found, nil
+	return nil
 }
 
 // toImage converts an EC2 image.

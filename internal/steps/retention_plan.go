@@ -268,6 +268,12 @@ func (r *Retention) listImages(ctx context.Context, cl ec2x.RetentionEC2, region
 					(job.instanceIDs != nil && !wanted[img.Tags[rotation.TagInstanceID]]) {
 					continue
 				}
+				// The others pass neither prunes nor reports this rotation's
+				// targets: their images are not kept in memory (at 10,000
+				// instances they are most of the policy's images).
+				if job.exclude[img.Tags[rotation.TagInstanceID]] {
+					continue
+				}
 				out = append(out, img)
 			}
 		}
