@@ -83,6 +83,10 @@ type benchResult struct {
 	MakespanRatio        float64 `json:"makespan_ratio"`
 	// PeakHeapBytesPerInvocation per function, from the heap probe.
 	PeakHeapBytesPerInvocation map[string]uint64 `json:"peak_heap_bytes_per_invocation,omitempty"`
+	// MaxMemoryUsedBytes of the invocations that grow with the fleet
+	// (discover, retention-others), run in their built bootstrap: its peak
+	// resident memory, Lambda's "Max Memory Used" (with --bootstraps).
+	MaxMemoryUsedBytes map[string]uint64 `json:"max_memory_used_bytes,omitempty"`
 	// InitMs per function: a built bootstrap's start to its first
 	// invocation request (with --bootstraps).
 	InitMs  map[string]float64 `json:"init_ms,omitempty"`
@@ -239,7 +243,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if rep.Execution.Succeeded() {
 		probe := ids[:min(len(ids), policy.BatchSize)]
 		fmt.Fprintf(stdout, "heap probe (one batch of %d, one invocation at a time) ...\n", len(probe))
-		if res.PeakHeapBytesPerInvocation, err = probeHeap(ctx, clients, policy, probe, now, &waitMs); err != nil {
+		var built func(string, any) (uint64, error)
+		if c.bootstraps != "" {
+			built = func(step string, payload any) (uint64, error) {
+				return measureBuilt(ctx, c.bootstraps, url, regions[0], policy, step, payload)
+			}
+		}
+		if res.PeakHeapBytesPerInvocation, res.MaxMemoryUsedBytes, err = probeHeap(ctx, clients, policy, probe, now, &waitMs, built); err != nil {
 			return err
 		}
 	}

@@ -102,42 +102,86 @@ func (r *benchResult) modelReport(c benchConfig, p rotation.Policy, so ec2sim.Op
 // invocations whose work grows with the fleet rather than the batch,
 // discover over the whole selector and retention over every other image of
 // the policy. The embedded simulator serves their calls in the same heap,
-// so its allocations count too: the figures lean high.
-func probeHeap(ctx context.Context, clients *ec2x.Clients, p rotation.Policy, ids []string, at time.Time, waitMs *int) (map[string]uint64, error) {
+// so its allocations count too: the figures lean high. built, when set,
+// runs those two invocations again in a built bootstrap of their function
+// and returns its peak resident memory (see measureBuilt).
+func probeHeap(ctx context.Context, clients *ec2x.Clients, p rotation.Policy, ids []string, at time.Time, waitMs *int,
+	built func(step string, payload any) (uint64, error)) (heap, maxMemory map[string]uint64, err error) {
 	rep, err := rotate(ctx, clients, rotateOptions{Policy: p, RotationTime: at, InstanceIDs: ids, WaitMs: waitMs, MeasureHeap: true})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if !rep.Execution.Succeeded() {
-		return nil, fmt.Errorf("the heap probe's rotation failed: %s", rep.Execution.Cause)
+		return nil, nil, fmt.Errorf("the heap probe's rotation failed: %s", rep.Execution.Cause)
 	}
-	heap := map[string]uint64{}
+	heap = map[string]uint64{}
 	for name, n := range rep.Execution.Lambda.PeakHeapBytes {
 		heap[strings.TrimPrefix(name, statemachine.FunctionNamePrefix)] = n
 	}
 	env := steps.Env{Policies: rotation.PinPolicies(p)}
 	input, err := json.Marshal(map[string]any{"policy": p, "trigger": rotation.TriggerManual, "rotationTime": at.Format(time.RFC3339)})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	discoverIn := steps.DiscoverIn{Input: input, StartTime: time.Now()}
 	var out steps.DiscoverOut
 	discover := steps.NewDiscover(clients.As(ec2x.StepDiscover), env)
-	n := lambdahost.HeapDuring(func() { out, err = discover.Handle(ctx, steps.DiscoverIn{Input: input, StartTime: time.Now()}) })
+	n := lambdahost.HeapDuring(func() { out, err = discover.Handle(ctx, discoverIn) })
 	if err != nil {
-		return nil, fmt.Errorf("the heap probe's discover: %w", err)
+		return nil, nil, fmt.Errorf("the heap probe's discover: %w", err)
 	}
 	heap[ec2x.StepDiscover] = max(heap[ec2x.StepDiscover], n)
-	others, err := json.Marshal(steps.RetentionOthersIn{Policy: out.Policy, Rotation: out.Rotation, Exclude: out.Targets})
+	othersIn := steps.RetentionOthersIn{Policy: out.Policy, Rotation: out.Rotation, Exclude: out.Targets}
+	others, err := json.Marshal(othersIn)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	retention := steps.NewRetention(clients.As(ec2x.StepRetention), env)
 	n = lambdahost.HeapDuring(func() { _, err = retention.Invoke(ctx, others) })
 	if err != nil {
-		return nil, fmt.Errorf("the heap probe's retention of other instances: %w", err)
+		return nil, nil, fmt.Errorf("the heap probe's retention of other instances: %w", err)
 	}
 	heap[ec2x.StepRetention] = max(heap[ec2x.StepRetention], n)
-	return heap, nil
+	heap[retentionOthers] = n
+	if built == nil {
+		return heap, nil, nil
+	}
+	maxMemory = map[string]uint64{}
+	if maxMemory[ec2x.StepDiscover], err = built(ec2x.StepDiscover, discoverIn); err != nil {
+		return nil, nil, err
+	}
+	if maxMemory[retentionOthers], err = built(ec2x.StepRetention, othersIn); err != nil {
+		return nil, nil, err
+	}
+	return heap, maxMemory, nil
+}
+
+// retentionOthers names retention's pass over the policy's other instances
+// among the per-function figures.
+const retentionOthers = "retention-others"
+
+// measureBuilt invokes the built bootstrap of step (dir/<step>/bootstrap)
+// once with payload, as Lambda would: its own process, the simulator at url
+// reached through the environment, the step's local identity. It returns
+// the process's peak resident memory, which is what Lambda's "Max Memory
+// Used" reports and holds against the memory the stack gives the function;
+// the simulator's allocations are not in it.
+func measureBuilt(ctx context.Context, dir, url, region string, p rotation.Policy, step string, payload any) (uint64, error) {
+	raw, err := json.Marshal(payload)
+	if err != nil {
+		return 0, err
+	}
+	env := append(ec2sim.EnvVars(url, region),
+		"AWS_ACCESS_KEY_ID="+ec2x.LocalAccessKey(step),
+		rotation.PinsEnv+"="+rotation.PinPolicies(p).String())
+	got, err := lambdahost.InvokeBuilt(ctx, filepath.Join(dir, step, "bootstrap"), env, raw, 15*time.Minute)
+	if err != nil {
+		return 0, err
+	}
+	if got.Failed {
+		return 0, fmt.Errorf("the built %s function failed: %s", step, got.Response)
+	}
+	return got.MaxMemoryUsed, nil
 }
 
 // initRuns is how many cold starts of each bootstrap the benchmark times.
@@ -194,6 +238,9 @@ func printModel(w io.Writer, r benchResult) {
 	row("makespan_ratio (target ≤ 1.25)", fmt.Sprintf("%.3f", r.MakespanRatio))
 	if len(r.PeakHeapBytesPerInvocation) > 0 {
 		row("peak_heap_per_invocation (≤ 64 MiB)", byName(r.PeakHeapBytesPerInvocation, func(n uint64) string { return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20)) }))
+	}
+	if len(r.MaxMemoryUsedBytes) > 0 {
+		row("max_memory_used, built (≤ 64 MiB)", byName(r.MaxMemoryUsedBytes, func(n uint64) string { return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20)) }))
 	}
 	if len(r.InitMs) > 0 {
 		row("init_ms (≤ 50)", byName(r.InitMs, func(ms float64) string { return fmt.Sprintf("%.1f", ms) }))

@@ -6,14 +6,18 @@ import (
 	"encoding/json"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/amirotate/amirotate/internal/ec2sim"
+	"github.com/amirotate/amirotate/internal/ec2x"
+	"github.com/amirotate/amirotate/internal/iamsim"
 	"github.com/amirotate/amirotate/internal/lambdahost"
 	"github.com/amirotate/amirotate/internal/localrun"
+	"github.com/amirotate/amirotate/internal/rotation"
 	"github.com/amirotate/amirotate/internal/steps"
 )
 
@@ -218,3 +222,70 @@ func TestModelReport_DerivesFromTheExecution(t *testing.T) {
 }
 
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-6*math.Max(1, math.Abs(b)) }
+
+// The two invocations that grow with the fleet run in their built
+// bootstraps against the simulator (its IAM enforced, each function with
+// its own identity), and do their work there: discover lists the fleet,
+// retention's others pass lists the policy's images, and each reports its
+// process's peak memory.
+func TestMeasureBuilt_RunsTheBuiltFunctionsAgainstTheSimulator(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds two functions")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	for _, step := range []string{"discover", "retention"} {
+		build := exec.CommandContext(ctx, "go", "build", "-tags", "lambda.norpc", "-trimpath", "-o", filepath.Join(dir, step, "bootstrap"), "./functions/"+step)
+		build.Dir = "../.."
+		build.Env = append(build.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("building %s: %v\n%s", step, err, out)
+		}
+	}
+	regions := benchRegions[:2]
+	sim, url, err := startSim(ctx, ec2sim.Options{Regions: regions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	iam, err := iamsim.Enforce(sim, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := sim.RunInstance(regions[0], ec2sim.InstanceSpec{Tags: map[string]string{"amirotate:policy": "bench"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := benchPolicy(benchConfig{regions: 2, batchSize: 100})
+	now := time.Now().UTC().Truncate(time.Minute)
+	input, _ := json.Marshal(map[string]any{"policy": p, "trigger": rotation.TriggerManual, "rotationTime": now.Format(time.RFC3339)})
+	discoverIn := steps.DiscoverIn{Input: input, StartTime: now}
+	clients := ec2x.NewClients(ec2sim.AWSConfig(url, regions[0]), ec2x.WithLocalIdentities())
+	out, err := steps.NewDiscover(clients.As(ec2x.StepDiscover), steps.Env{Policies: rotation.PinPolicies(p)}).Handle(ctx, discoverIn)
+	if err != nil || len(out.Targets) != 3 {
+		t.Fatalf("discover in process: %v, %v", out.Targets, err)
+	}
+
+	sim.ResetStats()
+	for step, payload := range map[string]any{
+		"discover":  discoverIn,
+		"retention": steps.RetentionOthersIn{Policy: out.Policy, Rotation: out.Rotation, Exclude: out.Targets},
+	} {
+		peak, err := measureBuilt(ctx, dir, url, regions[0], p, step, payload)
+		if err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		if peak < 1<<20 || peak > 256<<20 {
+			t.Errorf("%s: max memory used %d bytes", step, peak)
+		}
+		t.Logf("%s: max memory used %.1f MiB", step, float64(peak)/(1<<20))
+	}
+	calls := sim.Stats().Calls
+	if calls[regions[0]]["DescribeInstances"] == 0 || calls[regions[0]]["DescribeImages"] == 0 || calls[regions[1]]["DescribeImages"] == 0 {
+		t.Errorf("the built functions did not call the simulator as they should: %v", calls)
+	}
+	if err := iam.DenialsError(); err != nil {
+		t.Error(err)
+	}
+}
