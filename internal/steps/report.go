@@ -142,7 +142,7 @@ func imageOutcome(b Batch, instanceID string) (outcome string, region string, re
 		}
 	}
 	for _, r := range b.Rolls {
-		if r.InstanceID == instanceID && !RollOK(r) {
+		if r.InstanceID == instanceID && !RollOK(r) && r.Status != RollPlanned {
 			return OutcomeError, r.Region, "rolling Auto Scaling group " + r.Group + " onto " + r.LaunchTemplateID +
 				" version " + strconv.FormatInt(r.Version, 10) + ": " + orDefault(r.Reason, "instance refresh "+r.Status)
 		}

@@ -39,6 +39,7 @@ const (
 	RollCancelled = "cancelling" // cancelling another refresh (roll.cancelRunning), then starting
 	RollError     = "error"      // amirotate could not start or follow it
 	RollTimedOut  = "timed-out"  // still running at roll.timeoutMinutes; not cancelled
+	RollPlanned   = "planned"    // dry run: a real run would refresh the group
 )
 
 // Handle starts or follows the batch's refreshes and sets b.Rolling and
@@ -56,8 +57,22 @@ func (h *Roll) handle(ctx context.Context, b Batch) (Batch, error) {
 	b.Policy = bc.policy
 	b.Rotation.Home = bc.home
 	roll := bc.policy.Roll
-	if roll == nil || bc.policy.DryRun || b.Rotation.Backfill {
+	if roll == nil || b.Rotation.Backfill {
 		b.Rolling = 0
+		return b, nil
+	}
+	if bc.policy.DryRun {
+		// Reads only: the groups a real run would refresh, on the templates
+		// publish would have moved.
+		b.Rolling = 0
+		if err := h.findGroups(ctx, &b); err != nil {
+			return Batch{}, err
+		}
+		for i := range b.Rolls {
+			if b.Rolls[i].Status == RollToStart {
+				b.Rolls[i].Status = RollPlanned
+			}
+		}
 		return b, nil
 	}
 	if b.RollPolls == 0 {
@@ -109,8 +124,8 @@ func (h *Roll) findGroups(ctx context.Context, b *Batch) error {
 			continue // publish reported it; nothing new to roll onto
 		}
 		for _, lt := range pub.LaunchTemplates {
-			if lt.Version == 0 {
-				continue
+			if lt.Version == 0 && !b.Policy.DryRun {
+				continue // not moved: nothing new to roll onto
 			}
 			if byRegion[pub.Region] == nil {
 				byRegion[pub.Region] = map[string]target{}

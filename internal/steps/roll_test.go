@@ -203,11 +203,36 @@ func TestRoll_AutoRollbackOnADefaultVersionGroupIsRefusedWithTheFix(t *testing.T
 	}
 }
 
-func TestRoll_NothingWithoutARollBlockOrInADryRun(t *testing.T) {
-	w, b, _ := rollWorld(t, ``, "1")
+// A dry run lists the groups a real run would refresh (reads only); a
+// policy without a roll block does nothing at all.
+func TestRoll_ADryRunListsTheGroupsOnly(t *testing.T) {
+	w, b, lt := rollWorld(t, ``, "1")
 	b.Policy.DryRun = true
+	// A dry run's publish moves nothing: its templates carry no version.
+	for i := range b.Published {
+		for j := range b.Published[i].LaunchTemplates {
+			b.Published[i].LaunchTemplates[j].Version = 0
+		}
+	}
+	w.sim.ResetStats()
+	b = w.roll(b)
+	if len(b.Rolls) != 1 || b.Rolls[0].Group != "web" || b.Rolls[0].LaunchTemplateID != lt || b.Rolls[0].Status != RollPlanned {
+		t.Errorf("dry run: rolls %+v, want group web planned", b.Rolls)
+	}
+	if st := w.sim.Stats().FirstAttempts().Calls[rtHome]; len(st) != 1 || st["autoscaling:DescribeAutoScalingGroups"] != 1 {
+		t.Errorf("dry run made %v, want one DescribeAutoScalingGroups", st)
+	}
+	if o, _, why := InstanceOutcome(b, "i-0000000a"); o != OutcomePlanned {
+		t.Errorf("dry run outcome %s (%s), want planned", o, why)
+	}
+	if res := BatchResultOf(b); res.GroupsRolled != 0 {
+		t.Errorf("groupsRolled = %d in a dry run", res.GroupsRolled)
+	}
+
+	w, b, _ = rollWorld(t, ``, "1")
+	b.Policy.Roll = nil
 	w.sim.ResetStats()
 	if b = w.roll(b); len(b.Rolls) != 0 || len(w.sim.Stats().Calls[rtHome]) != 0 {
-		t.Errorf("dry run: rolls %+v, calls %v", b.Rolls, w.sim.Stats().Calls)
+		t.Errorf("no roll block: rolls %+v, calls %v", b.Rolls, w.sim.Stats().Calls)
 	}
 }
