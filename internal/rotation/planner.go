@@ -213,7 +213,10 @@ func standingReason(in PlanInput, img *Image, made time.Time, duplicate bool, ta
 	if why, held := in.Hold[instance]; held {
 		return withDetail(ReasonHold, why), false
 	}
-	ranked = img.State == StateAvailable
+	// An image that failed its verification takes no newest/keep slot,
+	// whatever else keeps it (a keep tag put on it to look into it must not
+	// push the last verified image out).
+	ranked = img.State == StateAvailable && !Rejected(img.Tags)
 	switch {
 	case KeepTagged(img.Tags):
 		return ReasonKeepTag, ranked
@@ -224,9 +227,8 @@ func standingReason(in PlanInput, img *Image, made time.Time, duplicate bool, ta
 	case targets[targetKey{img.Region, instance, img.Tags[TagRotation]}] != "":
 		return withDetail(ReasonRollbackTarget, "named by the mark on "+targets[targetKey{img.Region, instance, img.Tags[TagRotation]}]), ranked
 	case Rejected(img.Tags):
-		// Unranked: the verified images behind it keep their slots. Kept,
-		// not deleted: the mark is a tag, and a forged one must only ever
-		// make retention keep more.
+		// Kept, not deleted: the mark is a tag, and a forged one must only
+		// ever make retention keep more.
 		return ReasonRejected, false
 	case img.State != StateAvailable:
 		return withDetail(ReasonNotAvailable, img.State), false

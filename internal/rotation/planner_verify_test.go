@@ -40,3 +40,23 @@ func TestPlan_VerificationMarksOnlyEverKeepMore(t *testing.T) {
 		img.Tags[TagVerification] = VerificationFailed
 	})
 }
+
+// TestPlan_RejectedImageKeptForAnotherReasonStillTakesNoSlot: a keep tag or
+// a rolled-back mark put on an image that failed verification (to look into
+// it) keeps it, and must still not push the last verified image out.
+func TestPlan_RejectedImageKeptForAnotherReasonStillTakesNoSlot(t *testing.T) {
+	for reason, also := range map[string]func(*Image){
+		ReasonKeepTag:    withTag(TagKeep, "investigate"),
+		ReasonRolledBack: withTag(TagRolledBack, "x"),
+		ReasonProtected:  func(i *Image) { i.DeregistrationProtected = true },
+	} {
+		got := plan(t, PlanInput{Policy: policyKeep(1, 0), Images: []Image{
+			image("ami-bad", "us-east-1", "i-0000000a", 1, rejected, also),
+			image("ami-good", "us-east-1", "i-0000000a", 2),
+			image("ami-old", "us-east-1", "i-0000000a", 3),
+		}})
+		t.Run(reason, func(t *testing.T) {
+			expect(t, got, map[string]string{"ami-bad": reason, "ami-good": ReasonNewest, "ami-old": ReasonExpired})
+		})
+	}
+}

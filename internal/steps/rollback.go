@@ -223,11 +223,15 @@ func (r *Rollback) target(ctx context.Context, pol rotation.Policy, in RollbackI
 	where := strings.Join(regions, ", ")
 	available := map[string]map[string]string{} // rotation → region → image
 	marked := map[string]bool{}                 // rotation → some image of it is marked
+	rejected := map[string]bool{}               // rotation → some image of it failed verification
 	for i, imgs := range images {
 		for _, img := range imgs {
 			rot := img.Tags[rotation.TagRotation]
 			if rotation.RolledBack(img.Tags) {
 				marked[rot] = true
+			}
+			if rotation.Rejected(img.Tags) {
+				rejected[rot] = true
 			}
 			if img.State == rotation.StateAvailable {
 				if available[rot] == nil {
@@ -236,6 +240,11 @@ func (r *Rollback) target(ctx context.Context, pol rotation.Policy, in RollbackI
 				available[rot][regions[i]] = img.ID
 			}
 		}
+	}
+	// An image that failed its verification was never published: it is
+	// neither what is rolled back from nor a target.
+	for rot := range rejected {
+		delete(available, rot)
 	}
 	rotations := slices.Sorted(maps.Keys(available))
 	slices.Reverse(rotations) // newest first
@@ -305,6 +314,10 @@ func (r *Rollback) resolveTo(ctx context.Context, pol rotation.Policy, in Rollba
 			if img.ID == in.To {
 				if img.State != rotation.StateAvailable {
 					return "", refuse("%s is %s, not available", in.To, img.State)
+				}
+				if rotation.Rejected(img.Tags) {
+					return "", refuse("%s failed its verification (%s=%s): it is never published; choose another image",
+						in.To, rotation.TagVerification, rotation.VerificationFailed)
 				}
 				return img.Tags[rotation.TagRotation], nil
 			}

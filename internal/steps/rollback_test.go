@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/amirotate/amirotate/internal/ec2x"
@@ -95,4 +96,28 @@ func ec2TagValue(im *types.Image, key string) string {
 		return ""
 	}
 	return ec2x.TagMap(im.Tags)[key]
+}
+
+// TestRollback_NeverToAnImageThatFailedVerification: an image that failed
+// its verification was never published: a rollback skips its rotation, and
+// refuses it when named.
+func TestRollback_NeverToAnImageThatFailedVerification(t *testing.T) {
+	w := newRTWorld(t, `"retention":{"keep":3},"publish":{"ssmParameter":"/amirotate/{policy}/{instanceId}/latest"}`)
+	const inst = "i-0000000a"
+	good := w.lineageImage(rtHome, inst, 3)
+	bad := w.lineageImage(rtHome, inst, 2)
+	if _, err := w.ec2(rtHome).CreateTags(w.ctx, &ec2.CreateTagsInput{Resources: []string{bad},
+		Tags: ec2Tags(map[string]string{rotation.TagVerification: rotation.VerificationFailed})}); err != nil {
+		t.Fatal(err)
+	}
+	w.lineageImage(rtHome, inst, 1)
+
+	out, err := w.rollback(RollbackIn{DryRun: true})
+	if err != nil || len(out.Regions) != 1 || out.Regions[0].ImageID != good {
+		t.Fatalf("rollback: %v %+v; want %s, skipping the rejected %s", err, out, good, bad)
+	}
+	var refused RollbackRefused
+	if _, err := w.rollback(RollbackIn{To: bad}); !errors.As(err, &refused) || !strings.Contains(err.Error(), "failed its verification") {
+		t.Errorf("rollback --to the rejected image: %v", err)
+	}
 }
