@@ -319,15 +319,30 @@ func (h *Verify) terminate(ctx context.Context, cl ec2x.VerifyEC2, b *Batch) {
 	}
 	_, err := cl.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids})
 	audit(ctx, "TerminateInstances", b.Rotation.Home, ids, "test instances whose verdict is known", err)
-	for _, id := range ids {
-		vr := byID[id]
-		vr.TerminateAttempts++
-		switch {
-		case err == nil || ec2x.IsNotFound(err):
-			vr.Terminated, vr.TerminateError = true, ""
-		default:
-			vr.TerminateError = err.Error() // tried again next round
+	if err != nil && ec2x.IsNotFound(err) && len(ids) > 1 {
+		// The call is all or nothing: one instance gone already made it
+		// terminate none. Each alone tells which is gone.
+		for _, id := range ids {
+			_, err := cl.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
+			audit(ctx, "TerminateInstances", b.Rotation.Home, []string{id}, "test instance whose verdict is known", err)
+			terminated(byID[id], err)
 		}
+		return
+	}
+	for _, id := range ids {
+		terminated(byID[id], err)
+	}
+}
+
+// terminated records the answer to terminating vr's test instance: gone
+// (NotFound) is terminated too; any other error is tried again next round.
+func terminated(vr *ImageVerification, err error) {
+	vr.TerminateAttempts++
+	switch {
+	case err == nil || ec2x.IsNotFound(err):
+		vr.Terminated, vr.TerminateError = true, ""
+	default:
+		vr.TerminateError = err.Error()
 	}
 }
 
@@ -412,6 +427,12 @@ func (h *Verify) sweep(ctx context.Context, cl ec2x.VerifyEC2, b Batch) []string
 			for _, in := range res.Instances {
 				image := aws.ToString(in.ImageId)
 				if tagOf(in.Tags, rotation.TagVerifies) != image || current[image] {
+					continue
+				}
+				// Tags can be written by anyone; the client token only by
+				// the RunInstances call that launched the instance: only a
+				// test instance amirotate launched carries verify's token.
+				if aws.ToString(in.ClientToken) != verifyToken(tagOf(in.Tags, rotation.TagRotation), image) {
 					continue
 				}
 				found = append(found, leftover{aws.ToString(in.InstanceId), image})

@@ -160,25 +160,33 @@ func TestVerify_AFailingProbeRejectsTheImage(t *testing.T) {
 
 // A crash between launch and terminate leaves a test instance running; the
 // next run's first call terminates it, but only when its image proves it
-// is amirotate's test instance of this policy: a tag alone does not.
+// is amirotate's test instance of this policy and its client token that
+// verify launched it: tags alone do not.
 func TestVerify_TheNextRunSweepsLeftoversProvenByLineageOnly(t *testing.T) {
 	w := verifyWorld(t, "")
 	old, _ := w.mk(img{instance: "i-0000000a", daysAgo: 1})
-	tagSpec := func(image string) []types.TagSpecification {
-		return []types.TagSpecification{{ResourceType: types.ResourceTypeInstance, Tags: []types.Tag{
-			{Key: aws.String(rotation.TagCreatedBy), Value: aws.String(rotation.CreatedBy)},
-			{Key: aws.String(rotation.TagVerifies), Value: aws.String(image)}}}}
-	}
-	run := func(image string) string {
-		out, err := w.ec2(rtHome).RunInstances(w.ctx, &ec2.RunInstancesInput{ImageId: aws.String(image), MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
-			TagSpecifications: tagSpec(image)})
+	const yesterday = "20261123T0300Z"
+	launch := func(image, token string) string {
+		in := &ec2.RunInstancesInput{ImageId: aws.String(image), MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+			TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeInstance, Tags: []types.Tag{
+				{Key: aws.String(rotation.TagCreatedBy), Value: aws.String(rotation.CreatedBy)},
+				{Key: aws.String(rotation.TagVerifies), Value: aws.String(image)},
+				{Key: aws.String(rotation.TagRotation), Value: aws.String(yesterday)}}}}}
+		if token != "" {
+			in.ClientToken = aws.String(token)
+		}
+		out, err := w.ec2(rtHome).RunInstances(w.ctx, in)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return aws.ToString(out.Instances[0].InstanceId)
 	}
-	leftover := run(old)                                      // yesterday's test instance, never terminated
-	forged := run(ec2sim.BaseImageID(rtHome))                 // tagged alike, launched from an Amazon image
+	run := func(image string) string { return launch(image, verifyToken(yesterday, image)) }
+	leftover := run(old)                      // yesterday's test instance, never terminated
+	forged := run(ec2sim.BaseImageID(rtHome)) // tagged alike, launched from an Amazon image
+	// A production instance of the image (launched by an Auto Scaling group)
+	// someone tagged as a test instance: no verify token, never terminated.
+	production := launch(old, "")
 	other, _ := w.mk(img{instance: "i-0000000b", daysAgo: 1}) // another instance's image: not this batch's
 	otherLeftover := run(other)
 	recs := w.rotated("i-0000000a")
@@ -187,7 +195,39 @@ func TestVerify_TheNextRunSweepsLeftoversProvenByLineageOnly(t *testing.T) {
 		t.Errorf("swept %v; want only %s", b.Swept, leftover)
 	}
 	st := w.testInstances()
-	if st[leftover] != "terminated" || st[forged] != "running" || st[otherLeftover] != "running" {
-		t.Errorf("instances %v: the leftover must be terminated, the forged and the other batch's left alone", st)
+	if st[leftover] != "terminated" || st[forged] != "running" || st[otherLeftover] != "running" || st[production] != "running" {
+		t.Errorf("instances %v: the leftover must be terminated, the forged, the production and the other batch's left alone", st)
+	}
+}
+
+// TerminateInstances is all or nothing: a test instance gone already must
+// not make the others count as terminated while they run on.
+func TestVerify_ATestInstanceGoneDoesNotHideTheOthers(t *testing.T) {
+	w := verifyWorld(t, "")
+	out, err := w.ec2(rtHome).RunInstances(w.ctx, &ec2.RunInstancesInput{ImageId: aws.String(ec2sim.BaseImageID(rtHome)),
+		MinCount: aws.Int32(1), MaxCount: aws.Int32(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	running := aws.ToString(out.Instances[0].InstanceId)
+	const gone = "i-0123456789abcdef0"
+	b := w.batchOf(w.rotated("i-0000000a"))
+	b.Verifications = []ImageVerification{
+		{ImageID: "ami-0000000000000000a", TestInstanceID: gone, State: VerifyPassed},
+		{ImageID: "ami-0000000000000000b", TestInstanceID: running, State: VerifyFailed},
+	}
+	h := NewVerify(w.clients, Env{Now: w.clock.Now})
+	h.terminate(w.ctx, h.EC2.In(rtHome), &b)
+	for _, vr := range b.Verifications {
+		if !vr.Terminated || vr.TerminateError != "" {
+			t.Errorf("%+v; want terminated", vr)
+		}
+	}
+	d, err := w.ec2(rtHome).DescribeInstances(w.ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{running}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := d.Reservations[0].Instances[0].State.Name; st != types.InstanceStateNameShuttingDown && st != types.InstanceStateNameTerminated {
+		t.Errorf("%s is %s; want it terminated", running, st)
 	}
 }
