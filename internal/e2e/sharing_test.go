@@ -235,3 +235,48 @@ func TestSharing_AnImageEncryptedWithTheAWSManagedKeyIsRefused(t *testing.T) {
 		t.Fatalf("images were made for an instance encrypted with aws/ebs: %d", n)
 	}
 }
+
+// An image someone shared by hand, of a policy that shares with no one:
+// retention checks its use, stops sharing it, and then waits out the grace
+// period before deleting it, as for a policy that shares. Once unshared
+// it looks like any unshared image; its usage report says it was shared.
+func TestSharing_AnImageSharedByHandSitsOutTheGracePeriodAfterRetentionUnsharesIt(t *testing.T) {
+	w := newSharedWorld(t)
+	w.instances(1, "web")
+	p := sharedPolicy()
+	p.ShareWith = nil
+	day := 24 * time.Hour
+
+	w.rotate(p)
+	var first string
+	for _, ims := range w.images(home, "web") {
+		first = aws.ToString(ims[0].ImageId)
+	}
+	if _, err := w.clients.EC2(home).ModifyImageAttribute(context.Background(), &ec2.ModifyImageAttributeInput{ImageId: aws.String(first),
+		LaunchPermission: &types.LaunchPermissionModifications{Add: []types.LaunchPermission{{UserId: aws.String(consumer)}}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	w.clock.Advance(4 * day)
+	kept, _ := w.rotate(p)
+	wantReason(t, kept, first, rotation.ReasonUsageUnknown, "requested")
+	w.clock.Advance(2 * time.Hour)
+	kept, _ = w.rotate(p)
+	wantReason(t, kept, first, rotation.ReasonSharingStopped, "launch permissions ("+consumer+") removed")
+	// The next day it is not shared any more, and still in its grace period.
+	w.clock.Advance(day)
+	kept, deleted := w.rotate(p)
+	if contains(deleted, first) {
+		t.Fatalf("the image retention unshared yesterday was deleted without its grace period")
+	}
+	wantReason(t, kept, first, rotation.ReasonGracePeriod, "deprecated since")
+	// After the grace period, a report made then decides.
+	w.clock.Advance(2*day + time.Hour)
+	kept, _ = w.rotate(p)
+	wantReason(t, kept, first, rotation.ReasonUsageUnknown, "requested")
+	w.clock.Advance(2 * time.Hour)
+	_, deleted = w.rotate(p)
+	if !contains(deleted, first) || w.exists(first) {
+		t.Fatalf("the unused image past its grace period was not deleted: deleted %v", deleted)
+	}
+}

@@ -38,6 +38,7 @@ func fleetInventory(n int) PlanInput {
 		img.DeregistrationProtected = i%101 == 0
 		in.Images = append(in.Images, img)
 	}
+	withNoUsageReports(&in)
 	return in
 }
 

@@ -127,6 +127,7 @@ func randomInventory(rng *rand.Rand) PlanInput {
 	if rng.IntN(10) == 0 {
 		in.Scope = map[string]bool{} // a selection that matched nothing
 	}
+	withNoUsageReports(&in)
 	return in
 }
 
@@ -216,7 +217,8 @@ func (o *oracle) shouldDelete(i int) bool {
 
 // retirable states independently when an expired image may go: its launch
 // permissions were read and it is not shared; once deprecated for long
-// enough; and, if the policy shares or it was shared, a settled usage report
+// enough; and, if the policy shares or it was shared (it has a usage
+// report), a settled usage report
 // of the right scope, made after the grace period and recently, shows no
 // use, while no such report shows any.
 func (o *oracle) retirable(i int) bool {
@@ -227,6 +229,14 @@ func (o *oracle) retirable(i int) bool {
 	}
 	day := 24 * time.Hour
 	checked := len(p.ShareWith) > 0
+	if !checked {
+		// Not shared now: a usage report says it was (by hand).
+		reports, read := o.in.Usage[img.ID]
+		if !read {
+			return false
+		}
+		checked = len(reports) > 0
+	}
 	wait := time.Duration(p.DeprecateBeforeDeleteDays) * day
 	grace := time.Duration(DefaultShareGraceDays) * day
 	if p.ShareGraceDays > 0 {
@@ -275,14 +285,18 @@ func randomSharing(rng *rand.Rand, in *PlanInput, img *Image) {
 	if rng.IntN(3) > 0 {
 		img.DeprecatedAt = planNow.Add(-time.Duration(rng.IntN(15*24)) * time.Hour)
 	}
-	if rng.IntN(4) == 0 {
+	if rng.IntN(32) == 0 {
 		return // usage not read
 	}
 	if in.Usage == nil {
 		in.Usage = map[string][]UsageReport{}
 	}
 	reports := []UsageReport{}
-	for j := range rng.IntN(3) {
+	n := rng.IntN(3)
+	if (img.Sharing == nil || len(img.Sharing.Targets) == 0) && rng.IntN(8) > 0 {
+		n = 0 // most images not shared never were: no report
+	}
+	for j := range n {
 		r := UsageReport{
 			ID:            fmt.Sprintf("amiur-%d", j),
 			ImageID:       img.ID,

@@ -51,6 +51,7 @@ func plan(t *testing.T, in PlanInput) map[string]Decision {
 	if in.Now.IsZero() {
 		in.Now = planNow
 	}
+	withNoUsageReports(&in)
 	ds := PlanRetention(in)
 	if len(ds) != len(in.Images) {
 		t.Fatalf("%d decisions for %d images", len(ds), len(in.Images))
@@ -60,6 +61,18 @@ func plan(t *testing.T, in PlanInput) map[string]Decision {
 		byID[d.ImageID] = d
 	}
 	return byID
+}
+
+// withNoUsageReports reads, for a test that gives none, that no image has a
+// usage report (as the sharing of image() reads that none is shared).
+func withNoUsageReports(in *PlanInput) {
+	if in.Usage != nil {
+		return
+	}
+	in.Usage = map[string][]UsageReport{}
+	for _, img := range in.Images {
+		in.Usage[img.ID] = []UsageReport{}
+	}
 }
 
 // expect checks each image's fate: a reason code, and delete iff expired.
@@ -354,12 +367,14 @@ func TestPlan_UnreadableRotationIsNotOurs(t *testing.T) {
 // A listing that repeats an image (a pagination bug) must not make the
 // planner contradict itself about that image.
 func TestPlan_DuplicateListingKeepsTheImage(t *testing.T) {
-	got := PlanRetention(PlanInput{Policy: policyKeep(1, 0), Now: planNow, Images: []Image{
+	in := PlanInput{Policy: policyKeep(1, 0), Now: planNow, Images: []Image{
 		image("ami-1", "r", "i-0000000a", 1),
 		image("ami-2", "r", "i-0000000a", 2),
 		image("ami-2", "r", "i-0000000a", 2),
 		image("ami-3", "r", "i-0000000a", 3),
-	}})
+	}}
+	withNoUsageReports(&in)
+	got := PlanRetention(in)
 	for _, d := range got {
 		if d.ImageID == "ami-2" && (d.Delete || d.Reason != ReasonDuplicate) {
 			t.Errorf("duplicated ami-2: %+v", d)

@@ -27,6 +27,10 @@ import (
 //  3. a usage report made after then, settled, must again show no use; then
 //     it is deleted.
 //
+// An image not shared, of a policy that shares with no one, is deleted at
+// once unless it has a usage report: then it was shared (by hand) and
+// retention stopped sharing it, and steps 2 and 3 apply.
+//
 // Whatever cannot be determined keeps the image: launch permissions not
 // read, no usable report, a report that failed, is pending too long, is
 // stale, partial (some accounts or resource types only), for another
@@ -107,6 +111,23 @@ func retire(in PlanInput, img *Image, d *Decision) string {
 	}
 	shared := len(img.Sharing.Targets) > 0
 	checkUsage := shares || shared
+	if !checkUsage {
+		// Not shared now, by a policy that shares with no one: it may still
+		// be an image shared by hand whose sharing retention stopped (step
+		// 1), which must sit out the grace period like any other. Its usage
+		// reports, made before sharing stopped, say so (EC2 keeps them 30
+		// days; anyone may make one, which only keeps more). Reading them
+		// is needed, and fails closed, for every such image.
+		if err, failed := in.UsageErrors[img.ID]; failed {
+			return withDetail(ReasonUsageUnknown, "reading its usage reports failed: "+err)
+		}
+		reports, read := in.Usage[img.ID]
+		if !read {
+			d.Needs = NeedUsage
+			return withDetail(ReasonUsageUnknown, "its usage reports were not read")
+		}
+		checkUsage = len(reports) > 0
+	}
 	grace := time.Duration(p.ShareGrace()) * 24 * time.Hour
 	wait := time.Duration(p.DeprecateBeforeDeleteDays) * 24 * time.Hour
 	if checkUsage {

@@ -43,8 +43,10 @@ var launchTemplateUse = UsageEntry{AccountID: consumerAcct, ResourceType: UsageL
 func retireOne(t *testing.T, p Policy, old Image, reports []UsageReport) Decision {
 	t.Helper()
 	in := PlanInput{Policy: p, Now: planNow, Images: []Image{image("ami-new", "us-east-1", testInst, 1), old}}
+	// nil reports: not read.
+	in.Usage = map[string][]UsageReport{"ami-new": {}}
 	if reports != nil {
-		in.Usage = map[string][]UsageReport{old.ID: reports}
+		in.Usage[old.ID] = reports
 	}
 	return plan(t, in)[old.ID]
 }
@@ -145,30 +147,51 @@ func TestRetire_ImageSharedByHandIsCheckedToo(t *testing.T) {
 	if d.Delete || ReasonCode(d.Reason) != ReasonUsageUnknown || !d.RequestUsageReport {
 		t.Fatalf("%+v", d)
 	}
-	// Not shared, policy shares with no one: deleted at once.
-	d = retireOne(t, policyKeep(1, 0), image("ami-old", "us-east-1", testInst, 30), nil)
+	// Not shared, policy shares with no one, no usage report: deleted at once.
+	d = retireOne(t, policyKeep(1, 0), image("ami-old", "us-east-1", testInst, 30), []UsageReport{})
 	if !d.Delete {
 		t.Fatalf("%+v", d)
+	}
+	// Its usage reports not read: kept until they are.
+	d = retireOne(t, policyKeep(1, 0), image("ami-old", "us-east-1", testInst, 30), nil)
+	if d.Delete || d.Needs != NeedUsage {
+		t.Fatalf("usage not read: %+v", d)
+	}
+	// Retention stopped sharing it yesterday (it has the report that showed
+	// no use, and was deprecated then): it sits out the grace period, then
+	// a report made after it decides, as for a policy that shares.
+	clean := report("r1", "ami-old", 26*time.Hour, "available")
+	d = retireOne(t, policyKeep(1, 0), image("ami-old", "us-east-1", testInst, 30, deprecated(1)), []UsageReport{clean})
+	if d.Delete || ReasonCode(d.Reason) != ReasonGracePeriod {
+		t.Fatalf("unshared by retention yesterday: %+v", d)
+	}
+	d = retireOne(t, policyKeep(1, 0), image("ami-old", "us-east-1", testInst, 30, deprecated(8)), []UsageReport{clean})
+	if d.Delete || ReasonCode(d.Reason) != ReasonUsageUnknown || !d.RequestUsageReport {
+		t.Fatalf("past the grace period, only a report from before it: %+v", d)
+	}
+	d = retireOne(t, policyKeep(1, 0), image("ami-old", "us-east-1", testInst, 30, deprecated(8)), []UsageReport{report("r2", "ami-old", 2*time.Hour, "available")})
+	if !d.Delete {
+		t.Fatalf("past the grace period, a clean report made after it: %+v", d)
 	}
 }
 
 func TestRetire_DeprecateBeforeDelete(t *testing.T) {
 	p := policyKeep(1, 0)
 	p.DeprecateBeforeDeleteDays = 5
-	d := retireOne(t, p, image("ami-old", "us-east-1", testInst, 30), nil)
+	d := retireOne(t, p, image("ami-old", "us-east-1", testInst, 30), []UsageReport{})
 	if d.Delete || ReasonCode(d.Reason) != ReasonDeprecating || !d.DeprecateAt.Equal(planNow) {
 		t.Fatalf("not deprecated yet: %+v", d)
 	}
-	d = retireOne(t, p, image("ami-old", "us-east-1", testInst, 30, deprecated(4)), nil)
+	d = retireOne(t, p, image("ami-old", "us-east-1", testInst, 30, deprecated(4)), []UsageReport{})
 	if d.Delete || ReasonCode(d.Reason) != ReasonGracePeriod {
 		t.Fatalf("deprecated 4 days ago: %+v", d)
 	}
 	// A deprecation in the future (deprecateAfterDays not reached) is moved to now.
-	d = retireOne(t, p, image("ami-old", "us-east-1", testInst, 30, deprecated(-3)), nil)
+	d = retireOne(t, p, image("ami-old", "us-east-1", testInst, 30, deprecated(-3)), []UsageReport{})
 	if d.Delete || ReasonCode(d.Reason) != ReasonDeprecating {
 		t.Fatalf("deprecation ahead: %+v", d)
 	}
-	d = retireOne(t, p, image("ami-old", "us-east-1", testInst, 30, deprecated(5)), nil)
+	d = retireOne(t, p, image("ami-old", "us-east-1", testInst, 30, deprecated(5)), []UsageReport{})
 	if !d.Delete {
 		t.Fatalf("deprecated 5 days ago: %+v", d)
 	}

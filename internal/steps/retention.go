@@ -330,7 +330,9 @@ func (r *Retention) prune(ctx context.Context, rp regionPlan, job retentionJob) 
 		o := outcomes[i]
 		switch {
 		case !d.Delete && o.retireErr != "":
-			setReason(&rep.Kept, d.ImageID, d.Reason+"; but "+o.retireErr)
+			// Kept, and what retiring it needed failed: counted as a
+			// failure, so the rotation says so.
+			setReason(&rep.Failed, d.ImageID, d.Reason+"; but "+o.retireErr)
 		case !d.Delete:
 			setReason(&rep.Kept, d.ImageID, d.Reason)
 		case o.deferred:

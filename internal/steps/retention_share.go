@@ -136,13 +136,31 @@ func (r *Retention) usageChunk(ctx context.Context, cl ec2x.RetentionEC2, ids []
 	return byImage, nil
 }
 
-// retireImage does what the plan says to retire a kept image: remove its
-// launch permissions (and the accounts' create-volume permissions on its
-// snapshots), deprecate it, request a usage report. It returns what failed,
-// or "".
+// retireImage does what the plan says to retire a kept image: deprecate it,
+// then remove its launch permissions (and the accounts' create-volume
+// permissions on its snapshots), request a usage report. It returns what
+// failed, or "".
 func (r *Retention) retireImage(ctx context.Context, cl ec2x.RetentionEC2, region, rotationID string, d rotation.Decision, snapshots []string, policy string) string {
 	var problems []string
-	if len(d.Unshare) > 0 {
+	// Deprecation first: its time is the only record of when sharing
+	// stopped, from which the grace period counts. Without it, the
+	// permissions stay and the next run tries again.
+	deprecated := true
+	if !d.DeprecateAt.IsZero() {
+		// EC2 takes only a future time: the next minute of the step's clock
+		// (the plan's time is the rotation's, minutes earlier).
+		at := r.now().Add(time.Minute).Truncate(time.Minute)
+		_, err := cl.EnableImageDeprecation(ctx, &ec2.EnableImageDeprecationInput{ImageId: aws.String(d.ImageID), DeprecateAt: aws.Time(at)})
+		audit(ctx, "EnableImageDeprecation", region, []string{d.ImageID}, "retention: deprecate before deletion at "+at.Format(time.RFC3339), err)
+		if err != nil {
+			problems = append(problems, "deprecating: "+err.Error())
+			deprecated = false
+		}
+	}
+	if len(d.Unshare) > 0 && !deprecated {
+		problems = append(problems, "launch permissions left in place until it is deprecated")
+	}
+	if len(d.Unshare) > 0 && deprecated {
 		var perms []types.LaunchPermission
 		var accounts []string
 		for _, t := range d.Unshare {
@@ -177,16 +195,6 @@ func (r *Retention) retireImage(ctx context.Context, cl ec2x.RetentionEC2, regio
 			if err != nil && !ec2x.IsNotFound(err) {
 				problems = append(problems, fmt.Sprintf("unsharing snapshot %s: %v", sn, err))
 			}
-		}
-	}
-	if !d.DeprecateAt.IsZero() {
-		// EC2 takes only a future time: the next minute of the step's clock
-		// (the plan's time is the rotation's, minutes earlier).
-		at := r.now().Add(time.Minute).Truncate(time.Minute)
-		_, err := cl.EnableImageDeprecation(ctx, &ec2.EnableImageDeprecationInput{ImageId: aws.String(d.ImageID), DeprecateAt: aws.Time(at)})
-		audit(ctx, "EnableImageDeprecation", region, []string{d.ImageID}, "retention: deprecate before deletion at "+at.Format(time.RFC3339), err)
-		if err != nil {
-			problems = append(problems, "deprecating: "+err.Error())
 		}
 	}
 	if d.RequestUsageReport {
