@@ -163,6 +163,9 @@ type GroupRoll struct {
 	Percent      int       `json:"percent,omitempty"`
 	Reason       string    `json:"reason,omitempty"`
 	StartedAt    time.Time `json:"startedAt,omitzero"`
+	// TriedSince is the first attempt's time: the timeout counts from it
+	// while no refresh has started.
+	TriedSince time.Time `json:"triedSince,omitzero"`
 }
 
 // RetentionIn is the input of the retention pass over instances outside

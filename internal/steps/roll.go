@@ -191,22 +191,38 @@ func RollOK(r GroupRoll) bool { return r.Status == string(astypes.InstanceRefres
 // advance moves one roll on: start (or find) its refresh, or read it.
 func (h *Roll) advance(ctx context.Context, p rotation.Roll, r *GroupRoll, now time.Time) {
 	cl := h.AutoScaling.In(r.Region)
+	if r.TriedSince.IsZero() {
+		r.TriedSince = now
+	}
 	if r.RefreshID == "" {
 		h.start(ctx, cl, p, r, now)
-		return
+	} else {
+		out, err := cl.DescribeInstanceRefreshes(ctx, &autoscaling.DescribeInstanceRefreshesInput{
+			AutoScalingGroupName: aws.String(r.Group), InstanceRefreshIds: []string{r.RefreshID}})
+		switch {
+		case err != nil && !ec2x.IsRetryable(err):
+			r.Status, r.Reason = RollError, fmt.Sprintf("reading instance refresh %s: %v", r.RefreshID, err)
+		case err != nil:
+			r.Reason = fmt.Sprintf("reading instance refresh %s: %v", r.RefreshID, err) // tried again next round
+		case len(out.InstanceRefreshes) == 0:
+			r.Status, r.Reason = RollError, fmt.Sprintf("instance refresh %s of group %s is gone", r.RefreshID, r.Group)
+		default:
+			follow(r, out.InstanceRefreshes[0])
+		}
 	}
-	out, err := cl.DescribeInstanceRefreshes(ctx, &autoscaling.DescribeInstanceRefreshesInput{
-		AutoScalingGroupName: aws.String(r.Group), InstanceRefreshIds: []string{r.RefreshID}})
-	switch {
-	case err != nil:
-		r.Reason = fmt.Sprintf("reading instance refresh %s: %v", r.RefreshID, err) // tried again next round
-	case len(out.InstanceRefreshes) == 0:
-		r.Status, r.Reason = RollError, fmt.Sprintf("instance refresh %s of group %s is gone", r.RefreshID, r.Group)
-	default:
-		follow(r, out.InstanceRefreshes[0])
+	// The timeout counts from the refresh's start, or, while none could be
+	// started (a refresh of someone else's cancelling, retried errors),
+	// from the first attempt: no roll waits forever.
+	since := r.StartedAt
+	if since.IsZero() {
+		since = r.TriedSince
 	}
-	if rollActive(r.Status) && !r.StartedAt.IsZero() && now.Sub(r.StartedAt) > time.Duration(p.TimeoutMinutes)*time.Minute {
-		r.Reason = fmt.Sprintf("instance refresh %s still %s (%d%%) after %d minutes (roll.timeoutMinutes); left running", r.RefreshID, r.Status, r.Percent, p.TimeoutMinutes)
+	if rollActive(r.Status) && now.Sub(since) > time.Duration(p.TimeoutMinutes)*time.Minute {
+		if r.RefreshID == "" {
+			r.Reason = fmt.Sprintf("no instance refresh could be started in %d minutes (roll.timeoutMinutes): %s", p.TimeoutMinutes, orDefault(r.Reason, r.Status))
+		} else {
+			r.Reason = fmt.Sprintf("instance refresh %s still %s (%d%%) after %d minutes (roll.timeoutMinutes); left running", r.RefreshID, r.Status, r.Percent, p.TimeoutMinutes)
+		}
 		r.Status = RollTimedOut
 	}
 }
@@ -246,6 +262,9 @@ func (h *Roll) start(ctx context.Context, cl ec2x.RollAutoScaling, p rotation.Ro
 	out, err := cl.DescribeInstanceRefreshes(ctx, &autoscaling.DescribeInstanceRefreshesInput{AutoScalingGroupName: aws.String(r.Group), MaxRecords: aws.Int32(10)})
 	if err != nil {
 		r.Reason = fmt.Sprintf("reading the group's instance refreshes: %v", err) // tried again next round
+		if !ec2x.IsRetryable(err) {
+			r.Status = RollError
+		}
 		return
 	}
 	var running *astypes.InstanceRefresh

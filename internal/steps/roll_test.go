@@ -8,6 +8,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	asgtypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
+
+	"github.com/amirotate/amirotate/internal/ec2sim"
 )
 
 const rollPolicyJSON = `"retention":{"keep":1},"publish":{"launchTemplates":true},` +
@@ -234,5 +236,31 @@ func TestRoll_ADryRunListsTheGroupsOnly(t *testing.T) {
 	w.sim.ResetStats()
 	if b = w.roll(b); len(b.Rolls) != 0 || len(w.sim.Stats().Calls[rtHome]) != 0 {
 		t.Errorf("no roll block: rolls %+v, calls %v", b.Rolls, w.sim.Stats().Calls)
+	}
+}
+
+// A roll that cannot even read the group's refreshes (a role without
+// autoscaling:DescribeInstanceRefreshes) fails at once with the reason,
+// instead of waiting round after round.
+func TestRoll_ARefusedReadFailsTheRollAtOnce(t *testing.T) {
+	w, b, _ := rollWorld(t, ``, "1")
+	w.inject(ec2sim.Fault{Action: "autoscaling:DescribeInstanceRefreshes", Code: "AccessDenied"})
+	b = w.roll(b)
+	if len(b.Rolls) != 1 || b.Rolls[0].Status != RollError || !strings.Contains(b.Rolls[0].Reason, "AccessDenied") {
+		t.Fatalf("rolls %+v; want an error naming AccessDenied", b.Rolls)
+	}
+	if o, _, _ := InstanceOutcome(b, "i-0000000a"); o != OutcomeError {
+		t.Errorf("outcome %s, want error", o)
+	}
+}
+
+// While no refresh can be started (throttled, again and again), the roll
+// times out from its first attempt.
+func TestRoll_TimesOutWhenNoRefreshCanStart(t *testing.T) {
+	w, b, _ := rollWorld(t, `,"timeoutMinutes":30`, "1")
+	w.inject(ec2sim.Fault{Action: "autoscaling:StartInstanceRefresh", Code: "Throttling"})
+	b = w.roll(b)
+	if len(b.Rolls) != 1 || b.Rolls[0].Status != RollTimedOut || !strings.Contains(b.Rolls[0].Reason, "no instance refresh could be started in 30 minutes") {
+		t.Fatalf("rolls %+v; want timed out from the first attempt", b.Rolls)
 	}
 }
