@@ -170,8 +170,10 @@ func parseField(s string, lo, hi int, names []string, nameBase int) ([]bool, err
 				to = from
 			}
 		}
-		for i := from; i <= to; i += step {
-			set[i] = true
+		// A range that wraps (FRI-MON, 22-2) runs past the field's end and
+		// on from its start, as in Quartz cron.
+		for i, n := from, 0; n <= (to-from+hi-lo+1)%(hi-lo+1); i, n = i+step, n+step {
+			set[lo+(i-lo)%(hi-lo+1)] = true
 		}
 	}
 	return set, nil
@@ -195,13 +197,15 @@ func isName(s string, names []string) bool {
 // next is the first time after t (in t's location) the cron names.
 func (c *cronSpec) next(t time.Time) time.Time {
 	loc := t.Location()
-	day := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, loc)
-	for i := 0; i < 366*5; i++ {
-		d := day.AddDate(0, 0, i)
-		if d.Year() > 2199 {
-			break
-		}
-		if !c.years[d.Year()] || !c.months[int(d.Month())] || !c.dayMatches(d) {
+	for d := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, loc); d.Year() <= 2199; d = time.Date(d.Year(), d.Month(), d.Day()+1, 0, 0, 0, 0, loc) {
+		switch {
+		case !c.years[d.Year()]:
+			d = time.Date(d.Year()+1, 1, 0, 0, 0, 0, 0, loc) // on to the next year's first day
+			continue
+		case !c.months[int(d.Month())]:
+			d = time.Date(d.Year(), d.Month()+1, 0, 0, 0, 0, 0, loc) // on to the next month's first day
+			continue
+		case !c.dayMatches(d):
 			continue
 		}
 		for h := 0; h < 24; h++ {
@@ -213,7 +217,7 @@ func (c *cronSpec) next(t time.Time) time.Time {
 					continue
 				}
 				cand := time.Date(d.Year(), d.Month(), d.Day(), h, m, 0, 0, loc)
-				if cand.Hour() != h {
+				if cand.Hour() != h || cand.Minute() != m {
 					continue // a local time the change to summer time skips
 				}
 				if cand.After(t) {

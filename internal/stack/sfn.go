@@ -175,27 +175,42 @@ func (s *Stack) describeExecution(arn string) (any, *apiError) {
 	return out, nil
 }
 
+// listExecutions lists newest first. The token is the position in the
+// order of starts (oldest 0) of the next execution to list: executions
+// started meanwhile, or whose status changed, neither repeat nor skip one.
 func (s *Stack) listExecutions(smARN, status string, max int, token string) (any, *apiError) {
+	if !strings.HasPrefix(smARN, "arn:aws:states:") || !strings.Contains(smARN, ":stateMachine:") {
+		return nil, errf("InvalidArn", "Invalid Arn: 'Resource type not valid in this context: %s'", smARN)
+	}
 	if smARN != s.tmpl.StateMachine.ARN {
 		return nil, errf("StateMachineDoesNotExist", "State Machine Does Not Exist: '%s'", smARN)
 	}
-	if max <= 0 || max > 1000 {
-		max = 100
+	switch status {
+	case "", "RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED", "PENDING_REDRIVE":
+	default:
+		return nil, errf("ValidationException", "1 validation error detected: Value '%s' at 'statusFilter' failed to satisfy constraint: "+
+			"Member must satisfy enum value set: [SUCCEEDED, TIMED_OUT, PENDING_REDRIVE, ABORTED, FAILED, RUNNING]", status)
 	}
-	from := 0
-	if token != "" {
-		n, err := strconv.Atoi(token)
-		if err != nil || n < 0 {
-			return nil, errf("InvalidToken", "Invalid Token: '%s'", token)
-		}
-		from = n
+	switch {
+	case max < 0 || max > 1000:
+		return nil, errf("ValidationException", "1 validation error detected: Value '%d' at 'maxResults' failed to satisfy constraint: "+
+			"Member must have value less than or equal to 1000", max)
+	case max == 0:
+		max = 100
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// Newest first, as Step Functions lists them.
-	var items []map[string]any
-	for i := len(s.executions) - 1; i >= 0; i-- {
-		e := s.executions[i]
+	next := len(s.executions) - 1
+	if token != "" {
+		n, err := strconv.Atoi(token)
+		if err != nil || n < 0 || n >= len(s.executions) {
+			return nil, errf("InvalidToken", "Invalid Token: '%s'", token)
+		}
+		next = n
+	}
+	items := []map[string]any{}
+	for ; next >= 0 && len(items) < max; next-- {
+		e := s.executions[next]
 		if status != "" && e.status != status {
 			continue
 		}
@@ -206,14 +221,12 @@ func (s *Stack) listExecutions(smARN, status string, max int, token string) (any
 		}
 		items = append(items, item)
 	}
-	out := map[string]any{}
-	if from > len(items) {
-		from = len(items)
-	}
-	end := min(from+max, len(items))
-	out["executions"] = append([]map[string]any{}, items[from:end]...)
-	if end < len(items) {
-		out["nextToken"] = strconv.Itoa(end)
+	out := map[string]any{"executions": items}
+	for ; next >= 0; next-- { // a token only when something is left to list
+		if status == "" || s.executions[next].status == status {
+			out["nextToken"] = strconv.Itoa(next)
+			break
+		}
 	}
 	return out, nil
 }
@@ -286,7 +299,7 @@ func (s *Stack) stopExecution(arn, errName, cause string) (any, *apiError) {
 	s.mu.Lock()
 	running := e.status == "RUNNING"
 	if running {
-		e.stopErr, e.stopCause = errName, cause
+		e.stopErr, e.stopCause, e.stopRequested = errName, cause, true
 	}
 	s.mu.Unlock()
 	if !running {

@@ -70,8 +70,10 @@ type execution struct {
 	events      []map[string]any
 	cancel      context.CancelFunc
 	done        chan struct{}
-	// stopErr and stopCause are StopExecution's.
+	// stopErr and stopCause are StopExecution's; stopRequested says it was
+	// called while the execution ran.
 	stopErr, stopCause string
+	stopRequested      bool
 }
 
 // New builds the stack: every function of the template served in-process
@@ -162,10 +164,11 @@ func (s *Stack) start(name, input, via string) (*execution, *apiError) {
 	}
 	for _, e := range s.executions {
 		if e.name == name {
-			s.mu.Unlock()
 			// Same name and input while running: Step Functions answers
 			// the running execution (idempotent start); otherwise refuses.
-			if e.input == input && e.status == "RUNNING" {
+			same := e.input == input && e.status == "RUNNING"
+			s.mu.Unlock()
+			if same {
 				return e, nil
 			}
 			return nil, errf("ExecutionAlreadyExists", "Execution Already Exists: '%s'", arn)
@@ -225,7 +228,9 @@ func (s *Stack) run(ctx context.Context, e *execution) {
 	now := s.sim.Now()
 	e.stop = now
 	switch {
-	case ctx.Err() != nil:
+	case ctx.Err() != nil || e.stopRequested:
+		// A stop that was answered wins over an end that came meanwhile:
+		// StopExecution said it stopped.
 		e.status, e.errName, e.cause = "ABORTED", e.stopErr, e.stopCause
 		e.add(now, "ExecutionAborted", "executionAbortedEventDetails", map[string]any{"error": e.errName, "cause": e.cause})
 	case err != nil:

@@ -417,6 +417,40 @@ func TestStack_StepFunctionsErrors(t *testing.T) {
 	if _, err := w.sfn.StopExecution(ctx, &sfn.StopExecutionInput{ExecutionArn: out.ExecutionArn}); err == nil {
 		t.Error("a finished execution was stopped")
 	}
+
+	// ListExecutions answers a malformed ARN, an unknown status and too large
+	// a page as Step Functions does.
+	var invalidArn *sfntypes.InvalidArn
+	if _, err := w.sfn.ListExecutions(ctx, &sfn.ListExecutionsInput{StateMachineArn: aws.String("arn:foo")}); !errors.As(err, &invalidArn) {
+		t.Errorf("ListExecutions of a malformed ARN: %v", err)
+	}
+	for name, in := range map[string]*sfn.ListExecutionsInput{
+		"statusFilter": {StateMachineArn: aws.String(w.arn), StatusFilter: "DONE"},
+		"maxResults":   {StateMachineArn: aws.String(w.arn), MaxResults: 1001},
+	} {
+		if _, err := w.sfn.ListExecutions(ctx, in); err == nil || !strings.Contains(err.Error(), "ValidationException") || !strings.Contains(err.Error(), name) {
+			t.Errorf("ListExecutions with a bad %s: %v", name, err)
+		}
+	}
+	// A page token stays valid when an execution starts between pages: the
+	// next page neither repeats nor skips one.
+	for _, n := range []string{"a", "b"} {
+		if _, err := w.sfn.StartExecution(ctx, &sfn.StartExecutionInput{StateMachineArn: aws.String(w.arn), Name: aws.String(n), Input: aws.String(`{"trigger":"manual"}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, err := w.sfn.ListExecutions(ctx, &sfn.ListExecutionsInput{StateMachineArn: aws.String(w.arn), MaxResults: 1})
+	if err != nil || len(first.Executions) != 1 || aws.ToString(first.Executions[0].Name) != "b" || first.NextToken == nil {
+		t.Fatalf("first page: %v %+v", err, first)
+	}
+	if _, err := w.sfn.StartExecution(ctx, &sfn.StartExecutionInput{StateMachineArn: aws.String(w.arn), Name: aws.String("c"), Input: aws.String(`{"trigger":"manual"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := w.sfn.ListExecutions(ctx, &sfn.ListExecutionsInput{StateMachineArn: aws.String(w.arn), NextToken: first.NextToken})
+	if err != nil || len(rest.Executions) != 2 || aws.ToString(rest.Executions[0].Name) != "a" || aws.ToString(rest.Executions[1].Name) != "bad" {
+		t.Errorf("the page after the token: %v %+v; want a, bad", err, rest)
+	}
+	w.finished(t, 4)
 }
 
 func TestStack_StopExecutionAbortsIt(t *testing.T) {
