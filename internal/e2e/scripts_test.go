@@ -60,7 +60,11 @@ func appdb(onPreFailure string) rotation.Policy {
 	p := policy("appdb")
 	p.CopyTo = nil
 	p.Publish = rotation.Publish{}
-	p.Scripts = &rotation.Scripts{Preset: rotation.PresetLinuxFSFreeze, MountPoints: []string{"/data"}, OnPreFailure: onPreFailure}
+	// The pre script's quiesce must hold until CreateImage; this world's
+	// clock runs 200 times faster than the wall clock, so it is given the
+	// longest timeout (18 s of wall time) to stay clear of a loaded machine.
+	p.Scripts = &rotation.Scripts{Preset: rotation.PresetLinuxFSFreeze, MountPoints: []string{"/data"}, OnPreFailure: onPreFailure,
+		Pre: &rotation.Script{TimeoutSeconds: rotation.MaxScriptTimeoutSeconds}}
 	return p
 }
 
@@ -311,7 +315,8 @@ func TestScripts_WindowsVSSFreezesAndThaws(t *testing.T) {
 	}
 	p := policy("winapp")
 	p.CopyTo, p.Publish = nil, rotation.Publish{}
-	p.Scripts = &rotation.Scripts{Preset: rotation.PresetWindowsVSS, OnPreFailure: rotation.OnPreFailureCrashConsistent}
+	p.Scripts = &rotation.Scripts{Preset: rotation.PresetWindowsVSS, OnPreFailure: rotation.OnPreFailureCrashConsistent,
+		Pre: &rotation.Script{TimeoutSeconds: rotation.MaxScriptTimeoutSeconds}} // see appdb
 	res, sum := w.run(w.scriptsRunner(), scheduled(p, t0))
 	if err := res.Check(); err != nil {
 		t.Fatal(err)

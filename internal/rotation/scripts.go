@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Scripts are the policy's pre and post scripts around CreateImage: SSM
@@ -103,6 +104,15 @@ func (s Scripts) PostCommand() (string, map[string][]string) {
 	return s.command(false)
 }
 
+// PreTimeout is how long the pre script's quiesce is promised: the fsfreeze
+// preset's watchdog thaws then, and CreateImage must come before.
+func (s Scripts) PreTimeout() time.Duration {
+	if s.Pre != nil && s.Pre.TimeoutSeconds > 0 {
+		return time.Duration(s.Pre.TimeoutSeconds) * time.Second
+	}
+	return DefaultScriptTimeoutSeconds * time.Second
+}
+
 func (s Scripts) command(pre bool) (string, map[string][]string) {
 	sc := s.Post
 	if pre {
@@ -156,6 +166,8 @@ func fsfreezeCommands(mounts []string, pre bool, timeout int) []string {
 		"set -eu",
 		"for m in " + list + "; do mountpoint -q \"$m\" || { echo \"$m is not a mount point\" >&2; exit 2; }; done",
 		thaw,
+		// An earlier attempt's watchdog would thaw this freeze early.
+		"pkill -f amirotate-fsfreeze-watchdog 2>/dev/null || true",
 		"mkdir -p /run/amirotate",
 		fmt.Sprintf("setsid nohup sh -c ': amirotate-fsfreeze-watchdog; sleep %d; %s; rm -f /run/amirotate/frozen' >/dev/null 2>&1 &", timeout, strings.ReplaceAll(thaw, "'", "")),
 		"date -u +%Y-%m-%dT%H:%M:%SZ > /run/amirotate/frozen",

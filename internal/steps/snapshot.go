@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -68,6 +69,8 @@ func (s *Snapshot) handle(ctx context.Context, b Batch) (Batch, error) {
 		return Batch{}, err
 	}
 
+	// The pre scripts' quiesce must still hold when CreateImage is called.
+	now := s.now()
 	records := make([]rotation.Record, len(b.InstanceIDs))
 	var (
 		mu        sync.Mutex
@@ -88,12 +91,12 @@ func (s *Snapshot) handle(ctx context.Context, b Batch) (Batch, error) {
 					"a rotation never goes back in time: start it with a later time, or as a manual backfill", newest[id].Tags[rotation.TagRotation], newest[id].ID)
 			case p.DryRun:
 				r.State = rotation.StatePlanned
-			case p.Scripts != nil && preRefusal(b.Scripts, p, id) != "":
-				r.State, r.Error = rotation.StateRefused, preRefusal(b.Scripts, p, id)
+			case p.Scripts != nil && preRefusal(b.Scripts, p, id, now) != "":
+				r.State, r.Error = rotation.StateRefused, preRefusal(b.Scripts, p, id, now)
 			default:
 				tags := rotation.ImageTags(p, b.Rotation, id, ec2x.TagMap(inst.Tags))
 				if p.Scripts != nil {
-					tags[rotation.TagConsistency] = consistency(b.Scripts, id)
+					tags[rotation.TagConsistency] = consistency(b.Scripts, p, id, now)
 				}
 				if err := s.createImage(ctx, client, p, b.Rotation, &r, tags); err != nil {
 					if ec2x.IsRetryable(err) {
@@ -241,11 +244,25 @@ func (s *Snapshot) unshareable(ctx context.Context, region string, client ec2x.S
 	return why, nil
 }
 
-// preRefusal: with onPreFailure skip, an instance whose pre script did not
-// succeed gets no image this rotation ("" = image it).
-func preRefusal(st *ScriptsState, p rotation.Policy, id string) string {
+// preFailed is why an instance's pre script does not make its image
+// application-consistent ("" = it does): it did not succeed, or its time
+// ran out before CreateImage (the fsfreeze preset's watchdog thaws then).
+func preFailed(st *ScriptsState, p rotation.Policy, id string, now time.Time) string {
 	in, _ := st.Instance(id)
-	why := in.PreFailed()
+	if why := in.PreFailed(); why != "" {
+		return why
+	}
+	if limit := in.Pre.Sent.Add(p.Scripts.PreTimeout()); !in.Pre.Sent.IsZero() && now.After(limit) {
+		return fmt.Sprintf("pre script's time ran out before CreateImage (sent %s, timeout %s): the instance may be thawed already",
+			in.Pre.Sent.UTC().Format(time.RFC3339), p.Scripts.PreTimeout())
+	}
+	return ""
+}
+
+// preRefusal: with onPreFailure skip, an instance whose pre script did not
+// succeed in time gets no image this rotation ("" = image it).
+func preRefusal(st *ScriptsState, p rotation.Policy, id string, now time.Time) string {
+	why := preFailed(st, p, id, now)
 	if why == "" || p.Scripts.OnPreFailure == rotation.OnPreFailureCrashConsistent {
 		return ""
 	}
@@ -253,10 +270,9 @@ func preRefusal(st *ScriptsState, p rotation.Policy, id string) string {
 }
 
 // consistency is the image's amirotate:consistency tag: application when
-// its pre script succeeded before CreateImage.
-func consistency(st *ScriptsState, id string) string {
-	in, _ := st.Instance(id)
-	if in.PreFailed() == "" {
+// its pre script succeeded, in time, before CreateImage.
+func consistency(st *ScriptsState, p rotation.Policy, id string, now time.Time) string {
+	if preFailed(st, p, id, now) == "" {
 		return rotation.ConsistencyApplication
 	}
 	return rotation.ConsistencyCrash

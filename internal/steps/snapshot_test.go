@@ -322,3 +322,42 @@ func TestSnapshot_SharingRefusesImagesEncryptedWithTheAWSManagedKey(t *testing.T
 		t.Fatalf("without sharing: %+v %v", b.Images, err)
 	}
 }
+
+// A pre script that succeeded longer ago than its timeout no longer holds
+// its quiesce (the fsfreeze preset's watchdog has thawed): the image is not
+// application-consistent, and onPreFailure decides.
+func TestSnapshot_APreScriptWhoseTimeRanOutIsNoQuiesce(t *testing.T) {
+	for _, tc := range []struct{ onPreFailure, wantState, wantConsistency string }{
+		{rotation.OnPreFailureCrashConsistent, rotation.StatePending, rotation.ConsistencyCrash},
+		{rotation.OnPreFailureSkip, rotation.StateRefused, ""},
+	} {
+		t.Run(tc.onPreFailure, func(t *testing.T) {
+			e := newSimEnv(t)
+			ids := e.run(testHome, 2, nil)
+			p := testPolicy(t, `,"noReboot":true,"scripts":{"preset":"linux-fsfreeze","mountPoints":["/data"],"onPreFailure":"`+tc.onPreFailure+`"}`)
+			b := e.batch(p, ids)
+			b.Scripts = &ScriptsState{Phase: "pre", Instances: []ScriptInstance{
+				{InstanceID: ids[0], Pre: ScriptRun{Status: ScriptOK, Sent: e.now().Add(-30 * time.Second)}},
+				{InstanceID: ids[1], Pre: ScriptRun{Status: ScriptOK, Sent: e.now().Add(-2 * time.Minute)}}, // the default timeout is 60 s
+			}}
+			b, err := e.snapshot().Handle(context.Background(), b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			consistency := map[string]string{}
+			for _, img := range e.images(testHome) {
+				tags := ec2x.TagMap(img.Tags)
+				consistency[tags[rotation.TagInstanceID]] = tags[rotation.TagConsistency]
+			}
+			if b.Images[0].State != rotation.StatePending || consistency[ids[0]] != rotation.ConsistencyApplication {
+				t.Errorf("in time: %+v, consistency %q", b.Images[0], consistency[ids[0]])
+			}
+			if r := b.Images[1]; r.State != tc.wantState || consistency[ids[1]] != tc.wantConsistency {
+				t.Errorf("too late: %+v, consistency %q; want %s, %q", r, consistency[ids[1]], tc.wantState, tc.wantConsistency)
+			}
+			if tc.wantState == rotation.StateRefused && !strings.Contains(b.Images[1].Error, "time ran out") {
+				t.Errorf("refusal %q does not say why", b.Images[1].Error)
+			}
+		})
+	}
+}
