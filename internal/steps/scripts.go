@@ -114,9 +114,11 @@ func (s *Scripts) handle(ctx context.Context, in ScriptsIn) (Batch, error) {
 			return Batch{}, err
 		}
 	case PhasePost:
-		if fresh && !p.DryRun {
-			// The pre phase failed before it returned its state (its Catch
-			// leads here): find the pre scripts it sent by their comment.
+		if !p.DryRun && (fresh || st.preUnrecorded()) {
+			// The pre phase may have sent pre scripts it could not record:
+			// it failed before it returned its state (its Catch leads here),
+			// or a retry that was refused replaced an attempt that ran. Find
+			// them by their comment, so that each gets its post script.
 			if err := r.sweep(ctx, st); err != nil {
 				return Batch{}, err
 			}
@@ -497,6 +499,12 @@ func (r *scriptRunner) poll(ctx context.Context, st *ScriptsState) error {
 		}
 	}
 	return nil
+}
+
+// preUnrecorded tells whether an instance has no pre command on record: its
+// pre script may still have been sent.
+func (st *ScriptsState) preUnrecorded() bool {
+	return slices.ContainsFunc(st.Instances, func(in ScriptInstance) bool { return in.Pre.CommandID == "" })
 }
 
 func retryable(run ScriptRun, retries int) bool {
