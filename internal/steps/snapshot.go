@@ -197,6 +197,12 @@ func (s *Snapshot) unshareable(ctx context.Context, region string, client ec2x.S
 	}
 	ids := slices.Sorted(maps.Keys(instances))
 	why := map[string]string{}
+	var bare []string // copy regions without a key of their own
+	for _, c := range p.CopyTo {
+		if c.KMSKeyID == "" {
+			bare = append(bare, c.Region)
+		}
+	}
 	managers := map[string]string{} // key → its KeyManager, or the error reading it
 	for chunk := range slices.Chunk(ids, filterChunk) {
 		pg := ec2.NewDescribeVolumesPaginator(client, &ec2.DescribeVolumesInput{
@@ -208,13 +214,10 @@ func (s *Snapshot) unshareable(ctx context.Context, region string, client ec2x.S
 				return nil, fmt.Errorf("reading the encryption of the batch's volumes in %s: %w", region, err)
 			}
 			for _, v := range page.Volumes {
-				if !aws.ToBool(v.Encrypted) || len(v.Attachments) == 0 {
+				if !aws.ToBool(v.Encrypted) {
 					continue
 				}
-				inst, key, vol := aws.ToString(v.Attachments[0].InstanceId), aws.ToString(v.KmsKeyId), aws.ToString(v.VolumeId)
-				if _, ours := instances[inst]; !ours || why[inst] != "" {
-					continue
-				}
+				key, vol := aws.ToString(v.KmsKeyId), aws.ToString(v.VolumeId)
 				m, ok := managers[key]
 				if !ok {
 					out, err := s.KMS.In(region).DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(key)})
@@ -228,15 +231,30 @@ func (s *Snapshot) unshareable(ctx context.Context, region string, client ec2x.S
 					}
 					managers[key] = m
 				}
-				switch {
-				case m == string(kmstypes.KeyManagerTypeAws):
-					why[inst] = fmt.Sprintf("volume %s is encrypted with the AWS managed key aws/ebs (%s), which other accounts cannot use: "+
-						"the accounts, organizations and OUs in shareWith could not launch its images, so none is made. "+
-						"Encrypt the instance's volumes with a customer managed key whose key policy lets them use it, "+
-						"and set copyTo[].kmsKeyId to such a key in each copy region", vol, key)
-				case m != string(kmstypes.KeyManagerTypeCustomer):
-					why[inst] = fmt.Sprintf("volume %s is encrypted with KMS key %s, and whether other accounts can use that key could not be read (%s); "+
-						"the policy shares its images, so none is made. Allow the snapshot function kms:DescribeKey on the key", vol, key, strings.TrimPrefix(m, "unknown: "))
+				// A Multi-Attach volume is attached to several instances:
+				// each of the batch's is judged by it.
+				for _, att := range v.Attachments {
+					inst := aws.ToString(att.InstanceId)
+					if _, ours := instances[inst]; !ours || why[inst] != "" {
+						continue
+					}
+					switch {
+					case m == string(kmstypes.KeyManagerTypeAws):
+						why[inst] = fmt.Sprintf("volume %s is encrypted with the AWS managed key aws/ebs (%s), which other accounts cannot use: "+
+							"the accounts, organizations and OUs in shareWith could not launch its images, so none is made. "+
+							"Encrypt the instance's volumes with a customer managed key whose key policy lets them use it, "+
+							"and set copyTo[].kmsKeyId to such a key in each copy region", vol, key)
+					case m != string(kmstypes.KeyManagerTypeCustomer):
+						why[inst] = fmt.Sprintf("volume %s is encrypted with KMS key %s, and whether other accounts can use that key could not be read (%s); "+
+							"the policy shares its images, so none is made. Allow the snapshot function kms:DescribeKey on the key", vol, key, strings.TrimPrefix(m, "unknown: "))
+					case len(bare) > 0:
+						// CopyImage re-encrypts a copy without KmsKeyId with the
+						// destination's default EBS key: aws/ebs unless the
+						// account changed it, which other accounts cannot use.
+						why[inst] = fmt.Sprintf("volume %s is encrypted, and copyTo names no kmsKeyId for %s: the copies there would be encrypted with "+
+							"that region's default EBS key (aws/ebs unless changed), which the accounts, organizations and OUs in shareWith could not use, "+
+							"so none is made. Set copyTo[].kmsKeyId to a customer managed key of each copy region", vol, strings.Join(bare, ", "))
+					}
 				}
 			}
 		}

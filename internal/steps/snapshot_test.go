@@ -361,3 +361,29 @@ func TestSnapshot_APreScriptWhoseTimeRanOutIsNoQuiesce(t *testing.T) {
 		})
 	}
 }
+
+// A policy that shares and copies: an encrypted instance is imaged only
+// when every copy region names its own customer managed key, or its copies
+// would carry that region's default EBS key, which consumers cannot use.
+func TestSnapshot_ASharedEncryptedImageNeedsACopyKeyInEveryCopyRegion(t *testing.T) {
+	e := newSimEnv(t)
+	e.sim.CreateKMSKey(testHome, "alias/images")
+	copyKey := e.sim.CreateKMSKey("eu-west-1", "alias/images")
+	id, err := e.sim.RunInstance(testHome, ec2sim.InstanceSpec{Tags: map[string]string{rotation.TagPolicy: "nightly"}, Encrypted: true, KMSKeyID: "alias/images"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ copyTo, want string }{
+		{`[{"region":"eu-west-1"}]`, rotation.StateRefused},
+		{`[{"region":"eu-west-1","kmsKeyId":"` + copyKey + `"}]`, rotation.StatePending},
+	} {
+		p := testPolicy(t, `,"noReboot":true,"shareWith":["444455556666"],"copyTo":`+tc.copyTo)
+		b, err := e.snapshot().Handle(context.Background(), e.batch(p, []string{id}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := b.Images[0]; r.State != tc.want || (tc.want == rotation.StateRefused && !strings.Contains(r.Error, "no kmsKeyId for eu-west-1")) {
+			t.Errorf("copyTo %s: %+v, want %s", tc.copyTo, r, tc.want)
+		}
+	}
+}
