@@ -83,6 +83,9 @@ type benchResult struct {
 	MakespanRatio        float64 `json:"makespan_ratio"`
 	// PeakHeapBytesPerInvocation per function, from the heap probe.
 	PeakHeapBytesPerInvocation map[string]uint64 `json:"peak_heap_bytes_per_invocation,omitempty"`
+	// LongestInvocationSeconds per function: its longest invocation in
+	// simulated seconds (wall time × time scale), against Lambda's timeout.
+	LongestInvocationSeconds map[string]float64 `json:"longest_invocation_seconds"`
 	// MaxMemoryUsedBytes of the invocations that grow with the fleet
 	// (discover, retention-others), run in their built bootstrap: its peak
 	// resident memory, Lambda's "Max Memory Used" (with --bootstraps).

@@ -73,8 +73,10 @@ func (r *benchResult) modelReport(c benchConfig, p rotation.Policy, so ec2sim.Op
 	u := benchmodel.Usage{Transitions: ex.Transitions + ex.Retries, Lambda: map[string]benchmodel.LambdaUse{},
 		Events: len(ex.Events), Schedules: 1}
 	invocations := 0
+	r.LongestInvocationSeconds = map[string]float64{}
 	for name, n := range ex.Lambda.Invocations {
 		step := strings.TrimPrefix(name, statemachine.FunctionNamePrefix)
+		r.LongestInvocationSeconds[step] = ex.Lambda.LongestSeconds[name] * c.timeScale
 		u.Lambda[step] = benchmodel.LambdaUse{Invocations: n, Seconds: ex.Lambda.Seconds[name] * c.timeScale,
 			MemoryMB: benchmodel.FunctionMemoryMB[step]}
 		invocations += n
@@ -238,6 +240,9 @@ func printModel(w io.Writer, r benchResult) {
 	row("makespan_ratio (target ≤ 1.25)", fmt.Sprintf("%.3f", r.MakespanRatio))
 	if len(r.PeakHeapBytesPerInvocation) > 0 {
 		row("peak_heap_per_invocation (≤ 64 MiB)", byName(r.PeakHeapBytesPerInvocation, func(n uint64) string { return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20)) }))
+	}
+	if len(r.LongestInvocationSeconds) > 0 {
+		row("longest invocation, s (≤ 900)", byName(r.LongestInvocationSeconds, func(s float64) string { return fmt.Sprintf("%.0f", s) }))
 	}
 	if len(r.MaxMemoryUsedBytes) > 0 {
 		row("max_memory_used, built (≤ 64 MiB)", byName(r.MaxMemoryUsedBytes, func(n uint64) string { return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20)) }))

@@ -49,7 +49,7 @@ func TestBench_SmallFleetReportsEveryFieldConsistently(t *testing.T) {
 	for _, k := range []string{"instances", "regions", "amis_created", "copies_created", "images_deleted", "ec2_calls",
 		"calls_per_ami", "lower_bound_calls", "lower_bound_ratio", "state_transitions", "transitions_per_ami",
 		"lambda_invocations", "throttled_calls", "unrecovered_throttles", "max_state_payload_bytes", "wall_seconds", "peak_rss_bytes",
-		"history_events", "makespan_floor_seconds", "makespan_ratio", "peak_heap_bytes_per_invocation", "cost_usd"} {
+		"history_events", "makespan_floor_seconds", "makespan_ratio", "peak_heap_bytes_per_invocation", "longest_invocation_seconds", "cost_usd"} {
 		if _, ok := m[k]; !ok {
 			t.Errorf("JSON lacks %q", k)
 		}
@@ -192,8 +192,9 @@ func TestModelReport_DerivesFromTheExecution(t *testing.T) {
 			History: &localrun.History{Events: 200, ByType: map[string]int{"ExecutionStarted": 1}},
 			Events:  []localrun.PutEvent{{}},
 			Lambda: lambdahost.Stats{
-				Invocations: map[string]int{"amirotate-copy": 4, "amirotate-retention": 2},
-				Seconds:     map[string]float64{"amirotate-copy": 1.5, "amirotate-retention": 0.5},
+				Invocations:    map[string]int{"amirotate-copy": 4, "amirotate-retention": 2},
+				Seconds:        map[string]float64{"amirotate-copy": 1.5, "amirotate-retention": 0.5},
+				LongestSeconds: map[string]float64{"amirotate-copy": 0.75, "amirotate-retention": 0.25},
 			},
 		},
 	}
@@ -202,6 +203,10 @@ func TestModelReport_DerivesFromTheExecution(t *testing.T) {
 	// 50 instances fit every bucket: the floor is 2 + 4 minutes.
 	if r.HistoryEvents != 200 || r.MakespanSeconds != 600 || r.MakespanFloorSeconds != 360 || !near(r.MakespanRatio, 600.0/360) {
 		t.Errorf("history %d, makespan %v, floor %v, ratio %v", r.HistoryEvents, r.MakespanSeconds, r.MakespanFloorSeconds, r.MakespanRatio)
+	}
+	// The longest invocations, in simulated seconds, against Lambda's timeout.
+	if r.LongestInvocationSeconds["copy"] != 15 || r.LongestInvocationSeconds["retention"] != 5 {
+		t.Errorf("longest invocations %v", r.LongestInvocationSeconds)
 	}
 	u := r.CostUSD.Usage
 	if u.Transitions != 42 || u.Lambda["copy"].Seconds != 30 || u.Lambda["copy"].MemoryMB != 256 || u.Lambda["retention"].MemoryMB != 512 {

@@ -50,6 +50,7 @@ type Host struct {
 	maxResponse int
 	requestSeq  atomic.Int64
 	seconds     map[string]float64
+	longest     map[string]float64
 	peakHeap    map[string]uint64
 
 	// measureHeap serializes invocations and measures each one's heap (see
@@ -66,6 +67,7 @@ func New(handlers map[string]any) *Host {
 		invocations: map[string]int{},
 		errors:      map[string]int{},
 		seconds:     map[string]float64{},
+		longest:     map[string]float64{},
 		peakHeap:    map[string]uint64{},
 	}
 	for name, fn := range handlers {
@@ -111,6 +113,9 @@ type Stats struct {
 	MaxResponseBytes int `json:"maxResponseBytes"`
 	// Seconds per function name: the handlers' running time, summed.
 	Seconds map[string]float64 `json:"seconds"`
+	// LongestSeconds per function name: its longest invocation, which
+	// Lambda's timeout (at most 900 s) bounds.
+	LongestSeconds map[string]float64 `json:"longestSeconds"`
 	// PeakHeapBytes per function name: the most any one invocation raised
 	// the heap, while MeasureHeap was on (see HeapDuring).
 	PeakHeapBytes map[string]uint64 `json:"peakHeapBytes,omitempty"`
@@ -126,6 +131,7 @@ func (h *Host) Stats() Stats {
 		MaxRequestBytes:  h.maxRequest,
 		MaxResponseBytes: h.maxResponse,
 		Seconds:          maps.Clone(h.seconds),
+		LongestSeconds:   maps.Clone(h.longest),
 		PeakHeapBytes:    maps.Clone(h.peakHeap),
 	}
 	for k, v := range h.invocations {
@@ -290,6 +296,7 @@ func (h *Host) noteSeconds(name string, d time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.seconds[name] += d.Seconds()
+	h.longest[name] = max(h.longest[name], d.Seconds())
 }
 
 func (h *Host) notePeakHeap(name string, n uint64) {
