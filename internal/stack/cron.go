@@ -72,6 +72,19 @@ func (w *when) next(t, start time.Time) time.Time {
 	return time.Time{}
 }
 
+// first is a schedule's first fire time once it starts at start: a rate
+// schedule without a StartDate invokes its target at once ("If you don't
+// provide a StartDate for a rate-based schedule, your schedule starts
+// invoking the target immediately":
+// https://docs.aws.amazon.com/scheduler/latest/UserGuide/schedule-types.html),
+// the others at their next occurrence.
+func (w *when) first(start time.Time) time.Time {
+	if w.rate > 0 {
+		return start
+	}
+	return w.next(start, start)
+}
+
 // cronSpec is a parsed Scheduler cron: minutes hours day-of-month month
 // day-of-week year. Days of the week are 1-7 (SUN-SAT).
 type cronSpec struct {

@@ -96,3 +96,21 @@ func TestTransform_InputTemplate(t *testing.T) {
 		t.Errorf("no transformer: %s, want the event", out)
 	}
 }
+
+// A rate schedule without a StartDate invokes its target as soon as it
+// starts; a cron schedule at its next occurrence.
+func TestWhen_First(t *testing.T) {
+	start := mustTime(t, "2026-11-25T07:13:00Z")
+	for expr, want := range map[string]string{
+		"rate(6 hours)":     "2026-11-25T07:13:00Z",
+		"cron(0 3 * * ? *)": "2026-11-26T03:00:00Z",
+	} {
+		w, err := parseWhen(expr, "UTC")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := w.first(start); !got.Equal(mustTime(t, want)) {
+			t.Errorf("%s: first fire %s, want %s", expr, got.Format(time.RFC3339), want)
+		}
+	}
+}

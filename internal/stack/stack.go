@@ -329,7 +329,7 @@ func (s *Stack) Run(ctx context.Context) error {
 		if !sc.Enabled {
 			continue
 		}
-		ps = append(ps, &pending{sc: sc, w: w, next: w.next(start, start)})
+		ps = append(ps, &pending{sc: sc, w: w, next: w.first(start)})
 	}
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
@@ -367,6 +367,9 @@ func (s *Stack) NextFires(t time.Time) map[string]time.Time {
 	for _, sc := range s.tmpl.Schedules {
 		if w, err := parseWhen(sc.Expression, sc.TimeZone); err == nil && sc.Enabled {
 			out[sc.LogicalID] = w.next(t, s.started)
+			if t.Before(s.started) || t.Equal(s.started) {
+				out[sc.LogicalID] = w.first(s.started)
+			}
 		}
 	}
 	return out
