@@ -231,44 +231,46 @@ func (s *Stack) listExecutions(smARN, status string, max int, token string) (any
 	return out, nil
 }
 
+// getExecutionHistory pages the events in order, or newest first. The
+// token is the position (oldest 0) of the next event to list: events
+// added while a running execution is paged neither repeat nor shift.
 func (s *Stack) getExecutionHistory(arn string, max int, token string, reverse, include bool) (any, *apiError) {
 	e, err := s.execution(arn)
 	if err != nil {
 		return nil, err
 	}
-	if max <= 0 || max > 1000 {
+	switch {
+	case max < 0 || max > 1000:
+		return nil, errf("ValidationException", "1 validation error detected: Value '%d' at 'maxResults' failed to satisfy constraint: "+
+			"Member must have value less than or equal to 1000", max)
+	case max == 0:
 		max = 100
-	}
-	from := 0
-	if token != "" {
-		n, convErr := strconv.Atoi(token)
-		if convErr != nil || n < 0 {
-			return nil, errf("InvalidToken", "Invalid Token: '%s'", token)
-		}
-		from = n
 	}
 	s.mu.Lock()
 	events := append([]map[string]any(nil), e.events...)
 	s.mu.Unlock()
+	next, step := 0, 1
 	if reverse {
-		for i, j := 0, len(events)-1; i < j; i, j = i+1, j-1 {
-			events[i], events[j] = events[j], events[i]
+		next, step = len(events)-1, -1
+	}
+	if token != "" {
+		n, convErr := strconv.Atoi(token)
+		if convErr != nil || n < 0 || n >= len(events) {
+			return nil, errf("InvalidToken", "Invalid Token: '%s'", token)
 		}
+		next = n
 	}
-	if from > len(events) {
-		from = len(events)
-	}
-	end := min(from+max, len(events))
-	page := make([]map[string]any, 0, end-from)
-	for _, ev := range events[from:end] {
+	page := []map[string]any{}
+	for ; next >= 0 && next < len(events) && len(page) < max; next += step {
+		ev := events[next]
 		if !include {
 			ev = withoutData(ev)
 		}
 		page = append(page, ev)
 	}
 	out := map[string]any{"events": page}
-	if end < len(events) {
-		out["nextToken"] = strconv.Itoa(end)
+	if next >= 0 && next < len(events) {
+		out["nextToken"] = strconv.Itoa(next)
 	}
 	return out, nil
 }

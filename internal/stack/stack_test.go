@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -286,6 +287,32 @@ func TestStack_TagChangeRotatesThatInstanceOnly(t *testing.T) {
 	}
 	if entered != 1 {
 		t.Errorf("Snapshot entered %d times in the history, want 1", entered)
+	}
+	// Paged by 7, in order and newest first, the history is the same.
+	for _, reverse := range []bool{false, true} {
+		var ids []int64
+		p := sfn.NewGetExecutionHistoryPaginator(w.sfn, &sfn.GetExecutionHistoryInput{ExecutionArn: es[0].ExecutionArn, MaxResults: 7, ReverseOrder: reverse})
+		for p.HasMorePages() {
+			page, err := p.NextPage(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range page.Events {
+				ids = append(ids, e.Id)
+			}
+		}
+		if reverse {
+			slices.Reverse(ids)
+		}
+		if len(ids) != len(h.Events) || ids[0] != 1 || ids[len(ids)-1] != int64(len(h.Events)) {
+			t.Errorf("paged history (reverse %v): %d events from %v, want %d", reverse, len(ids), ids[:min(3, len(ids))], len(h.Events))
+		}
+		for i := 1; i < len(ids); i++ {
+			if ids[i] != ids[i-1]+1 {
+				t.Errorf("paged history (reverse %v): event %d after %d", reverse, ids[i], ids[i-1])
+				break
+			}
+		}
 	}
 }
 
