@@ -86,6 +86,19 @@ func (w *sharedWorld) rotate(p rotation.Policy) (kept map[string]string, deleted
 	return kept, deleted
 }
 
+// onlyImage is the one image of the world's one instance, after its first
+// rotation.
+func (w *sharedWorld) onlyImage() string {
+	w.t.Helper()
+	for _, ims := range w.images(home, "web") {
+		if len(ims) == 1 {
+			return aws.ToString(ims[0].ImageId)
+		}
+	}
+	w.t.Fatalf("want one image of one instance: %v", w.images(home, "web"))
+	return ""
+}
+
 func (w *sharedWorld) launchPermissions(image string) []string {
 	w.t.Helper()
 	out, err := w.clients.EC2(home).DescribeImageAttribute(context.Background(), &ec2.DescribeImageAttributeInput{
@@ -126,10 +139,7 @@ func TestSharing_ImageUsedByAConsumerIsKeptUntilUnusedAndPastTheGracePeriod(t *t
 	day := 24 * time.Hour
 
 	w.rotate(p)
-	first := ""
-	for _, ims := range w.images(home, "web") {
-		first = aws.ToString(ims[0].ImageId)
-	}
+	first := w.onlyImage()
 	if got := w.launchPermissions(first); len(got) != 1 || got[0] != testOU {
 		t.Fatalf("the new image's launch permissions = %v, want the OU", got)
 	}
@@ -184,10 +194,7 @@ func TestSharing_AReportThatFailsOrTimesOutKeepsTheImage(t *testing.T) {
 	w.instances(1, "web")
 	p := sharedPolicy()
 	w.rotate(p)
-	var first string
-	for _, ims := range w.images(home, "web") {
-		first = aws.ToString(ims[0].ImageId)
-	}
+	first := w.onlyImage()
 
 	w.sim.SetUsageReports(ec2sim.UsageReportBehaviour{Fail: "InternalError: the report could not be created"})
 	w.clock.Advance(4 * 24 * time.Hour)
@@ -248,10 +255,7 @@ func TestSharing_AnImageSharedByHandSitsOutTheGracePeriodAfterRetentionUnsharesI
 	day := 24 * time.Hour
 
 	w.rotate(p)
-	var first string
-	for _, ims := range w.images(home, "web") {
-		first = aws.ToString(ims[0].ImageId)
-	}
+	first := w.onlyImage()
 	if _, err := w.clients.EC2(home).ModifyImageAttribute(context.Background(), &ec2.ModifyImageAttributeInput{ImageId: aws.String(first),
 		LaunchPermission: &types.LaunchPermissionModifications{Add: []types.LaunchPermission{{UserId: aws.String(consumer)}}}}); err != nil {
 		t.Fatal(err)
