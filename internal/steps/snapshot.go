@@ -69,17 +69,27 @@ func (s *Snapshot) handle(ctx context.Context, b Batch) (Batch, error) {
 		return Batch{}, err
 	}
 
-	// The pre scripts' quiesce must still hold when CreateImage is called.
-	now := s.now()
 	records := make([]rotation.Record, len(b.InstanceIDs))
 	var (
 		mu        sync.Mutex
 		retryable error
+		late      = map[string]string{} // instance → why its pre script's quiesce ran out first
 	)
 	g := workers()
 	for i, id := range b.InstanceIDs {
 		g.Go(func() error {
 			r := rotation.Record{InstanceID: id, Region: bc.home, Name: rotation.ImageName(p.Name, id, b.Rotation.ID)}
+			// The pre script's quiesce must still hold when this
+			// instance's CreateImage is called, not the batch's first.
+			var preWhy string
+			if p.Scripts != nil && !p.DryRun {
+				var expired bool
+				if preWhy, expired = preFailed(b.Scripts, p, id, s.now()); expired {
+					mu.Lock()
+					late[id] = preWhy
+					mu.Unlock()
+				}
+			}
 			inst, ok := instances[id]
 			switch why := refusal(inst, ok, p); {
 			case why != "":
@@ -91,12 +101,32 @@ func (s *Snapshot) handle(ctx context.Context, b Batch) (Batch, error) {
 					"a rotation never goes back in time: start it with a later time, or as a manual backfill", newest[id].Tags[rotation.TagRotation], newest[id].ID)
 			case p.DryRun:
 				r.State = rotation.StatePlanned
-			case p.Scripts != nil && preRefusal(b.Scripts, p, id, now) != "":
-				r.State, r.Error = rotation.StateRefused, preRefusal(b.Scripts, p, id, now)
+			case preWhy != "" && p.Scripts.OnPreFailure == rotation.OnPreFailureSkip:
+				// An earlier attempt of this step may have made the image
+				// while the quiesce held (a retried Snapshot): it is adopted,
+				// not refused.
+				img, found, err := imageByName(ctx, client, r.Name)
+				switch {
+				case err != nil:
+					mu.Lock()
+					retryable = ec2x.RetryableError{Code: "ImageLookup", Message: err.Error()}
+					mu.Unlock()
+					r.State, r.Error = rotation.StateError, errText(err)
+				case found && ec2x.TagMap(img.Tags)[rotation.TagInstanceID] == id:
+					r.ImageID, r.State, r.SnapshotIDs = aws.ToString(img.ImageId), rotation.StatePending, ec2x.SnapshotIDs(img)
+					mu.Lock()
+					delete(late, id)
+					mu.Unlock()
+				default:
+					r.State, r.Error = rotation.StateRefused, preWhy+" (scripts.onPreFailure: skip, so no image this rotation)"
+				}
 			default:
 				tags := rotation.ImageTags(p, b.Rotation, id, ec2x.TagMap(inst.Tags))
 				if p.Scripts != nil {
-					tags[rotation.TagConsistency] = consistency(b.Scripts, p, id, now)
+					tags[rotation.TagConsistency] = rotation.ConsistencyApplication
+					if preWhy != "" {
+						tags[rotation.TagConsistency] = rotation.ConsistencyCrash
+					}
 				}
 				if err := s.createImage(ctx, client, p, b.Rotation, &r, tags); err != nil {
 					if ec2x.IsRetryable(err) {
@@ -120,6 +150,18 @@ func (s *Snapshot) handle(ctx context.Context, b Batch) (Batch, error) {
 		return Batch{}, retryable
 	}
 
+	// A pre script that succeeded but whose quiesce ran out before
+	// CreateImage is recorded as such: the report tells the instance's
+	// image crash-consistent (or refused) from the script state.
+	if len(late) > 0 {
+		b.Scripts = cloneScripts(b.Scripts)
+		for i := range b.Scripts.Instances {
+			in := &b.Scripts.Instances[i]
+			if why, ok := late[in.InstanceID]; ok {
+				in.Pre.Status, in.Pre.Reason = ScriptTimedOut, why
+			}
+		}
+	}
 	b.Policy = p
 	b.Rotation.Home = bc.home
 	b.Images = records
@@ -263,35 +305,17 @@ func (s *Snapshot) unshareable(ctx context.Context, region string, client ec2x.S
 }
 
 // preFailed is why an instance's pre script does not make its image
-// application-consistent ("" = it does): it did not succeed, or its time
-// ran out before CreateImage (the fsfreeze preset's watchdog thaws then).
-func preFailed(st *ScriptsState, p rotation.Policy, id string, now time.Time) string {
+// application-consistent ("" = it does): it did not succeed, or (expired)
+// its time ran out before now, CreateImage's time (the fsfreeze preset's
+// watchdog thaws then).
+func preFailed(st *ScriptsState, p rotation.Policy, id string, now time.Time) (why string, expired bool) {
 	in, _ := st.Instance(id)
 	if why := in.PreFailed(); why != "" {
-		return why
+		return why, false
 	}
 	if limit := in.Pre.Sent.Add(p.Scripts.PreTimeout()); !in.Pre.Sent.IsZero() && now.After(limit) {
 		return fmt.Sprintf("pre script's time ran out before CreateImage (sent %s, timeout %s): the instance may be thawed already",
-			in.Pre.Sent.UTC().Format(time.RFC3339), p.Scripts.PreTimeout())
+			in.Pre.Sent.UTC().Format(time.RFC3339), p.Scripts.PreTimeout()), true
 	}
-	return ""
-}
-
-// preRefusal: with onPreFailure skip, an instance whose pre script did not
-// succeed in time gets no image this rotation ("" = image it).
-func preRefusal(st *ScriptsState, p rotation.Policy, id string, now time.Time) string {
-	why := preFailed(st, p, id, now)
-	if why == "" || p.Scripts.OnPreFailure == rotation.OnPreFailureCrashConsistent {
-		return ""
-	}
-	return why + " (scripts.onPreFailure: skip, so no image this rotation)"
-}
-
-// consistency is the image's amirotate:consistency tag: application when
-// its pre script succeeded, in time, before CreateImage.
-func consistency(st *ScriptsState, p rotation.Policy, id string, now time.Time) string {
-	if preFailed(st, p, id, now) == "" {
-		return rotation.ConsistencyApplication
-	}
-	return rotation.ConsistencyCrash
+	return "", false
 }

@@ -358,7 +358,38 @@ func TestSnapshot_APreScriptWhoseTimeRanOutIsNoQuiesce(t *testing.T) {
 			if tc.wantState == rotation.StateRefused && !strings.Contains(b.Images[1].Error, "time ran out") {
 				t.Errorf("refusal %q does not say why", b.Images[1].Error)
 			}
+			// The decision is in the script state, where the report reads it.
+			late, _ := b.Scripts.Instance(ids[1])
+			if late.Pre.Status != ScriptTimedOut || !strings.Contains(late.Pre.Reason, "time ran out") {
+				t.Errorf("script state of the late instance: %+v", late.Pre)
+			}
+			if in, _ := b.Scripts.Instance(ids[0]); in.Pre.Status != ScriptOK {
+				t.Errorf("script state of the instance in time: %+v", in.Pre)
+			}
 		})
+	}
+}
+
+// A retried Snapshot (a throttled CreateImage of another instance) runs
+// after the quiesce of an instance it imaged on the first attempt ran out:
+// that image is adopted, not refused.
+func TestSnapshot_ARetryAdoptsTheImageItMadeInTime(t *testing.T) {
+	e := newSimEnv(t)
+	ids := e.run(testHome, 1, nil)
+	p := testPolicy(t, `,"noReboot":true,"scripts":{"preset":"linux-fsfreeze","mountPoints":["/data"],"onPreFailure":"skip"}`)
+	in := e.batch(p, ids)
+	in.Scripts = &ScriptsState{Phase: "pre", Instances: []ScriptInstance{{InstanceID: ids[0], Pre: ScriptRun{Status: ScriptOK, Sent: e.now()}}}}
+	first, err := e.snapshot().Handle(context.Background(), in)
+	if err != nil || first.Images[0].ImageID == "" {
+		t.Fatalf("first attempt: %v %+v", err, first.Images)
+	}
+	e.clock.Advance(5 * time.Minute) // past the 60 s quiesce
+	again, err := e.snapshot().Handle(context.Background(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := again.Images[0]; r.State != rotation.StatePending || r.ImageID != first.Images[0].ImageID {
+		t.Errorf("retry: %+v, want the image %s adopted", r, first.Images[0].ImageID)
 	}
 }
 
