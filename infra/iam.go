@@ -77,30 +77,36 @@ func newPermissionContext(r *Rotation, p *RotationProps) *permissionContext {
 			pc.ssmPrefixes = append(pc.ssmPrefixes, prefix)
 		}
 	}
-	seen := map[string]bool{}
+	pc.verifySubnets, pc.verifyGroups, pc.verifyProfiles, pc.verifyDocuments = verifyTargets(p.Policies)
+	sort.Strings(pc.ssmPrefixes)
+	sort.Strings(pc.scriptDocuments)
+	return pc
+}
+
+// verifyTargets lists, once each, the subnets, security groups, instance
+// profiles and probe documents of the policies' verify blocks. Each list
+// is de-duplicated on its own: a profile and a document may share a name.
+func verifyTargets(policies []PolicySchedule) (subnets, groups, profiles, documents []string) {
 	add := func(list *[]string, v string) {
-		if v != "" && !seen[v] {
-			seen[v] = true
+		if v != "" && !slices.Contains(*list, v) {
 			*list = append(*list, v)
 		}
 	}
-	for _, ps := range p.Policies {
+	for _, ps := range policies {
 		v := ps.Policy.Verify
 		if v == nil {
 			continue
 		}
-		add(&pc.verifySubnets, v.SubnetID)
+		add(&subnets, v.SubnetID)
 		for _, g := range v.SecurityGroupIDs {
-			add(&pc.verifyGroups, g)
+			add(&groups, g)
 		}
-		add(&pc.verifyProfiles, v.InstanceProfile)
+		add(&profiles, v.InstanceProfile)
 		if v.Probe != nil {
-			add(&pc.verifyDocuments, v.Probe.Document)
+			add(&documents, v.Probe.Document)
 		}
 	}
-	sort.Strings(pc.ssmPrefixes)
-	sort.Strings(pc.scriptDocuments)
-	return pc
+	return subnets, groups, profiles, documents
 }
 
 func selectorKey(sel map[string]string) string {
