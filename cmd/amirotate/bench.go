@@ -10,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +21,7 @@ import (
 	"github.com/amirotate/amirotate/internal/ec2sim"
 	"github.com/amirotate/amirotate/internal/ec2x"
 	"github.com/amirotate/amirotate/internal/iamsim"
+	"github.com/amirotate/amirotate/internal/lambdahost"
 	"github.com/amirotate/amirotate/internal/rotation"
 	"github.com/amirotate/amirotate/internal/steps"
 )
@@ -433,17 +435,13 @@ func childrenRSS() int64 {
 		return 0
 	}
 	var total int64
-	for _, pid := range strings.Fields(string(data)) {
-		status, err := os.ReadFile("/proc/" + pid + "/status")
+	for _, field := range strings.Fields(string(data)) {
+		pid, err := strconv.Atoi(field)
 		if err != nil {
 			continue
 		}
-		for _, line := range strings.Split(string(status), "\n") {
-			if strings.HasPrefix(line, "VmHWM:") {
-				var kb int64
-				fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, "VmHWM:")), "%d", &kb)
-				total += kb * 1024
-			}
+		if n, err := lambdahost.PeakRSS(pid); err == nil {
+			total += int64(n)
 		}
 	}
 	return total

@@ -173,9 +173,7 @@ func measureBuilt(ctx context.Context, dir, url, region string, p rotation.Polic
 	if err != nil {
 		return 0, err
 	}
-	env := append(ec2sim.EnvVars(url, region),
-		"AWS_ACCESS_KEY_ID="+ec2x.LocalAccessKey(step),
-		rotation.PinsEnv+"="+rotation.PinPolicies(p).String())
+	env := bootstrapEnv(ec2sim.EnvVars(url, region), p, "AWS_ACCESS_KEY_ID="+ec2x.LocalAccessKey(step))
 	got, err := lambdahost.InvokeBuilt(ctx, filepath.Join(dir, step, "bootstrap"), env, raw, 15*time.Minute)
 	if err != nil {
 		return 0, err
@@ -186,14 +184,20 @@ func measureBuilt(ctx context.Context, dir, url, region string, p rotation.Polic
 	return got.MaxMemoryUsed, nil
 }
 
+// bootstrapEnv is a built function's environment: base, its access key
+// (replacing base's), and the policy pinned as the stack pins it.
+func bootstrapEnv(base []string, p rotation.Policy, accessKey string) []string {
+	env := slices.DeleteFunc(slices.Clone(base), func(kv string) bool { return strings.HasPrefix(kv, "AWS_ACCESS_KEY_ID=") })
+	return append(env, accessKey, rotation.PinsEnv+"="+rotation.PinPolicies(p).String())
+}
+
 // initRuns is how many cold starts of each bootstrap the benchmark times.
 const initRuns = 5
 
 // measureInits times each function's init (lambdahost.MeasureInit), the
 // median of initRuns cold starts, from dir/<step>/bootstrap.
 func measureInits(ctx context.Context, dir string, p rotation.Policy, region string) (map[string]float64, error) {
-	env := []string{"AWS_REGION=" + region, "AWS_ACCESS_KEY_ID=bench", "AWS_SECRET_ACCESS_KEY=bench",
-		rotation.PinsEnv + "=" + rotation.PinPolicies(p).String()}
+	env := bootstrapEnv([]string{"AWS_REGION=" + region, "AWS_SECRET_ACCESS_KEY=bench"}, p, "AWS_ACCESS_KEY_ID=bench")
 	out := map[string]float64{}
 	for _, step := range ec2x.Steps {
 		bin := filepath.Join(dir, step, "bootstrap")

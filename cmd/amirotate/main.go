@@ -19,7 +19,7 @@ Usage:
   amirotate sim   [--addr 127.0.0.1:4566] [--regions r1,r2] [--image-delay 3s] [--seed-demo] [--stack cdk.out/Amirotate.template.json]
   amirotate run   --policy FILE [--rotation-time RFC3339] [--instance ID]... [--dry-run] [--json FILE] [--audit FILE]
   amirotate plan  --policy FILE [--json FILE]
-  amirotate rollback --policy FILE --instance ID [--region R] [--to IMAGE] [--dry-run] [--clear]
+  amirotate rollback --policy FILE --instance ID [--region R]... [--to IMAGE] [--dry-run] [--clear] [--json FILE] [--audit FILE]
   amirotate demo
   amirotate bench [--instances 1000] [--regions 3] [--json FILE]
 

@@ -74,7 +74,7 @@ func InvokeBuilt(ctx context.Context, bootstrap string, env []string, payload []
 		}
 		// The answer is posted before the runtime asks for the next
 		// invocation; the peak is read before the process is stopped.
-		hwm, err := peakRSS(p.cmd.Process.Pid)
+		hwm, err := PeakRSS(p.cmd.Process.Pid)
 		out.MaxMemoryUsed = hwm
 		return err
 	})
@@ -187,8 +187,8 @@ func runBuilt(ctx context.Context, bootstrap string, env []string, timeout time.
 	return fn(p)
 }
 
-// peakRSS reads a process's VmHWM (peak resident set) in bytes.
-func peakRSS(pid int) (uint64, error) {
+// PeakRSS reads a process's VmHWM (peak resident set) in bytes.
+func PeakRSS(pid int) (uint64, error) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, fmt.Errorf("reading the peak memory of process %d (needs Linux's /proc): %w", pid, err)
