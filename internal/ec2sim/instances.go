@@ -296,8 +296,19 @@ func (s *Sim) launchLocked(r *region, img *image, ls launchSpec, reservation str
 		old, ok := vols[rv.device]
 		if !ok {
 			order = append(order, rv.device)
-		} else if rv.size == 0 {
-			rv.size = old.size
+		} else {
+			if rv.size == 0 {
+				rv.size = old.size
+			}
+			// A volume from an encrypted snapshot is encrypted, with the
+			// snapshot's key unless the request names another:
+			// https://docs.aws.amazon.com/ebs/latest/userguide/encryption-behavior.html
+			if old.encrypted {
+				rv.encrypted = true
+				if rv.kmsKeyID == "" {
+					rv.kmsKeyID = old.kmsKeyID
+				}
+			}
 		}
 		if rv.volumeType == "" {
 			rv.volumeType = "gp3"

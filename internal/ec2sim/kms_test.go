@@ -52,6 +52,17 @@ func TestKMS_VolumesAndSnapshotsCarryTheirKeys(t *testing.T) {
 	if !aws.ToBool(sn.Encrypted) || aws.ToString(sn.KmsKeyId) != cmk {
 		t.Errorf("the image's snapshot: %+v", sn)
 	}
+	// A volume launched from the encrypted image, resized in the request,
+	// stays encrypted with the snapshot's key.
+	run, err := e.ec2.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(img), MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+		BlockDeviceMappings: []ec2types.BlockDeviceMapping{{DeviceName: e.image(t, "us-east-1", img).BlockDeviceMappings[0].DeviceName,
+			Ebs: &ec2types.EbsBlockDevice{VolumeSize: aws.Int32(30)}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := keyOf(aws.ToString(run.Instances[0].InstanceId)); k != cmk {
+		t.Errorf("a resized volume of the encrypted image has key %q, want %s", k, cmk)
+	}
 	_, err = kc.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String("alias/nope")})
 	var nf *kmstypes.NotFoundException
 	if err == nil || !errors.As(err, &nf) {
